@@ -45,11 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from nlhf.config import ConfigError
+    from nlhf.data.errors import PreferenceDataError
 
     try:
         result = args.func(args)
     except ConfigError as exc:
         print(f"nlhf: config error: {exc}", file=sys.stderr)
+        return 2
+    except PreferenceDataError as exc:
+        print(f"nlhf: data error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nlhf: interrupted", file=sys.stderr)

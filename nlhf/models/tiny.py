@@ -51,6 +51,7 @@ def tiny_causal_lm(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
+    intermediate_size: int | None = None,
     max_position_embeddings: int = 2048,
     seed: int = 0,
     tokenizer: Any | None = None,
@@ -63,7 +64,7 @@ def tiny_causal_lm(
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,

@@ -1,0 +1,316 @@
+"""Load preference pairs and prompts from files or Hugging Face datasets, validated row by row.
+
+:func:`load_preferences` reads any source :mod:`nlhf.data.readers` understands, renames
+columns (``columns={"prompt": "question", "chosen": "good", ...}`` maps the names used
+here to the dataset's), detects the format from the first row (:mod:`nlhf.data.formats`)
+unless ``format=`` names it, and validates every row. A bad row raises
+:class:`~nlhf.data.errors.PreferenceDataError` naming the file, the row and the field; with
+``skip_invalid=True`` it is skipped, counted by reason in ``dataset.skipped`` and logged
+(the first 10 one by one, then a summary). Rows changed by a documented repair rule (HH
+turns merged) are counted in ``dataset.repaired``. :func:`load_prompts` reads the same
+sources for their prompts only. :func:`save_preferences` writes JSONL in the ``pairwise``
+format, which :func:`load_preferences` reads back unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any, SupportsIndex, overload
+
+from nlhf.data.errors import InvalidRow, PreferenceDataError, RowLocation
+from nlhf.data.formats import (
+    CANONICAL_COLUMNS,
+    FORMATS,
+    PROMPT_FORMATS,
+    canonical_format,
+    convert_prompt_row,
+    convert_row,
+    detect_format,
+    detect_prompt_format,
+)
+from nlhf.data.readers import open_rows
+from nlhf.data.schema import PreferenceExample, PromptExample
+
+logger = logging.getLogger("nlhf.data")
+
+_LOG_EACH = 10  # rows logged one by one before only the summary is logged
+
+
+class PreferenceDataset(list):
+    """A list of :class:`PreferenceExample` that remembers where it came from.
+
+    ``source``: the file or dataset name; ``format``: the format it was read as;
+    ``skipped``: rows skipped by reason (``skip_invalid=True``); ``repaired``: rows changed
+    by a documented rule (e.g. ``hh_merged_turns``). Slicing keeps these attributes.
+    """
+
+    def __init__(
+        self,
+        examples: Iterable[PreferenceExample] = (),
+        source: str = "",
+        format: str = "",
+        skipped: Mapping[str, int] | None = None,
+        repaired: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(examples)
+        self.source = source
+        self.format = format
+        self.skipped: Counter[str] = Counter(skipped or {})
+        self.repaired: Counter[str] = Counter(repaired or {})
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> PreferenceExample: ...
+    @overload
+    def __getitem__(self, index: slice) -> PreferenceDataset: ...
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if isinstance(index, slice):
+            return PreferenceDataset(item, self.source, self.format, self.skipped, self.repaired)
+        return item
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def __repr__(self) -> str:
+        return (
+            f"PreferenceDataset({len(self)} examples from {self.source!r}, format={self.format!r}, "
+            f"skipped={dict(self.skipped)}, repaired={dict(self.repaired)})"
+        )
+
+
+class PromptDataset(list):
+    """A list of :class:`PromptExample` with ``source``, ``format`` and ``skipped`` like PreferenceDataset."""
+
+    def __init__(
+        self,
+        examples: Iterable[PromptExample] = (),
+        source: str = "",
+        format: str = "",
+        skipped: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(examples)
+        self.source = source
+        self.format = format
+        self.skipped: Counter[str] = Counter(skipped or {})
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if isinstance(index, slice):
+            return PromptDataset(item, self.source, self.format, self.skipped)
+        return item
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def __repr__(self) -> str:
+        return f"PromptDataset({len(self)} prompts from {self.source!r}, skipped={dict(self.skipped)})"
+
+
+def _check_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise TypeError(f"columns must be a mapping {{our_name: dataset_column}}, got {type(columns).__name__}")
+    for ours, theirs in columns.items():
+        if ours not in CANONICAL_COLUMNS:
+            raise ValueError(f"columns: unknown key {ours!r} (known: {', '.join(CANONICAL_COLUMNS)})")
+        if not isinstance(theirs, str):
+            raise TypeError(f"columns[{ours!r}] must be a column name (str), got {type(theirs).__name__}")
+    return dict(columns)
+
+
+def rename_columns(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
+    """``row`` with dataset columns renamed to ours (``columns`` maps ours -> theirs)."""
+    if not columns:
+        return dict(row)
+    out = {k: v for k, v in row.items() if k not in columns.values()}
+    for ours, theirs in columns.items():
+        if theirs not in row:
+            raise InvalidRow("missing_field", theirs, f"missing (mapped to {ours!r}; columns: {sorted(row)})")
+        out[ours] = row[theirs]
+    return out
+
+
+class _Tally:
+    """Raise or skip-and-count invalid rows, logging the first few."""
+
+    def __init__(self, skip_invalid: bool) -> None:
+        self.skip_invalid = skip_invalid
+        self.skipped: Counter[str] = Counter()
+
+    def invalid(self, problem: InvalidRow, loc: RowLocation) -> None:
+        error = problem.at(loc)
+        if not self.skip_invalid:
+            raise error
+        self.skipped[problem.reason] += 1
+        n = sum(self.skipped.values())
+        if n <= _LOG_EACH:
+            logger.warning("skipping invalid row (%s): %s", problem.reason, error)
+        elif n == _LOG_EACH + 1:
+            logger.warning("more invalid rows are being skipped; a summary follows")
+
+    def finish(self, name: str, n_kept: int, what: str) -> None:
+        if self.skipped:
+            logger.warning(
+                "%s: kept %d %s, skipped %d invalid rows: %s",
+                name, n_kept, what, sum(self.skipped.values()), dict(self.skipped),
+            )
+        if n_kept == 0:
+            detail = f" (skipped: {dict(self.skipped)})" if self.skipped else ""
+            raise PreferenceDataError(f"no valid {what}{detail}", location=name)
+
+
+def load_preferences(
+    path_or_name: str | Path,
+    format: str | None = None,
+    split: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+    **load_kwargs: Any,
+) -> PreferenceDataset:
+    """Load and validate preference pairs.
+
+    Args:
+        path_or_name: a ``.jsonl[.gz]``, ``.json[.gz]``, ``.parquet`` or ``.csv[.gz]`` file; a
+            ``save_to_disk`` directory; a directory of data files; or a Hugging Face hub name.
+        format: one of ``"trl"``, ``"ultrafeedback"``, ``"hh"``, ``"pairwise"`` (see
+            :mod:`nlhf.data.formats`); ``None`` detects it from the first row's keys.
+        split: the split of a Hugging Face dataset (``None``: the only one, or ``"train"``).
+        columns: rename dataset columns to ours, ``{"prompt": "question", ...}``.
+        skip_invalid: skip invalid rows (counted in ``.skipped`` by reason, logged) instead
+            of raising :class:`PreferenceDataError`.
+        limit: stop after this many valid examples.
+        **load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``name=``, ``data_dir=``,
+            ``cache_dir=``, ``revision=``); an error for files.
+
+    Returns:
+        A :class:`PreferenceDataset`; each example's ``source`` is ``"<file>:<line or row>"``.
+    """
+    renames = _check_columns(columns)
+    fmt = None if format is None else canonical_format(format, FORMATS)
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    source = open_rows(path_or_name, split=split, **load_kwargs)
+    tally = _Tally(skip_invalid)
+    examples: list[PreferenceExample] = []
+    repaired: Counter[str] = Counter()
+    with closing(source.rows) as rows:
+        for loc, row in rows:
+            try:
+                if isinstance(row, InvalidRow):
+                    raise row
+                row = rename_columns(row, renames)
+                if fmt is None:
+                    fmt = _detect(detect_format, row, loc)
+                converted = convert_row(row, fmt)
+            except InvalidRow as problem:
+                tally.invalid(problem, loc)
+                continue
+            repaired.update(converted.repairs)
+            examples.append(
+                PreferenceExample(
+                    converted.prompt, converted.first, converted.second, converted.label,
+                    loc.source, converted.metadata,
+                )
+            )
+            if limit is not None and len(examples) >= limit:
+                break
+    tally.finish(source.name, len(examples), "examples")
+    return PreferenceDataset(examples, source.name, fmt or "", tally.skipped, repaired)
+
+
+def _detect(detector: Any, row: Mapping[str, Any], loc: RowLocation) -> str:
+    """Format detection failures are never skipped: the whole file is in an unknown format."""
+    try:
+        return detector(row)
+    except InvalidRow as problem:
+        raise problem.at(loc) from None
+
+
+def load_prompts(
+    path_or_name: str | Path,
+    format: str | None = None,
+    split: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+    unique: bool = False,
+    **load_kwargs: Any,
+) -> PromptDataset:
+    """Load prompts for online training or evaluation; the same sources as :func:`load_preferences`.
+
+    The prompt of a row is its ``prompt`` column; or, without one, the turns before the
+    final assistant turn of an HH-RLHF ``chosen`` transcript, of a ``chosen`` conversation,
+    or of a ``messages`` conversation. Responses are not read (nor validated). ``format``
+    may also be ``"prompt"`` or ``"messages"``. ``unique=True`` keeps the first occurrence
+    of each prompt (``limit`` then counts distinct prompts).
+    """
+    renames = _check_columns(columns)
+    fmt = None if format is None else canonical_format(format, PROMPT_FORMATS)
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    source = open_rows(path_or_name, split=split, **load_kwargs)
+    tally = _Tally(skip_invalid)
+    prompts: list[PromptExample] = []
+    seen: set[Any] = set()
+    with closing(source.rows) as rows:
+        for loc, row in rows:
+            try:
+                if isinstance(row, InvalidRow):
+                    raise row
+                row = rename_columns(row, renames)
+                if fmt is None:
+                    fmt = _detect(detect_prompt_format, row, loc)
+                prompt, metadata = convert_prompt_row(row, fmt)
+            except InvalidRow as problem:
+                tally.invalid(problem, loc)
+                continue
+            if unique:
+                if prompt in seen:
+                    continue
+                seen.add(prompt)
+            prompts.append(PromptExample(prompt, loc.source, metadata))
+            if limit is not None and len(prompts) >= limit:
+                break
+    tally.finish(source.name, len(prompts), "prompts")
+    return PromptDataset(prompts, source.name, fmt or "", tally.skipped)
+
+
+_RESERVED = ("prompt", "response_a", "response_b", "label")
+
+
+def example_to_row(example: PreferenceExample) -> dict[str, Any]:
+    """One example as a ``pairwise``-format row (JSON-ready); metadata become extra columns."""
+    prompt = example.prompt if isinstance(example.prompt, str) else [m.as_dict() for m in example.prompt]
+    row: dict[str, Any] = {
+        "prompt": prompt, "response_a": example.first, "response_b": example.second, "label": example.label,
+    }
+    for key, value in example.metadata.items():
+        if key in _RESERVED:
+            raise ValueError(f"metadata key {key!r} of example {example.source} clashes with a column name")
+        row[key] = value
+    return row
+
+
+def save_preferences(examples: Iterable[PreferenceExample], path: str | Path) -> Path:
+    """Write examples as JSONL (gzip-compressed if ``path`` ends in ``.gz``) in the ``pairwise`` format.
+
+    The file is written to a temporary name and renamed, so a crash leaves no partial file.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(tmp, "wt", encoding="utf-8") as f:
+        for example in examples:
+            f.write(json.dumps(example_to_row(example), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
