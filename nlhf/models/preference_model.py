@@ -1,0 +1,127 @@
+"""The pairwise preference model P(y > y' | x) of NLHF (THEORY.md Sec. 1; Munos et al. Sec. 3.1).
+
+A backbone reads the ordered triple (x, first, second) as ONE sequence and a linear head
+scores it, f(x, first, second). The preference is
+
+    P(first > second | x) = sigmoid(f(x, first, second) - f(x, second, first))
+
+so the symmetry P(y > y') = 1 - P(y' > y), and hence P(y > y) = 1/2, holds by
+construction, for any weights (the logit is antisymmetric: swapping the responses swaps
+the two terms). Both orders run in ONE batched forward: rows 0..B-1 of the batch are
+(x, a, b), rows B..2B-1 are (x, b, a).
+
+Unlike a Bradley-Terry reward model (:mod:`nlhf.models.reward_model`), f need not
+decompose as r(x, a) - r(x, b), so the model can represent non-transitive preferences: a
+Condorcet cycle of a rater population (THEORY.md Sec. 7). Trained with binary
+cross-entropy on the label P(first > second) (hard 0/1 or soft); the loss lives in
+:mod:`nlhf.losses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nlhf.data.schema import Prompt
+from nlhf.models.scorer import SequenceScorer, pad_and_stack
+
+
+def preference_logit(score_ab: Tensor, score_ba: Tensor) -> Tensor:
+    """The preference logit f(x, a, b) - f(x, b, a) (B,); P(a > b) = sigmoid of it (THEORY.md Sec. 1)."""
+    return score_ab - score_ba
+
+
+class PairwisePreferenceModel(SequenceScorer):
+    """P(first > second | x) = sigmoid(f(x, first, second) - f(x, second, first)).
+
+    Build with :meth:`from_backbone` (``"minilm"``, ``"smollm2"``, a path or hub name) or
+    directly from a Hugging Face model and its tokenizer; see
+    :class:`~nlhf.models.scorer.SequenceScorer` for pooling, LoRA and save/load.
+    """
+
+    kind = "pairwise_preference"
+
+    def forward(
+        self,
+        input_ids_ab: Tensor,
+        attention_mask_ab: Tensor,
+        input_ids_ba: Tensor | None = None,
+        attention_mask_ba: Tensor | None = None,
+    ) -> Tensor:
+        """Preference logits (B,) of P(first > second).
+
+        Either both orders separately, ``input_ids_ab`` (B, Ta) = (x, first, second) and
+        ``input_ids_ba`` (B, Tb) = (x, second, first) (stacked into one forward here), or a
+        single (2B, T) batch whose first half is (x, first, second) and second half the
+        same triples in the other order (what :func:`encode` returns).
+        """
+        if (input_ids_ba is None) != (attention_mask_ba is None):
+            raise ValueError("give both input_ids_ba and attention_mask_ba, or neither")
+        if input_ids_ba is None:
+            rows = input_ids_ab.shape[0]
+            if rows % 2:
+                raise ValueError(
+                    f"a single batch must hold both orders (2B rows: (x,a,b) then (x,b,a)); got {rows} rows"
+                )
+            input_ids, attention_mask = input_ids_ab, attention_mask_ab  # (2B, T)
+        else:
+            if input_ids_ab.shape[0] != input_ids_ba.shape[0]:
+                raise ValueError(f"batch sizes differ: ab {input_ids_ab.shape[0]}, ba {input_ids_ba.shape[0]}")
+            pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+            input_ids, attention_mask = pad_and_stack(
+                input_ids_ab, attention_mask_ab, input_ids_ba, attention_mask_ba, pad_id
+            )  # (2B, T)
+        scores = self.score(input_ids, attention_mask)  # (2B,)
+        half = scores.shape[0] // 2
+        return preference_logit(scores[:half], scores[half:])  # (B,)
+
+    def logit(self, *args: Tensor) -> Tensor:
+        """Same as :meth:`forward`: the logit of P(first > second) (B,)."""
+        return self(*args)
+
+    def encode(
+        self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]
+    ) -> dict[str, Any]:
+        """Text -> ``{"input_ids": (2B, T), "attention_mask": (2B, T), "truncated": int}``.
+
+        Rows 0..B-1 are (x, first, second), rows B..2B-1 (x, second, first), each laid out
+        and truncated to ``max_length`` by :func:`nlhf.data.judge_inputs.encode_triple` (the
+        same rule for training and judging; prompt cut from the left, responses by
+        water-filling, so both orders keep the same tokens).
+        """
+        from nlhf.data.judge_inputs import encode_triple
+
+        if not len(prompts) == len(first) == len(second):
+            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
+        tok, n = self._require_tokenizer(), self.max_length
+        rows = [encode_triple(tok, p, a, b, n) for p, a, b in zip(prompts, first, second)]
+        rows += [encode_triple(tok, p, b, a, n) for p, a, b in zip(prompts, first, second)]
+        return self._collate(rows)
+
+    @torch.no_grad()
+    def prob(
+        self,
+        prompts: Sequence[Prompt],
+        first: Sequence[str],
+        second: Sequence[str],
+        *,
+        batch_size: int = 16,
+    ) -> Tensor:
+        """P(first > second | prompt) for text inputs (B,) float32 on CPU, in eval mode, no grad."""
+        if not len(prompts) == len(first) == len(second):
+            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for lo in range(0, len(prompts), batch_size):
+                hi = lo + batch_size
+                enc = self.encode(prompts[lo:hi], first[lo:hi], second[lo:hi])
+                logits = self(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))  # (b,)
+                out.append(torch.sigmoid(logits).cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)

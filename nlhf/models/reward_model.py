@@ -1,0 +1,115 @@
+"""The Bradley-Terry reward model, the RLHF baseline (THEORY.md Sec. 1).
+
+A scalar head on (x, y): r(x, y), and
+
+    P(y > y' | x) = sigmoid(r(x, y) - r(x, y')).
+
+Such a model can only represent transitive preferences (a single score orders all
+responses), so it cannot fit a Condorcet cycle of a rater population (THEORY.md Sec. 7):
+on a three-way cycle it gets at most 2 of the 3 pairs right. Trained with the
+Bradley-Terry loss (binary cross-entropy of that sigmoid against the label), in
+:mod:`nlhf.losses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nlhf.data.schema import Prompt
+from nlhf.models.scorer import SequenceScorer, pad_and_stack
+
+
+def bradley_terry_logit(reward_first: Tensor, reward_second: Tensor) -> Tensor:
+    """r(x, y) - r(x, y') (B,); P(y > y') = sigmoid of it (THEORY.md Sec. 1)."""
+    return reward_first - reward_second
+
+
+class RewardModel(SequenceScorer):
+    """r(x, y): a scalar head on a backbone reading (prompt, response) as one sequence."""
+
+    kind = "reward"
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Rewards (N,) float32 for a batch of (x, y) sequences (N, T)."""
+        return self.score(input_ids, attention_mask)
+
+    def logit(
+        self,
+        input_ids_first: Tensor,
+        attention_mask_first: Tensor,
+        input_ids_second: Tensor | None = None,
+        attention_mask_second: Tensor | None = None,
+    ) -> Tensor:
+        """r(x, first) - r(x, second) (B,) in ONE forward.
+
+        Either two (B, T) batches, or a single (2B, T) batch whose first half holds the
+        first responses and second half the second responses.
+        """
+        if input_ids_second is None:
+            if input_ids_first.shape[0] % 2:
+                raise ValueError(f"a single batch must hold 2B rows (firsts then seconds); got {input_ids_first.shape[0]}")
+            ids, mask = input_ids_first, attention_mask_first  # (2B, T)
+        else:
+            if attention_mask_second is None:
+                raise ValueError("give attention_mask_second with input_ids_second")
+            pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+            ids, mask = pad_and_stack(
+                input_ids_first, attention_mask_first, input_ids_second, attention_mask_second, pad_id
+            )  # (2B, T)
+        rewards = self.score(ids, mask)  # (2B,)
+        half = rewards.shape[0] // 2
+        return bradley_terry_logit(rewards[:half], rewards[half:])  # (B,)
+
+    def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> dict[str, Any]:
+        """Text -> ``{"input_ids": (N, T), "attention_mask": (N, T), "truncated": int}``.
+
+        One (x, y) sequence per row, laid out and truncated to ``max_length`` by
+        :func:`nlhf.data.judge_inputs.encode_single`.
+        """
+        from nlhf.data.judge_inputs import encode_single
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, responses {len(responses)}")
+        tok, n = self._require_tokenizer(), self.max_length
+        return self._collate([encode_single(tok, p, y, n) for p, y in zip(prompts, responses)])
+
+    @torch.no_grad()
+    def reward(self, prompts: Sequence[Prompt], responses: Sequence[str], *, batch_size: int = 32) -> Tensor:
+        """r(x, y) for text inputs (N,) float32 on CPU, in eval mode, no grad."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, responses {len(responses)}")
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for lo in range(0, len(prompts), batch_size):
+                enc = self.encode(prompts[lo : lo + batch_size], responses[lo : lo + batch_size])
+                out.append(self(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)).cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)
+
+    @torch.no_grad()
+    def prob(
+        self,
+        prompts: Sequence[Prompt],
+        first: Sequence[str],
+        second: Sequence[str],
+        *,
+        batch_size: int = 16,
+    ) -> Tensor:
+        """P(first > second | prompt) = sigmoid(r(x, first) - r(x, second)) (B,) on CPU."""
+        if not len(prompts) == len(first) == len(second):
+            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
+        out = []
+        for lo in range(0, len(prompts), batch_size):
+            hi = lo + batch_size
+            p = list(prompts[lo:hi])
+            rewards = self.reward(p + p, list(first[lo:hi]) + list(second[lo:hi]), batch_size=2 * batch_size)
+            half = rewards.shape[0] // 2
+            out.append(torch.sigmoid(bradley_terry_logit(rewards[:half], rewards[half:])))
+        return torch.cat(out) if out else torch.zeros(0)

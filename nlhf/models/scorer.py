@@ -1,0 +1,351 @@
+"""A Hugging Face backbone, a pooling rule and a linear head: one scalar per sequence.
+
+The shared base of :class:`~nlhf.models.preference_model.PairwisePreferenceModel`
+(the scalar is f(x, first, second), THEORY.md Sec. 1) and
+:class:`~nlhf.models.reward_model.RewardModel` (the scalar is r(x, y)). It owns what the two
+have in common: the backbone (an encoder such as MiniLM, or the base transformer of a
+causal LM with its LM head dropped), pooling, optional LoRA, and saving/loading.
+
+Pooling (``pooling=``):
+
+* ``"last"``  (default for causal LMs): the hidden state of each row's last real token,
+  found from the attention mask (which the encoders build from lengths), never from the
+  pad id: SmolLM2 has pad == eos, and the last real token IS an eos.
+* ``"mean"``  (default for encoders; MiniLM was trained with mean pooling): the masked mean.
+* ``"cls"``   the first position (BERT's ``[CLS]``); rows must be right-padded.
+
+Directory layout written by :meth:`SequenceScorer.save_pretrained` (``save_pretrained``-
+compatible: ``AutoModel.from_pretrained(dir)`` loads the backbone alone)::
+
+    config.json, model.safetensors     the backbone (HF save_pretrained, safetensors)
+    tokenizer.json, ...                the tokenizer
+    head.safetensors                   the linear head: "weight" (1, H), "bias" (1,)
+    adapter/                           LoRA adapter (peft), only when saved unmerged
+    nlhf_head.json                     what the head is (kind, pooling, backbone kind, LoRA);
+                                       written last, so its presence marks a complete save
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from nlhf.models.lora import LoraSettings, apply_lora, base_state_dict, is_peft_model
+
+HEAD_CONFIG = "nlhf_head.json"
+HEAD_WEIGHTS = "head.safetensors"
+ADAPTER_DIR = "adapter"
+FORMAT_VERSION = 1
+POOLINGS = ("last", "mean", "cls")
+
+
+def backbone_kind(model: Any) -> str:
+    """``"causal"`` for decoder-only LMs (Llama, GPT-2, ...), ``"encoder"`` for BERT-like models."""
+    if is_peft_model(model):
+        model = model.get_base_model()
+    if type(model).__name__.endswith("ForCausalLM") or getattr(model.config, "is_decoder", False):
+        return "causal"
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "causal"
+    return "encoder"
+
+
+def strip_lm_head(model: Any) -> Any:
+    """The base transformer of a ``*ForCausalLM`` (LM head dropped); other models unchanged."""
+    if is_peft_model(model):
+        return model
+    base = getattr(model, "base_model", model)
+    return base if base is not None else model
+
+
+def pool_hidden(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
+    """Pool hidden states (N, T, H) into one vector per row (N, H) under ``attention_mask`` (N, T).
+
+    ``"last"`` reads the last position whose mask is 1 (works for right or left padding),
+    ``"mean"`` the masked mean, ``"cls"`` position 0. Every row must have a real token.
+    """
+    mask = attention_mask.to(dtype=torch.long)  # (N, T)
+    lengths = mask.sum(-1)  # (N,)
+    if bool((lengths == 0).any()):
+        raise ValueError(f"rows {torch.nonzero(lengths == 0).flatten().tolist()} have no tokens (all-zero mask)")
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device)  # (T,)
+        last = (mask * positions).amax(-1)  # (N,) index of the last real token
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
+    if pooling == "mean":
+        weights = mask.to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
+        return (hidden * weights).sum(1) / lengths.to(hidden.dtype).unsqueeze(-1)  # (N, H)
+    if pooling == "cls":
+        if bool((mask[:, 0] == 0).any()):
+            raise ValueError("'cls' pooling needs right-padded rows (position 0 is padding in some row)")
+        return hidden[:, 0]  # (N, H)
+    raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+
+
+def pad_and_stack(
+    ids_a: Tensor, mask_a: Tensor, ids_b: Tensor, mask_b: Tensor, pad_id: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Stack two (Na, Ta) and (Nb, Tb) batches into one (Na + Nb, max T), right-padding with mask 0."""
+    width = max(ids_a.shape[1], ids_b.shape[1])
+
+    def widen(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        extra = width - ids.shape[1]
+        if extra == 0:
+            return ids, mask
+        return (
+            torch.nn.functional.pad(ids, (0, extra), value=pad_id),
+            torch.nn.functional.pad(mask, (0, extra), value=0),
+        )
+
+    ia, ma = widen(ids_a, mask_a)
+    ib, mb = widen(ids_b, mask_b)
+    return torch.cat([ia, ib], 0), torch.cat([ma, mb], 0)
+
+
+class SequenceScorer(nn.Module):
+    """backbone -> pooled hidden state (N, H) -> linear head -> one float32 scalar per row (N,)."""
+
+    kind: ClassVar[str] = ""
+    _kinds: ClassVar[dict[str, type[SequenceScorer]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            SequenceScorer._kinds[cls.kind] = cls
+
+    def __init__(
+        self,
+        backbone: Any,
+        tokenizer: Any | None = None,
+        *,
+        pooling: str = "auto",
+        kind_of_backbone: str | None = None,
+        max_length: int | None = None,
+        lora: LoraSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone_kind = kind_of_backbone or backbone_kind(backbone)
+        if self.backbone_kind not in ("causal", "encoder"):
+            raise ValueError(f"backbone kind must be 'causal' or 'encoder', got {self.backbone_kind!r}")
+        backbone = strip_lm_head(backbone)
+        if pooling == "auto":
+            pooling = "last" if self.backbone_kind == "causal" else "mean"
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be 'auto' or one of {list(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
+        self.lora = lora
+        if lora is not None and not is_peft_model(backbone):
+            backbone = apply_lora(backbone, lora)
+        self.backbone = backbone
+        config = self.backbone_config
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None) or config.n_embd
+        self.hidden_size = int(hidden)
+        param = next(backbone.parameters())
+        self.head = nn.Linear(self.hidden_size, 1, device=param.device, dtype=torch.float32)
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length) if max_length is not None else self._default_max_length()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def backbone_config(self) -> Any:
+        return self.backbone.get_base_model().config if is_peft_model(self.backbone) else self.backbone.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def _default_max_length(self) -> int:
+        limits = [getattr(self.backbone_config, "max_position_embeddings", None) or 2048, 2048]
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if tok_max is not None and tok_max < 1_000_000:
+            limits.append(int(tok_max))
+        return int(min(limits))
+
+    # ------------------------------------------------------------------ compute
+
+    def score(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """One scalar per row: ``head(pool(backbone(input_ids)))`` (N,) in float32."""
+        if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+            raise ValueError(
+                f"input_ids and attention_mask must both be (N, T); got {tuple(input_ids.shape)} "
+                f"and {tuple(attention_mask.shape)}"
+            )
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.backbone_kind == "causal":
+            # positions from the mask, so a left-padded row is scored like an unpadded one
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, T)
+            kwargs["use_cache"] = False
+        hidden = self.backbone(**kwargs).last_hidden_state  # (N, T, H)
+        pooled = pool_hidden(hidden, attention_mask, self.pooling)  # (N, H)
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (N,)
+
+    def _require_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise ValueError(f"{type(self).__name__} has no tokenizer; pass tokenizer= to use text inputs")
+        return self.tokenizer
+
+    def _collate(self, rows: list[Any]) -> dict[str, Any]:
+        """Right-pad encoded rows (``nlhf.data.judge_inputs.EncodedInput``); masks from lengths.
+
+        Token type ids are NOT passed to the backbone (all zero), in training and judging
+        alike: all-MiniLM-L6-v2 was trained on single segments of type 0, and one input
+        convention for every path keeps training and judging identical.
+        """
+        from nlhf.data.judge_inputs import collate_encoded
+
+        tok = self._require_tokenizer()
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        batch = collate_encoded(rows, int(pad))
+        return {
+            "input_ids": batch.input_ids,  # (N, T)
+            "attention_mask": batch.attention_mask,  # (N, T), from lengths
+            "truncated": sum(int(r.truncated) for r in rows),  # rows cut to max_length
+        }
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str,
+        *,
+        pooling: str = "auto",
+        lora: LoraSettings | None = None,
+        dtype: Any = "float32",
+        device: Any = None,
+        gguf_file: str | None = None,
+        cache_dir: str | None = None,
+        max_length: int | None = None,
+    ) -> SequenceScorer:
+        """A fresh head on a pretrained backbone: ``"minilm"``, ``"smollm2"``, a path or a hub name."""
+        from nlhf.models.loading import ModelLoadError, load_backbone
+
+        if (Path(str(name_or_path)).expanduser() / HEAD_CONFIG).is_file():
+            raise ModelLoadError(
+                f"{name_or_path} holds a saved {cls.__name__ or 'model'} ({HEAD_CONFIG}); "
+                f"use {cls.__name__}.from_pretrained({str(name_or_path)!r})"
+            )
+        backbone, tokenizer = load_backbone(
+            name_or_path, dtype=dtype, device=device, gguf_file=gguf_file, cache_dir=cache_dir
+        )
+        model = cls(backbone, tokenizer, pooling=pooling, max_length=max_length, lora=lora)
+        return model
+
+    # ------------------------------------------------------------------ save / load
+
+    def head_config(self, merged: bool) -> dict[str, Any]:
+        cfg = self.backbone_config
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "pooling": self.pooling,
+            "backbone_kind": self.backbone_kind,
+            "backbone_model_type": getattr(cfg, "model_type", None),
+            "hidden_size": self.hidden_size,
+            "max_length": self.max_length,
+            "lora": None if self.lora is None or not is_peft_model(self.backbone)
+            else {**self.lora.to_dict(), "merged": merged},
+        }
+
+    def save_pretrained(self, path: str | Path, *, merge_lora: bool = False) -> Path:
+        """Write backbone (safetensors), tokenizer, head and ``nlhf_head.json`` into ``path``.
+
+        With LoRA: ``merge_lora=True`` folds the adapter into the backbone weights (a plain
+        checkpoint, loaded without peft); ``False`` keeps base weights and ``adapter/``
+        separately (loaded back as a trainable LoRA model).
+        """
+        import copy
+
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / HEAD_CONFIG).unlink(missing_ok=True)  # the marker goes last
+        merged = False
+        if is_peft_model(self.backbone):
+            if merge_lora:
+                plain = copy.deepcopy(self.backbone).merge_and_unload()
+                plain.save_pretrained(path, safe_serialization=True)
+                merged = True
+            else:
+                base = self.backbone.get_base_model()
+                base.save_pretrained(path, state_dict=base_state_dict(self.backbone), safe_serialization=True)
+                self.backbone.save_pretrained(path / ADAPTER_DIR)
+        else:
+            self.backbone.save_pretrained(path, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+        head = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(head, str(path / HEAD_WEIGHTS))
+        (path / HEAD_CONFIG).write_text(json.dumps(self.head_config(merged), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, dtype: Any = None, device: Any = None, is_trainable: bool = True
+    ) -> SequenceScorer:
+        """Load a directory written by :meth:`save_pretrained` (the class is checked against its kind).
+
+        ``SequenceScorer.from_pretrained`` returns whichever kind the directory holds. The
+        model comes back in eval mode; ``is_trainable=False`` also freezes every parameter
+        (and loads a LoRA adapter in inference mode).
+        """
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+
+        from nlhf.models.loading import ModelLoadError, ensure_pad_token, resolve_dtype
+
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(f"model directory not found: {path}")
+        if not (path / HEAD_CONFIG).is_file():
+            raise ModelLoadError(
+                f"{path} has no {HEAD_CONFIG}: not a saved preference/reward model (or an incomplete save); "
+                f"for a fresh head on a pretrained backbone use {cls.__name__}.from_backbone({str(path)!r})"
+            )
+        meta = json.loads((path / HEAD_CONFIG).read_text())
+        kind = meta.get("kind")
+        target = SequenceScorer._kinds.get(kind)
+        if target is None:
+            raise ModelLoadError(f"{path / HEAD_CONFIG}: unknown kind {kind!r} (known: {sorted(SequenceScorer._kinds)})")
+        if cls.kind and cls is not target:
+            raise ModelLoadError(f"{path} holds a {kind!r} model ({target.__name__}), not a {cls.__name__}")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelLoadError(f"{path / HEAD_CONFIG}: format_version {meta['format_version']} is newer than this nlhf")
+        kwargs: dict[str, Any] = {}
+        if dtype is not None:
+            kwargs["dtype"] = resolve_dtype(dtype)
+        backbone = AutoModel.from_pretrained(str(path), **kwargs)
+        lora_meta = meta.get("lora")
+        lora = None
+        if lora_meta is not None and not lora_meta.get("merged", False):  # merged: a plain checkpoint
+            from peft import PeftModel
+
+            lora = LoraSettings.from_dict(lora_meta)
+            backbone = PeftModel.from_pretrained(backbone, str(path / ADAPTER_DIR), is_trainable=is_trainable)
+        tokenizer = None
+        if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file():
+            tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(str(path)))
+        model = target(
+            backbone, tokenizer, pooling=meta["pooling"], kind_of_backbone=meta["backbone_kind"],
+            max_length=meta.get("max_length"),
+        )
+        model.lora = lora
+        head = load_file(str(path / HEAD_WEIGHTS))
+        model.head.load_state_dict(head)
+        if not is_trainable:
+            model.requires_grad_(False)
+        if device is not None:
+            model.to(device)
+        return model.eval()
