@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "nlhf.demo",
     "nlhf.lab.cli",
+    "nlhf.train.cli",
 )
 
 

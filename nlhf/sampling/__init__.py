@@ -1,1 +1,90 @@
-"""nlhf.sampling."""
+"""Sampling responses from causal LMs: one KV-cached decode loop and the Nash-MD mixture sampler.
+
+THEORY.md Sec. 4 and 6. The pieces:
+
+* :class:`SamplingConfig` (max_new_tokens, temperature, top_k, top_p, stop_on_eos, seed);
+* :class:`Rollout`: left-padded prompts, right-padded responses, masks from lengths (pad ==
+  eos for SmolLM2), truncation flags, and per-token log-probs recorded while sampling
+  (``sampling_logps`` under the distribution sampled; ``policy_logps`` / ``ref_logps`` at
+  temperature 1);
+* :func:`generate`: y ~ pi with the explicit cached loop (left-padded batches, temperature,
+  top-k, top-p, stop on EOS per row), deterministic given a ``torch.Generator``;
+* :func:`sample_mixture`: y' ~ the token-level geometric mixture
+  softmax((1 - mixture_coef) logits_pi + mixture_coef logits_mu), one cache per model;
+  with a second model that is not mu (an EMA copy) and ``mixture_coef=1`` it samples that model;
+* :func:`sample_policy_and_mixture`: Nash-MD-PG's pair (y with log pi and log mu of its
+  tokens, and y') from one loop over 2B rows;
+* :func:`response_logps`: a trainer's (differentiable) re-scoring of a rollout;
+* :class:`Sampler`: the interface the trainers use; :class:`HFSampler` implements it with
+  the functions above. A faster backend (vLLM on GPUs) can be added later as another
+  :class:`Sampler` without touching the trainers.
+
+Importing this package is cheap: names are loaded on first use, and torch only with
+:mod:`nlhf.sampling.decode`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "SamplingConfig": "nlhf.sampling.config",
+    "Rollout": "nlhf.sampling.rollout",
+    "Sampler": "nlhf.sampling.sampler",
+    "HFSampler": "nlhf.sampling.sampler",
+    "generate": "nlhf.sampling.decode",
+    "sample_mixture": "nlhf.sampling.decode",
+    "sample_policy_and_mixture": "nlhf.sampling.decode",
+    "response_logps": "nlhf.sampling.decode",
+    "mixture_logits": "nlhf.sampling.decode",
+    "process_logits": "nlhf.sampling.decode",
+    "sample_tokens": "nlhf.sampling.decode",
+    "position_ids_from_mask": "nlhf.sampling.decode",
+    "make_generator": "nlhf.sampling.decode",
+}
+
+__all__ = [
+    "HFSampler",
+    "Rollout",
+    "Sampler",
+    "SamplingConfig",
+    "generate",
+    "make_generator",
+    "mixture_logits",
+    "position_ids_from_mask",
+    "process_logits",
+    "response_logps",
+    "sample_mixture",
+    "sample_policy_and_mixture",
+    "sample_tokens",
+]
+
+if TYPE_CHECKING:
+    from nlhf.sampling.config import SamplingConfig
+    from nlhf.sampling.decode import (
+        generate,
+        make_generator,
+        mixture_logits,
+        position_ids_from_mask,
+        process_logits,
+        response_logps,
+        sample_mixture,
+        sample_policy_and_mixture,
+        sample_tokens,
+    )
+    from nlhf.sampling.rollout import Rollout
+    from nlhf.sampling.sampler import HFSampler, Sampler
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nlhf.sampling' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,630 @@
+"""One explicit KV-cached decode loop, and the token-level geometric mixture sampler (THEORY.md Sec. 4, 6).
+
+Everything here is plain PyTorch around a Hugging Face causal LM's forward::
+
+    model(input_ids=(B, T), attention_mask=(B, T_past + T), position_ids=(B, T),
+          cache=<DynamicCache>, use_cache=True).logits          # (B, T, V)
+
+(the cache keyword is ``past_key_values`` before transformers 5.2x; the right one is read
+from the model's signature). Prompts are left-padded, so position ids are counted from
+each row's first real token (:func:`position_ids_from_mask`), as ``generate`` does.
+
+The loop, per step (:func:`generate`):
+
+1. logits of the next token from the cached forward of the last token (the prompt once, at
+   the start: "prefill");
+2. :func:`process_logits`: divide by the temperature, keep the top-k, keep the top-p mass;
+3. :func:`sample_tokens`: one uniform per row from the caller's ``torch.Generator`` (inverse
+   CDF), so a call is deterministic given the generator's state;
+4. record log q (the sampling distribution) and log pi at temperature 1 of the token;
+5. a row that has emitted EOS is finished: it keeps being fed the pad token, which is
+   masked out of the response by its length (never by its id: pad == eos for SmolLM2).
+   The loop stops when every row is finished or after ``max_new_tokens``.
+
+The token-level geometric mixture (Nash-MD's opponent, THEORY.md Sec. 4) samples from
+``softmax((1 - mixture_coef) logits_pi + mixture_coef logits_mu)`` at each step
+(:func:`mixture_logits`), with a SEPARATE cache per model: each model only ever sees the
+states of its own forward passes, and the cost is linear in the response length. (TRL 1.13
+with transformers 5 passes one cache to both models, which then attend to each other's
+states; its correct configuration, ``use_cache=False``, recomputes the whole prefix at
+every step: quadratic. See PEER-TRL.md.)
+
+:func:`sample_policy_and_mixture` runs both models once per step on 2B rows (B continuing
+the policy sample y, B continuing the mixture sample y'), so one loop gives y with log pi
+and log mu of its tokens (the KL term of Nash-MD-PG) and y' ~ pi^(1-beta) mu^beta (token
+level) together.
+
+Cost note: finished rows stay in the batch until every row has finished (no compaction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nlhf.sampling.config import SamplingConfig
+from nlhf.sampling.rollout import Rollout
+
+# --------------------------------------------------------------------------------------
+# Pure functions of logits
+# --------------------------------------------------------------------------------------
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """(B, T) position ids counted from each row's first attended token (left padding).
+
+    ``pos[b, t] = (number of attended tokens in row b up to and including t) - 1``; masked
+    positions get 1 (never read; the convention of transformers' ``generate``).
+    """
+    mask = attention_mask.long()  # (B, T)
+    positions = mask.cumsum(dim=-1) - 1  # (B, T)
+    return positions.masked_fill(mask == 0, 1)
+
+
+def mixture_logits(policy_logits: Tensor, ref_logits: Tensor, mixture_coef: float) -> Tensor:
+    """Logits of the token-level geometric mixture: (1 - beta) logits_pi + beta logits_mu.
+
+    THEORY.md Sec. 4 (NLHF Eq. 3 applied per token, the opponent of Nash-MD-PG):
+    pi'(y_n | x, y_<n) proportional to pi(y_n | .)^(1 - beta) mu(y_n | .)^beta, i.e. the softmax
+    of these logits (mixing raw logits or log-softmaxes gives the same distribution).
+    ``beta = 0`` returns the policy's logits and ``beta = 1`` the reference's, exactly (so a
+    -inf logit of the unused model cannot turn into NaN). Shapes: (..., V) -> (..., V) float32.
+    """
+    if policy_logits.shape != ref_logits.shape:
+        raise ValueError(
+            f"mixture_logits: policy logits {tuple(policy_logits.shape)} and reference logits "
+            f"{tuple(ref_logits.shape)} differ; the two models must share one vocabulary"
+        )
+    beta = float(mixture_coef)
+    if beta == 0.0:
+        return policy_logits.float()
+    if beta == 1.0:
+        return ref_logits.float()
+    return (1.0 - beta) * policy_logits.float() + beta * ref_logits.float()
+
+
+def process_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Logits of the distribution actually sampled: temperature, then top-k, then top-p.
+
+    * temperature: ``logits / temperature``;
+    * top-k (``0 < top_k < V``): logits below the k-th largest become -inf (ties with the
+      k-th value are kept);
+    * top-p (``top_p < 1``): keep the smallest set of most likely tokens whose probability
+      (after the steps above) sums to at least ``top_p``: a token is dropped when the
+      tokens ranked above it already hold ``top_p``. The most likely token is always kept.
+
+    Shapes: (B, V) -> (B, V) float32, -inf on dropped tokens.
+    """
+    x = logits.float()  # (B, V)
+    if temperature != 1.0:
+        x = x / temperature
+    V = x.shape[-1]
+    if 0 < top_k < V:
+        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        x = x.masked_fill(x < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)  # (B, V)
+        probs = torch.softmax(sorted_x, dim=-1)  # (B, V)
+        mass_before = torch.cumsum(probs, dim=-1) - probs  # (B, V) mass of the tokens ranked above
+        drop_sorted = mass_before >= top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V) back to vocab order
+        x = x.masked_fill(drop, float("-inf"))
+    return x
+
+
+def sample_tokens(logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Draw one token per row from softmax(logits) by inverse CDF; return it and its log-prob.
+
+    Uses exactly one uniform per row from ``generator`` (on the generator's device), so the
+    random stream consumed does not depend on the vocabulary or on the logits. A token with
+    probability 0 (-inf logit) is never drawn.
+
+    Args:
+        logits: (B, V), e.g. from :func:`process_logits`.
+        generator: the caller's ``torch.Generator``.
+
+    Returns:
+        tokens (B,) long and log q(token) (B,) float32, q = softmax(logits).
+    """
+    B, V = logits.shape
+    logq = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+    probs = logq.double().exp()  # (B, V)
+    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
+    u = torch.rand((B, 1), generator=generator, device=generator.device, dtype=torch.float64)  # (B, 1)
+    u = u.to(logits.device)
+    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # (B,)
+    # u * total can round up to total: fall back to the last token of positive probability
+    last_positive = V - 1 - torch.argmax((probs > 0).flip(-1).to(torch.int8), dim=-1)  # (B,)
+    tokens = torch.minimum(tokens, last_positive)
+    return tokens, logq.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _token_logps(logits: Tensor, tokens: Tensor) -> Tensor:
+    """log softmax(logits)[token] per row, at temperature 1. (B, V), (B,) -> (B,) float32."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def make_generator(seed: int, device: Any = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (save ``get_state()`` in checkpoints)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
+# --------------------------------------------------------------------------------------
+# Calling a causal LM with its own cache
+# --------------------------------------------------------------------------------------
+
+
+def _unwrap(model: Any) -> Any:
+    """The innermost causal LM behind nlhf's Reference and peft wrappers (for reading its signature)."""
+    for _ in range(8):
+        target = getattr(model, "_target", None)  # nlhf.models.Reference
+        if callable(target):
+            model = target()
+            continue
+        base = getattr(model, "get_base_model", None)  # peft
+        if callable(base) and base() is not model:
+            model = base()
+            continue
+        break
+    return model
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_convention(model_type: type) -> tuple[str, bool]:
+    """(keyword of the cache argument, whether ``logits_to_keep`` is accepted) for a model class."""
+    try:
+        params = inspect.signature(model_type.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        params = {}
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    return cache_kw, "logits_to_keep" in params
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    config = getattr(model, "config", None)
+    try:
+        return DynamicCache(config=config) if config is not None else DynamicCache()
+    except TypeError:  # pragma: no cover - older signatures
+        return DynamicCache()
+
+
+class _CachedLM:
+    """One causal LM with its own KV cache over B rows of left-padded prompts.
+
+    ``prefill(prompt_ids)`` and ``step(tokens)`` each return the next-token logits (B, V)
+    float32. Every appended token is attended (mask 1), finished rows included: their
+    continuations are ignored, and rows never attend to each other.
+    """
+
+    def __init__(self, model: Any, prompt_mask: Tensor, max_new_tokens: int) -> None:
+        self.model = model
+        self.cache_kw, self.keeps_logits = _forward_convention(type(_unwrap(model)))
+        self.cache = _new_cache(_unwrap(model))
+        B, P = prompt_mask.shape
+        ones = torch.ones((B, max_new_tokens), dtype=prompt_mask.dtype, device=prompt_mask.device)
+        self.mask = torch.cat([prompt_mask, ones], dim=1)  # (B, P + max_new_tokens)
+        self.width = P  # tokens in the cache so far
+        self.next_position = prompt_mask.long().sum(dim=-1, keepdim=True)  # (B, 1)
+
+    def _forward(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        kwargs = {self.cache_kw: self.cache, "use_cache": True}
+        if self.keeps_logits:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=self.mask[:, : self.width],
+            position_ids=position_ids,
+            **kwargs,
+        )
+        return out.logits[:, -1].float()  # (B, V)
+
+    def prefill(self, prompt_ids: Tensor) -> Tensor:
+        return self._forward(prompt_ids, position_ids_from_mask(self.mask[:, : self.width]))
+
+    def step(self, tokens: Tensor) -> Tensor:
+        self.width += 1
+        logits = self._forward(tokens.unsqueeze(-1), self.next_position)  # tokens (B,) -> (B, 1)
+        self.next_position = self.next_position + 1
+        return logits
+
+
+@contextlib.contextmanager
+def _sampling_mode(*models: Any) -> Iterator[None]:
+    """No autograd graph and eval mode (no dropout) for the block; training flags restored after."""
+    from nlhf.models.policy import eval_mode
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        seen: set[int] = set()
+        for model in models:
+            if isinstance(model, torch.nn.Module) and id(model) not in seen:
+                seen.add(id(model))
+                stack.enter_context(eval_mode(model))
+        yield
+
+
+# --------------------------------------------------------------------------------------
+# Recording a batch of responses
+# --------------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """Collects one batch's tokens step by step and builds the :class:`Rollout`."""
+
+    def __init__(self, B: int, stop_ids: Tensor | None, pad_id: int, device: Any, keep_logits: bool) -> None:
+        self.stop_ids = stop_ids
+        self.pad_id = pad_id
+        self.keep_logits = keep_logits
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
+        self.lengths = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
+        self.tokens: list[Tensor] = []
+        self.logps: dict[str, list[Tensor]] = {}
+        self.step_logits: list[Tensor] = []
+
+    def add(self, tokens: Tensor, sampling_logps: Tensor, step_logits: Tensor, **logps: Tensor) -> Tensor:
+        """Record one step; returns the tokens to feed back (pad on finished rows). (B,) each."""
+        alive = ~self.finished  # (B,)
+        tokens = torch.where(alive, tokens, torch.full_like(tokens, self.pad_id))  # (B,)
+        zero = torch.zeros((), dtype=torch.float32, device=tokens.device)
+        self.tokens.append(tokens)
+        for name, values in {"sampling_logps": sampling_logps, **logps}.items():
+            self.logps.setdefault(name, []).append(torch.where(alive, values.float(), zero))
+        if self.keep_logits:
+            self.step_logits.append(step_logits.float())
+        self.lengths += alive.long()
+        if self.stop_ids is not None:
+            self.finished |= alive & torch.isin(tokens, self.stop_ids)
+        return tokens
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finished.all())
+
+    def build(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Rollout:
+        R = int(self.lengths.max())
+        response_ids = torch.stack(self.tokens, dim=1)[:, :R]  # (B, R)
+        positions = torch.arange(R, device=response_ids.device)  # (R,)
+        response_mask = (positions.unsqueeze(0) < self.lengths.unsqueeze(1)).long()  # (B, R)
+        logps = {name: torch.stack(v, dim=1)[:, :R] for name, v in self.logps.items()}  # (B, R) each
+        step_logits = torch.stack(self.step_logits, dim=1)[:, :R] if self.keep_logits else None  # (B, R, V)
+        return Rollout(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            response_ids=response_ids,
+            response_mask=response_mask,
+            response_lengths=self.lengths.clone(),
+            truncated=~self.finished,
+            sampling_logps=logps.pop("sampling_logps"),
+            policy_logps=logps.pop("policy_logps", None),
+            ref_logps=logps.pop("ref_logps", None),
+            step_logits=step_logits,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------
+
+
+def _check_prompts(where: str, prompt_ids: Tensor, prompt_mask: Tensor) -> None:
+    if prompt_ids.dim() != 2 or prompt_ids.shape != prompt_mask.shape:
+        raise ValueError(
+            f"{where}: prompt_ids {tuple(prompt_ids.shape)} and prompt_mask {tuple(prompt_mask.shape)} must both be "
+            "(B, P)"
+        )
+    if prompt_ids.shape[0] == 0 or prompt_ids.shape[1] == 0:
+        raise ValueError(f"{where}: empty prompt batch {tuple(prompt_ids.shape)}")
+    if prompt_ids.dtype not in (torch.long, torch.int32, torch.int64):
+        raise ValueError(f"{where}: prompt_ids must be integer token ids, got {prompt_ids.dtype}")
+    mask = prompt_mask.long()  # (B, P)
+    if bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError(f"{where}: prompt_mask must be 0/1")
+    empty = (mask.sum(dim=-1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"{where}: prompt rows {empty} have no tokens (prompt_mask all 0)")
+    not_left = (mask[:, 1:] < mask[:, :-1]).any(dim=-1).nonzero().flatten().tolist()
+    if not_left:
+        raise ValueError(
+            f"{where}: prompt rows {not_left} are not left-padded (a 0 after a 1 in prompt_mask); new tokens are "
+            "appended on the right, so pad prompts on the left (nlhf.data.collate.collate_prompts does)"
+        )
+
+
+def _check_mixture_coef(where: str, mixture_coef: float) -> float:
+    beta = float(mixture_coef)
+    if not (0.0 <= beta <= 1.0) or math.isnan(beta):
+        raise ValueError(f"{where}: mixture_coef must be in [0, 1], got {mixture_coef!r}")
+    return beta
+
+
+def _as_id_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+def _special_ids(
+    where: str, model: Any, cfg: SamplingConfig, eos_token_id: int | Sequence[int] | None, pad_token_id: int | None,
+    device: Any,
+) -> tuple[Tensor | None, int]:
+    """(stop ids as a tensor or None, pad id), from the arguments or else the model's configs."""
+    target = _unwrap(model)
+    eos = _as_id_list(eos_token_id)
+    if not eos:
+        for source in (getattr(target, "generation_config", None), getattr(target, "config", None)):
+            eos = _as_id_list(getattr(source, "eos_token_id", None))
+            if eos:
+                break
+    if cfg.stop_on_eos and not eos:
+        raise ValueError(
+            f"{where}: stop_on_eos is set but no EOS id is known: pass eos_token_id= (the tokenizer's) or set "
+            "sampling.stop_on_eos=false"
+        )
+    if pad_token_id is None:
+        pad_token_id = getattr(getattr(target, "config", None), "pad_token_id", None)
+    if pad_token_id is None:
+        pad_token_id = eos[0] if eos else 0
+    stop_ids = torch.tensor(eos, dtype=torch.long, device=device) if cfg.stop_on_eos else None
+    return stop_ids, int(pad_token_id)
+
+
+# --------------------------------------------------------------------------------------
+# The samplers
+# --------------------------------------------------------------------------------------
+
+
+def _generate(
+    model: Any,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None,
+    eos_token_id: int | Sequence[int] | None,
+    pad_token_id: int | None,
+    return_step_logits: bool,
+    where: str,
+    logps_name: str,
+) -> Rollout:
+    _check_prompts(where, prompt_ids, prompt_mask)
+    stop_ids, pad_id = _special_ids(where, model, cfg, eos_token_id, pad_token_id, prompt_ids.device)
+    generator = generator if generator is not None else make_generator(cfg.seed)
+    B = prompt_ids.shape[0]
+    recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    with _sampling_mode(model):
+        lm = _CachedLM(model, prompt_mask, cfg.max_new_tokens)
+        logits = lm.prefill(prompt_ids)  # (B, V)
+        for t in range(cfg.max_new_tokens):
+            processed = process_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, V)
+            tokens, sampling_logps = sample_tokens(processed, generator)  # (B,), (B,)
+            tokens = recorder.add(tokens, sampling_logps, logits, **{logps_name: _token_logps(logits, tokens)})
+            if recorder.done or t == cfg.max_new_tokens - 1:
+                break
+            logits = lm.step(tokens)  # (B, V)
+    return recorder.build(prompt_ids, prompt_mask)
+
+
+def generate(
+    model: Any,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None = None,
+    *,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    return_step_logits: bool = False,
+) -> Rollout:
+    """Sample one response per prompt from ``model`` with a KV cache (the loop of the module docstring).
+
+    Args:
+        model: a causal LM (a Hugging Face model, a peft model, or :class:`nlhf.models.Reference`).
+            Run in eval mode under ``torch.no_grad()`` (its training flags are restored after).
+        prompt_ids: (B, P) long, LEFT-padded, on the model's device.
+        prompt_mask: (B, P) 0/1, 1 on prompt tokens.
+        cfg: :class:`SamplingConfig` (max_new_tokens, temperature, top_k, top_p, stop_on_eos).
+        generator: the random stream (one uniform per row per step). None: a fresh one seeded
+            with ``cfg.seed`` (so the call alone is reproducible); trainers pass their own and
+            save its state in checkpoints.
+        eos_token_id: id(s) that end a response (default: the model's generation config / config).
+        pad_token_id: the id written after a row's end (default: the model config's pad id, else EOS).
+        return_step_logits: also return the (B, R, V) logits each step sampled from (tests, diagnostics).
+
+    Returns:
+        :class:`Rollout` with ``sampling_logps`` and ``policy_logps`` (the model's own log-probs
+        at temperature 1; for this function "policy" means the model that sampled).
+    """
+    return _generate(
+        model, prompt_ids, prompt_mask, cfg, generator, eos_token_id, pad_token_id, return_step_logits,
+        "generate", "policy_logps",
+    )
+
+
+def sample_mixture(
+    policy: Any,
+    ref: Any,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    mixture_coef: float,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None = None,
+    *,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    return_step_logits: bool = False,
+) -> Rollout:
+    """Sample from the token-level geometric mixture pi^(1-beta) mu^beta (THEORY.md Sec. 4).
+
+    Each step draws from ``process_logits((1 - beta) logits_pi + beta logits_mu)``, with one
+    KV cache per model (cost linear in the length). ``ref`` may be any second model: with an
+    EMA copy of the policy and ``mixture_coef=1`` this samples Nash-EMA-PG's opponent.
+
+    ``mixture_coef = 0`` is exactly :func:`generate` on ``policy`` and ``1`` exactly
+    :func:`generate` on ``ref`` (same tokens for the same generator state); only that model
+    is run, so the other log-probs field is None. Otherwise the rollout carries
+    ``policy_logps`` and ``ref_logps`` (temperature 1) of the mixture's tokens as well.
+    Arguments as in :func:`generate`; the random stream is consumed the same way.
+    """
+    beta = _check_mixture_coef("sample_mixture", mixture_coef)
+    if beta in (0.0, 1.0):
+        model, name = (policy, "policy_logps") if beta == 0.0 else (ref, "ref_logps")
+        return _generate(
+            model, prompt_ids, prompt_mask, cfg, generator, eos_token_id, pad_token_id, return_step_logits,
+            "sample_mixture", name,
+        )
+    _check_prompts("sample_mixture", prompt_ids, prompt_mask)
+    stop_ids, pad_id = _special_ids("sample_mixture", policy, cfg, eos_token_id, pad_token_id, prompt_ids.device)
+    generator = generator if generator is not None else make_generator(cfg.seed)
+    B = prompt_ids.shape[0]
+    recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    with _sampling_mode(policy, ref):
+        policy_lm = _CachedLM(policy, prompt_mask, cfg.max_new_tokens)
+        ref_lm = _CachedLM(ref, prompt_mask, cfg.max_new_tokens)
+        policy_logits = policy_lm.prefill(prompt_ids)  # (B, V)
+        ref_logits = ref_lm.prefill(prompt_ids)  # (B, V)
+        for t in range(cfg.max_new_tokens):
+            mixed = mixture_logits(policy_logits, ref_logits, beta)  # (B, V)
+            processed = process_logits(mixed, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, V)
+            tokens, sampling_logps = sample_tokens(processed, generator)  # (B,), (B,)
+            tokens = recorder.add(
+                tokens,
+                sampling_logps,
+                mixed,
+                policy_logps=_token_logps(policy_logits, tokens),
+                ref_logps=_token_logps(ref_logits, tokens),
+            )
+            if recorder.done or t == cfg.max_new_tokens - 1:
+                break
+            policy_logits = policy_lm.step(tokens)  # (B, V)
+            ref_logits = ref_lm.step(tokens)  # (B, V)
+    return recorder.build(prompt_ids, prompt_mask)
+
+
+def sample_policy_and_mixture(
+    policy: Any,
+    ref: Any,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    mixture_coef: float,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None = None,
+    *,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    return_step_logits: bool = False,
+) -> tuple[Rollout, Rollout]:
+    """Nash-MD-PG's two samples per prompt from one decode loop: y ~ pi and y' ~ pi^(1-beta) mu^beta.
+
+    Policy and reference each run once per step on 2B rows with their own cache: rows
+    ``0..B-1`` continue y (sampled from ``process_logits(logits_pi)``), rows ``B..2B-1``
+    continue y' (from ``process_logits(mixture_logits(logits_pi, logits_mu, beta))``). y and
+    y' are drawn with independent uniforms (2B per step), so they are independent given x.
+
+    Returns:
+        ``(policy_rollout, mixture_rollout)``, both with ``sampling_logps``, ``policy_logps``
+        and ``ref_logps`` (temperature 1, under ``policy`` and ``ref``). For y these give the
+        per-token log-ratio log pi - log mu of Nash-MD-PG's KL term with no extra forward of
+        the reference (THEORY.md Sec. 4). ``beta = 0`` is SelfPlay's pair, ``beta = 1``
+        BestResponse's. Arguments as in :func:`sample_mixture`.
+    """
+    beta = _check_mixture_coef("sample_policy_and_mixture", mixture_coef)
+    where = "sample_policy_and_mixture"
+    _check_prompts(where, prompt_ids, prompt_mask)
+    stop_ids, pad_id = _special_ids(where, policy, cfg, eos_token_id, pad_token_id, prompt_ids.device)
+    generator = generator if generator is not None else make_generator(cfg.seed)
+    B = prompt_ids.shape[0]
+    both_ids = torch.cat([prompt_ids, prompt_ids], dim=0)  # (2B, P)
+    both_mask = torch.cat([prompt_mask, prompt_mask], dim=0)  # (2B, P)
+    policy_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    mixture_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    with _sampling_mode(policy, ref):
+        policy_lm = _CachedLM(policy, both_mask, cfg.max_new_tokens)
+        ref_lm = _CachedLM(ref, both_mask, cfg.max_new_tokens)
+        policy_logits = policy_lm.prefill(both_ids)  # (2B, V)
+        ref_logits = ref_lm.prefill(both_ids)  # (2B, V)
+        for t in range(cfg.max_new_tokens):
+            mixed = mixture_logits(policy_logits[B:], ref_logits[B:], beta)  # (B, V)
+            sampled_from = torch.cat([policy_logits[:B], mixed], dim=0)  # (2B, V)
+            processed = process_logits(sampled_from, cfg.temperature, cfg.top_k, cfg.top_p)  # (2B, V)
+            tokens, sampling_logps = sample_tokens(processed, generator)  # (2B,), (2B,)
+            policy_tokens = policy_rec.add(
+                tokens[:B],
+                sampling_logps[:B],
+                policy_logits[:B],
+                policy_logps=_token_logps(policy_logits[:B], tokens[:B]),
+                ref_logps=_token_logps(ref_logits[:B], tokens[:B]),
+            )
+            mixture_tokens = mixture_rec.add(
+                tokens[B:],
+                sampling_logps[B:],
+                mixed,
+                policy_logps=_token_logps(policy_logits[B:], tokens[B:]),
+                ref_logps=_token_logps(ref_logits[B:], tokens[B:]),
+            )
+            if (policy_rec.done and mixture_rec.done) or t == cfg.max_new_tokens - 1:
+                break
+            both_tokens = torch.cat([policy_tokens, mixture_tokens], dim=0)  # (2B,)
+            policy_logits = policy_lm.step(both_tokens)  # (2B, V)
+            ref_logits = ref_lm.step(both_tokens)  # (2B, V)
+    return policy_rec.build(prompt_ids, prompt_mask), mixture_rec.build(prompt_ids, prompt_mask)
+
+
+# --------------------------------------------------------------------------------------
+# Scoring a rollout (with gradient, for the trainers)
+# --------------------------------------------------------------------------------------
+
+
+def response_logps(model: Any, rollout: Rollout, temperature: float = 1.0) -> Tensor:
+    """(B, R) log-probs of ``rollout.response_ids`` under ``model``, aligned with them; 0 off the mask.
+
+    One forward of ``model`` on ``rollout.sequences()`` (position ids from the mask, as when
+    sampling), scored by :func:`nlhf.logprobs.token_logps`; differentiable when called with
+    gradients enabled (the trainer's policy forward). At temperature 1 it reproduces the
+    sampler's recorded ``policy_logps`` / ``ref_logps`` up to float rounding. Only the logits
+    of the last R + 1 positions are materialised when the model accepts ``logits_to_keep``.
+    """
+    from nlhf.logprobs import token_logps
+
+    input_ids, attention_mask, completion_mask = rollout.sequences()  # (B, P+R) each
+    P = rollout.prompt_width
+    R = int(rollout.response_ids.shape[1])
+    kwargs: dict[str, Any] = {}
+    _, keeps_logits = _forward_convention(type(_unwrap(model)))
+    if keeps_logits:
+        kwargs["logits_to_keep"] = R + 1
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+        **kwargs,
+    ).logits  # (B, R+1, V) or (B, P+R, V)
+    logits = logits[:, -(R + 1) :]  # (B, R+1, V): positions P-1 .. P+R-1
+    out = token_logps(logits, input_ids[:, P - 1 :], completion_mask[:, P - 1 :], temperature=temperature)  # (B, R)
+    return out
+
+
+__all__ = [
+    "generate",
+    "make_generator",
+    "mixture_logits",
+    "position_ids_from_mask",
+    "process_logits",
+    "response_logps",
+    "sample_mixture",
+    "sample_policy_and_mixture",
+    "sample_tokens",
+]
