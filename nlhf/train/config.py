@@ -1,0 +1,120 @@
+"""Configs of the shared training loop: the optimiser and the loop itself.
+
+Both are frozen dataclasses resolved through :mod:`nlhf.config` (YAML plus ``key=value``
+overrides; unknown keys and wrong types are rejected there). Range checks live in
+``__post_init__`` and name the offending key, so a bad config fails before any model loads.
+Every trainer (``fit.py``, ``offline.py``, ``online.py``, ``rlhf.py``) nests these two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from nlhf.config import check
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW plus a learning-rate schedule.
+
+    The schedule multiplies ``lr`` by a factor that depends on the number ``s`` of
+    optimiser updates already made (see :func:`nlhf.train.loop.lr_factor`):
+    a linear warm-up ``(s + 1) / (warmup_steps + 1)`` for ``s < warmup_steps``, then
+    ``cosine`` or ``linear`` decay from 1 to ``min_lr_ratio`` over the remaining steps, or
+    ``constant``.
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # the decayed lr ends at lr * min_lr_ratio
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(len(self.betas) == 2, "optim.betas", f"must have two values, got {self.betas}")
+        check(all(0.0 <= b < 1.0 for b in self.betas), "optim.betas", f"must be in [0, 1), got {self.betas}")
+        check(self.eps > 0, "optim.eps", f"must be > 0, got {self.eps}")
+        check(self.max_grad_norm >= 0, "optim.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+        check(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        check(
+            0.0 <= self.min_lr_ratio <= 1.0,
+            "optim.min_lr_ratio",
+            f"must be in [0, 1], got {self.min_lr_ratio}",
+        )
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the loop does around the step function: batching, evaluation, checkpoints, logs.
+
+    One optimiser step consumes a *global batch* of
+    ``micro_batch_size * grad_accum_steps * num_processes`` examples, taken in order from
+    a stream of seeded permutations of the training set (epoch ``e`` uses the permutation
+    drawn from ``(seed, e)``); the stream position is saved in every checkpoint.
+    Give the length of the run either as ``max_steps`` or as ``epochs`` (then
+    ``max_steps = floor(epochs * len(data) / global_batch)``), not both.
+    """
+
+    seed: int = 0
+    max_steps: int | None = None
+    epochs: float | None = None  # used when max_steps is null; default 1 epoch
+    micro_batch_size: int = 8
+    grad_accum_steps: int = 1
+    eval_batch_size: int | None = None  # defaults to micro_batch_size
+    eval_every: int = 0  # evaluate every N steps (0: only at the end, when eval_at_end)
+    eval_at_end: bool = True
+    save_every: int = 0  # checkpoint every N steps and at the end (0: no checkpoints)
+    keep_last: int = 2  # checkpoints kept on disk
+    log_every: int = 10  # console / JSONL / TensorBoard every N steps
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # only applied when a GPU is present
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out_dir: str = ""
+    resume: bool = False  # continue from the latest complete checkpoint in out_dir
+    overwrite: bool = False  # delete old checkpoints in out_dir instead of refusing to start
+    max_nonfinite_in_a_row: int = 5  # stop after this many skipped (NaN/inf) steps in a row
+    min_free_disk_mb: int = 100  # refuse to start with less free space than this in out_dir
+    progress: bool = True  # tqdm progress bar
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        check(
+            self.max_steps is None or self.max_steps > 0,
+            "loop.max_steps",
+            f"must be > 0, got {self.max_steps}",
+        )
+        check(self.epochs is None or self.epochs > 0, "loop.epochs", f"must be > 0, got {self.epochs}")
+        check(
+            self.max_steps is None or self.epochs is None,
+            "loop.epochs",
+            "give either loop.max_steps or loop.epochs, not both",
+        )
+        check(self.micro_batch_size > 0, "loop.micro_batch_size", f"must be > 0, got {self.micro_batch_size}")
+        check(self.grad_accum_steps > 0, "loop.grad_accum_steps", f"must be > 0, got {self.grad_accum_steps}")
+        check(
+            self.eval_batch_size is None or self.eval_batch_size > 0,
+            "loop.eval_batch_size",
+            f"must be > 0, got {self.eval_batch_size}",
+        )
+        check(self.eval_every >= 0, "loop.eval_every", f"must be >= 0, got {self.eval_every}")
+        check(self.save_every >= 0, "loop.save_every", f"must be >= 0, got {self.save_every}")
+        check(self.keep_last >= 1, "loop.keep_last", f"must be >= 1, got {self.keep_last}")
+        check(self.log_every > 0, "loop.log_every", f"must be > 0, got {self.log_every}")
+        check(
+            self.max_nonfinite_in_a_row >= 1,
+            "loop.max_nonfinite_in_a_row",
+            f"must be >= 1, got {self.max_nonfinite_in_a_row}",
+        )
+        check(
+            self.min_free_disk_mb >= 0, "loop.min_free_disk_mb", f"must be >= 0, got {self.min_free_disk_mb}"
+        )
+        check(not (self.resume and self.overwrite), "loop.overwrite", "cannot be combined with loop.resume")
+
+    @property
+    def eval_micro_batch_size(self) -> int:
+        return self.eval_batch_size or self.micro_batch_size

@@ -1,0 +1,843 @@
+"""The shared training loop: accelerate plumbing around a trainer's step function.
+
+Every trainer in ``nlhf.train`` (preference/reward models, offline DPO/IPO, the online
+Nash-MD family, RLHF) is a short file that builds a model, a collate function and a
+*step function*, and hands them to :class:`TrainLoop`. Composition, not inheritance: the
+loop knows nothing about preferences or policies.
+
+A step function maps one micro-batch to per-example losses and weights::
+
+    def step_fn(model, batch, ctx: StepContext) -> StepOutput:
+        ...
+        return StepOutput(losses=per_example_loss_sums,   # (B,)
+                          weights=per_example_weights,    # (B,) tokens, or 1 per pair
+                          metrics={"accuracy": (correct, ones)})
+
+Loss normalisation (the reason for this shape). One optimiser step sees a *global batch*
+spread over ``grad_accum_steps`` micro-batches on each of ``num_processes`` ranks. Its
+loss is ``sum of all per-example losses / sum of all weights`` over the whole global
+batch, never a mean of micro-batch (or rank) means, which would weight a short
+micro-batch like a long one. The total weight is only known after the last micro-batch,
+so the loop back-propagates each micro-batch's loss *sum* times one constant ``c`` (the
+same for all micro-batches and ranks of the step: ``1 / (global weight of micro-batch 0 x
+grad_accum_steps)``, so gradients have the size of a mean, as fp16 loss scaling expects),
+adds up the weights, all-reduces the total weight across ranks, and then rescales the
+accumulated gradients by ``num_processes / (c x total_weight)`` (DDP has already averaged
+them over ranks): exactly the gradient of the global weighted mean. Metrics are reduced
+the same way: each is a ``(sum, weight)`` pair summed over micro-batches and ranks before
+dividing.
+
+Limits: the gradient rescaling needs the gradients after backward, which DeepSpeed keeps
+to itself (DDP and FSDP are fine); evaluation calls the unwrapped model, which suits DDP
+(replicated weights) but not FSDP's sharded ones.
+
+Everything else a run needs lives here too: accelerate's ``Accelerator`` (mixed precision
+only when a GPU is present), AdamW and a cosine/linear warm-up schedule, gradient
+clipping, NaN/inf detection (the step is skipped and counted; too many in a row stop the
+run, the last good checkpoint intact), evaluation every N steps, atomic checkpoints every
+N steps with exact resume (:mod:`nlhf.train.checkpoint`), a tqdm bar, console lines, a
+JSONL log (``metrics.jsonl``) and TensorBoard. The output directory is checked (writable,
+enough free disk) before anything is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from nlhf.config import ConfigError, save_config
+from nlhf.train import checkpoint as ckpt_lib
+from nlhf.train.config import LoopConfig, OptimConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunDirError(RuntimeError):
+    """The output directory cannot hold the run (unwritable, no disk space, old checkpoints)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many optimiser steps in a row had a NaN/inf loss or gradient."""
+
+
+# ----------------------------------------------------------------------------- step API
+
+
+@dataclass
+class StepOutput:
+    """What a step (or eval) function returns for one micro-batch.
+
+    ``losses[i]`` is example i's loss already *summed* over its weight units (its tokens,
+    or 1 for a pair-level loss), and ``weights[i]`` the number of those units. The loop
+    divides the global sum of ``losses`` by the global sum of ``weights``.
+    """
+
+    losses: Any  # (B,) per-example summed loss; must carry grad in training
+    weights: Any  # (B,) per-example weight (tokens or pairs), >= 0
+    metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> ((B,) values, (B,) weights)
+    outputs: dict[str, Any] = field(default_factory=dict)  # eval only: name -> (B, ...) per-example outputs
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a micro-batch sits in the run (for per-example seeding, e.g. of samplers)."""
+
+    step: int  # optimiser step being computed, 0-based
+    micro_step: int  # micro-batch within the step, 0 .. grad_accum_steps - 1
+    indices: tuple[int, ...]  # dataset indices of the examples
+    positions: tuple[int, ...]  # their positions in the global data stream (unique over the run)
+    process_index: int = 0
+    training: bool = True
+
+
+StepFn = Callable[[Any, Any, StepContext], StepOutput]
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimiser steps attempted (== max_steps when the run finished)
+    updates: int  # steps that changed the weights
+    nonfinite_steps: int  # steps skipped for a NaN/inf loss or gradient
+    train_metrics: dict[str, float]  # the last logged window
+    eval_metrics: dict[str, float]  # the last evaluation ({} if none)
+    eval_outputs: dict[str, Any]  # per-example outputs of the last evaluation, in dataset order
+    checkpoint: Path | None  # the newest checkpoint
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def make_accelerator(cfg: LoopConfig) -> Any:
+    """An ``Accelerator``: GPU and mixed precision when available, otherwise fp32 on CPU.
+
+    Mixed precision is never applied on CPU (it is slow there and bf16 may be emulated); a
+    request for it is downgraded with a warning. The scheduler is *not* stepped by
+    accelerate (``step_scheduler_with_optimizer=False``): the loop steps it once per
+    successful update, whatever the number of processes.
+    """
+    import torch
+    from accelerate import Accelerator
+
+    has_gpu = torch.cuda.is_available()
+    if cfg.device == "cuda" and not has_gpu:
+        raise ConfigError("loop.device: 'cuda' requested but no CUDA GPU is available")
+    use_gpu = has_gpu and cfg.device != "cpu"
+    mixed_precision = cfg.mixed_precision
+    if mixed_precision != "no" and not use_gpu:
+        warnings.warn(
+            f"loop.mixed_precision={mixed_precision!r} ignored: no GPU in use, training in fp32", stacklevel=2
+        )
+        mixed_precision = "no"
+    return Accelerator(cpu=not use_gpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+
+
+def make_optimizer(model: Any, cfg: OptimConfig) -> Any:
+    """AdamW over the trainable parameters; no weight decay on vectors (biases, norms)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [
+        g
+        for g in (
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        )
+        if g["params"]
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def lr_factor(updates: int, cfg: OptimConfig, total_steps: int) -> float:
+    """The multiplier of ``cfg.lr`` for the update that follows ``updates`` earlier ones.
+
+    Warm-up: ``(updates + 1) / (warmup_steps + 1)`` while ``updates < warmup_steps`` (the
+    first update is not wasted at lr 0). Then, with ``p`` the fraction of the remaining
+    ``total_steps - warmup_steps`` updates done, ``cosine``:
+    ``m + (1 - m) (1 + cos(pi p)) / 2``, ``linear``: ``m + (1 - m)(1 - p)``, ``constant``: 1,
+    where ``m = min_lr_ratio``.
+    """
+    if updates < cfg.warmup_steps:
+        return (updates + 1) / (cfg.warmup_steps + 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    p = min(1.0, (updates - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    m = cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * p))
+    return m + (1.0 - m) * (1.0 - p)
+
+
+def make_scheduler(optimizer: Any, cfg: OptimConfig, total_steps: int) -> Any:
+    """A ``LambdaLR`` following :func:`lr_factor`."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda updates: lr_factor(updates, cfg, total_steps))
+
+
+@lru_cache(maxsize=4)
+def epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The order of the ``n`` training examples in ``epoch``: a permutation drawn from ``(seed, epoch)``."""
+    import numpy as np
+
+    return tuple(int(i) for i in np.random.default_rng([seed, epoch]).permutation(n))
+
+
+def stream_indices(n: int, seed: int, start: int, count: int) -> list[int]:
+    """Dataset indices at positions ``start .. start + count - 1`` of the data stream.
+
+    The stream is epoch 0's permutation, then epoch 1's, and so on; position ``q`` is
+    example ``epoch_permutation(n, seed, q // n)[q % n]``. No worker processes, no hidden
+    RNG: the position alone fixes the data, which is what makes resume exact.
+    """
+    return [epoch_permutation(n, seed, q // n)[q % n] for q in range(start, start + count)]
+
+
+def check_out_dir(out_dir: str | Path, min_free_bytes: int = 0) -> Path:
+    """Create ``out_dir`` and prove it usable *now*, not after an hour of training.
+
+    Writes, fsyncs and deletes a probe file, and checks that at least ``min_free_bytes``
+    are free on its file system. Raises :class:`RunDirError` naming the directory.
+    """
+    out = Path(out_dir)
+    if not str(out_dir):
+        raise RunDirError("no output directory given (set --out / loop.out_dir)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"output directory {out} cannot be created: {exc.strerror or exc}") from None
+    if not out.is_dir():
+        raise RunDirError(f"output directory {out} exists and is not a directory")
+    probe = out / f".write-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"nlhf")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"output directory {out} is not writable: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(out).free
+    if free < min_free_bytes:
+        raise RunDirError(
+            f"output directory {out}: only {free / 2**20:.0f} MiB free, the run needs at least "
+            f"{min_free_bytes / 2**20:.0f} MiB (checkpoints; see loop.min_free_disk_mb, loop.keep_last)"
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricsLogger:
+    """Console lines, ``metrics.jsonl`` and TensorBoard, written by the main process only.
+
+    On resume from step ``s``, records after ``s`` (written by the killed run after its
+    last checkpoint) are dropped from the JSONL file and purged from TensorBoard, so the
+    logs of a resumed run read like those of an uninterrupted one.
+    """
+
+    def __init__(
+        self, out_dir: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.enabled = enabled
+        self.tensorboard = tensorboard
+        self.resume_step = resume_step
+        self._writer: Any = None  # SummaryWriter, created at the first record
+        self.console: Callable[[str], None] = print
+        if enabled and resume_step is not None and (self.out_dir / METRICS_FILE).is_file():
+            kept = [
+                line
+                for line in (self.out_dir / METRICS_FILE).read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            ckpt_lib.write_text_atomic(self.out_dir / METRICS_FILE, "".join(x + "\n" for x in kept))
+
+    def log(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "split": split, **{k: float(v) for k, v in metrics.items()}}
+        with open(self.out_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+        self.console(f"[{split}] step {step}: {shown}")
+        if self.tensorboard:
+            if self._writer is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.resume_step)
+            for key, value in metrics.items():
+                self._writer.add_scalar(f"{split}/{key}", float(value), step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class TrainLoop:
+    """Train ``model`` with ``step_fn`` on ``train_data``; see the module docstring.
+
+    Arguments: ``train_data``/``eval_data`` are sequences of examples (any objects);
+    ``collate_fn(list_of_examples) -> batch`` builds a micro-batch (tensors are moved to the
+    device by the loop); ``step_fn(model, batch, ctx) -> StepOutput`` runs one micro-batch
+    (call ``model(...)``, not other methods, so that DDP synchronises gradients);
+    ``eval_fn`` (default: ``step_fn`` under ``no_grad``) may also return per-example
+    ``outputs``, gathered in dataset order and handed with the reduced metrics to
+    ``eval_summary(metrics, outputs) -> dict`` for whole-set metrics (calibration, plots).
+    ``stateful`` objects (``state_dict``/``load_state_dict``) are saved in checkpoints and
+    restored on resume. ``run_config`` (any config dataclass) is saved as ``config.yaml``.
+    ``optimizer_fn(model)`` replaces the default AdamW of :func:`make_optimizer` (the
+    schedule from ``optim`` still applies).
+    """
+
+    def __init__(
+        self,
+        loop: LoopConfig,
+        optim: OptimConfig,
+        model: Any,
+        train_data: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
+        step_fn: StepFn,
+        *,
+        eval_data: Sequence[Any] | None = None,
+        eval_fn: StepFn | None = None,
+        eval_summary: Callable[[dict[str, float], dict[str, Any]], Mapping[str, float]] | None = None,
+        stateful: Mapping[str, Stateful] | None = None,
+        run_config: Any = None,
+        accelerator: Any = None,
+        optimizer_fn: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.cfg, self.optim_cfg = loop, optim
+        self.train_data, self.eval_data = train_data, eval_data
+        self.collate_fn, self.step_fn = collate_fn, step_fn
+        self.eval_fn, self.eval_summary = eval_fn or step_fn, eval_summary
+        self.stateful = dict(stateful or {})
+        self.out_dir = Path(loop.out_dir)
+        self.accelerator = acc = accelerator if accelerator is not None else make_accelerator(loop)
+        self.world = acc.num_processes
+
+        # Run length, in optimiser steps, from max_steps or epochs.
+        self.n_train = len(train_data)
+        if self.n_train == 0:
+            raise ValueError("the training set is empty")
+        self.global_batch = loop.micro_batch_size * loop.grad_accum_steps * self.world
+        if loop.max_steps is not None:
+            self.max_steps = loop.max_steps
+        else:
+            self.max_steps = int((loop.epochs or 1.0) * self.n_train // self.global_batch)
+            if self.max_steps < 1:
+                raise ConfigError(
+                    f"loop.epochs: {loop.epochs or 1.0} epoch(s) of {self.n_train} examples is less than one "
+                    f"global batch of {self.global_batch} (micro_batch_size x grad_accum_steps x processes)"
+                )
+
+        if eval_data is not None and len(eval_data) < self.world:
+            raise ValueError(
+                f"the eval set has {len(eval_data)} examples, fewer than the {self.world} processes"
+            )
+
+        # The output directory, checked before the model is moved or anything trained.
+        trainable_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        need = loop.min_free_disk_mb * 2**20
+        if loop.save_every:  # weights + two AdamW moments per checkpoint, keep_last + 1 on disk at once
+            need = max(need, 3 * trainable_bytes * (loop.keep_last + 1))
+        if acc.is_main_process:
+            check_out_dir(self.out_dir, need)
+            existing = ckpt_lib.list_checkpoints(self.out_dir)
+            if existing and not loop.resume:
+                if not loop.overwrite:
+                    raise RunDirError(
+                        f"output directory {self.out_dir} already holds checkpoints (newest: "
+                        f"{existing[-1][1].name}); pass loop.resume=true to continue the run or "
+                        "loop.overwrite=true to start again"
+                    )
+                for _, path in existing:
+                    shutil.rmtree(path)
+            if not loop.resume:  # a fresh run starts a fresh log
+                (self.out_dir / METRICS_FILE).unlink(missing_ok=True)
+            if run_config is not None:
+                save_config(run_config, self.out_dir / "config.yaml")
+        acc.wait_for_everyone()
+
+        # Seed every process identically, for the randomness of the steps (dropout, sampling).
+        # Seed before building the model as well (fit.py does), so --resume rebuilds it exactly.
+        from accelerate.utils import set_seed
+
+        set_seed(loop.seed)
+
+        # Model, optimiser, schedule. The scheduler stays outside accelerate (see make_accelerator).
+        self.optimizer = optimizer_fn(model) if optimizer_fn is not None else make_optimizer(model, optim)
+        self.model, self.optimizer = acc.prepare(model, self.optimizer)
+        self.scheduler = make_scheduler(self.optimizer, optim, self.max_steps)
+
+        # Counters (all saved in checkpoints).
+        self.step = 0  # optimiser steps attempted
+        self.data_position = 0  # examples consumed from the data stream (all processes)
+        self.updates = 0  # steps that changed the weights
+        self.nonfinite_steps = 0
+        self.nonfinite_in_a_row = 0
+        self.zero_weight_steps = 0
+        self.last_checkpoint: Path | None = None
+        self.eval_metrics: dict[str, float] = {}
+        self.eval_outputs: dict[str, Any] = {}
+
+    # --------------------------------------------------------------- the run, top to bottom
+
+    def run(self) -> TrainResult:
+        """Train for ``max_steps`` optimiser steps (continuing a checkpoint if ``resume``)."""
+        from tqdm.auto import tqdm
+
+        acc, cfg = self.accelerator, self.cfg
+
+        # 1. Resume: weights, optimiser, schedule, RNG, counters and data position.
+        resumed_from = self._restore() if cfg.resume else None
+        logger = MetricsLogger(
+            self.out_dir,
+            enabled=acc.is_main_process,
+            tensorboard=cfg.tensorboard,
+            resume_step=self.step if resumed_from is not None else None,
+        )
+        bar = tqdm(
+            total=self.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (acc.is_main_process and cfg.progress),
+            dynamic_ncols=True,
+        )
+        if not bar.disable:
+            logger.console = bar.write
+        if resumed_from is not None:
+            logger.console(f"resumed from {resumed_from} at step {self.step}")
+
+        window = _Window()  # weighted sums since the last log line
+        train_metrics: dict[str, float] = {}
+        started, start_step = time.perf_counter(), self.step
+        try:
+            while self.step < self.max_steps:
+                # 2. One optimiser step: micro-batches, backward, normalise, clip, update.
+                totals, grad_norm, skipped = self._train_step()
+                self.step += 1
+                self.data_position += self.global_batch
+                window.add(totals, grad_norm, skipped)
+                bar.update(1)
+                if totals["weight"] > 0:
+                    bar.set_postfix(loss=f"{totals['loss'] / totals['weight']:.4f}", refresh=False)
+
+                # 3. Stop when too many steps in a row were NaN/inf (weights untouched by them).
+                if self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
+                    last = ckpt_lib.find_latest(self.out_dir)
+                    raise NonFiniteLossError(
+                        f"stopping at step {self.step}: {self.nonfinite_in_a_row} steps in a row had a "
+                        f"NaN/inf loss or gradient ({self.nonfinite_steps} in total; all skipped, weights "
+                        f"not updated by them). Last good checkpoint: {last or 'none'}. Lower optim.lr, "
+                        "check the data, or raise loop.max_nonfinite_in_a_row."
+                    )
+
+                # 4. Log the weighted means of the window.
+                if self.step % cfg.log_every == 0 or self.step == self.max_steps:
+                    elapsed = time.perf_counter() - started
+                    train_metrics = window.means()
+                    train_metrics.update(
+                        lr=self.lr_used,
+                        nonfinite_steps=self.nonfinite_steps,
+                        examples_per_s=(self.step - start_step) * self.global_batch / max(elapsed, 1e-9),
+                    )
+                    logger.log(self.step, "train", train_metrics)
+                    window = _Window()
+
+                # 5. Evaluate every eval_every steps (and at the end).
+                at_end = self.step == self.max_steps
+                if self.eval_data is not None and (
+                    (cfg.eval_every and self.step % cfg.eval_every == 0) or (at_end and cfg.eval_at_end)
+                ):
+                    logger.log(self.step, "eval", self.evaluate())
+
+                # 6. Checkpoint every save_every steps (and at the end).
+                if cfg.save_every and (self.step % cfg.save_every == 0 or at_end):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            logger.close()
+        return TrainResult(
+            step=self.step,
+            updates=self.updates,
+            nonfinite_steps=self.nonfinite_steps,
+            train_metrics=train_metrics,
+            eval_metrics=dict(self.eval_metrics),
+            eval_outputs=dict(self.eval_outputs),
+            checkpoint=self.last_checkpoint,
+        )
+
+    # --------------------------------------------------------------- one optimiser step
+
+    def _micro_batch(self, micro_step: int) -> tuple[Any, StepContext]:
+        """This process's share of micro-batch ``micro_step`` of the current step.
+
+        Stream positions: ``P + micro_step * (b * W) + rank * b + [0, b)`` with ``P`` the
+        examples consumed by earlier steps, ``b`` the micro-batch size and ``W`` the number
+        of processes; the step consumes ``G = b * grad_accum_steps * W`` positions.
+        """
+        from accelerate.utils import send_to_device
+
+        b = self.cfg.micro_batch_size
+        rank = self.accelerator.process_index
+        start = self.data_position + micro_step * b * self.world + rank * b
+        indices = stream_indices(self.n_train, self.cfg.seed, start, b)
+        batch = self.collate_fn([self.train_data[i] for i in indices])
+        ctx = StepContext(
+            step=self.step,
+            micro_step=micro_step,
+            indices=tuple(indices),
+            positions=tuple(range(start, start + b)),
+            process_index=rank,
+        )
+        return send_to_device(batch, self.accelerator.device), ctx
+
+    def _train_step(self) -> tuple[dict[str, float], float, str | None]:
+        """Accumulate, normalise by the global weight, clip and update; returns the totals.
+
+        Returns ``(totals, grad_norm, skip_reason)``: ``totals`` holds the global sums
+        ``loss``, ``weight`` and ``<metric>`` / ``<metric>:weight`` over all micro-batches and
+        processes; ``skip_reason`` is None when the weights were updated.
+        """
+        acc, model = self.accelerator, self.model
+        model.train()
+        self.lr_used = self.optimizer.param_groups[0]["lr"]  # the lr of this step's update
+
+        # (a) Forward/backward every micro-batch on the SUM of its per-example losses, times one
+        #     constant c per step, the same on every process: 1 / (global weight of micro-batch 0
+        #     x grad_accum_steps), a provisional normaliser that gives the gradients the size of a
+        #     mean (what fp16 loss scaling expects); (c) replaces it by the exact one.
+        #     Gradients are synchronised across processes only on the last micro-batch.
+        local: dict[str, Any] = {}  # name -> () float64 running sum on this process
+        c = 1.0
+        for micro_step in range(self.cfg.grad_accum_steps):
+            batch, ctx = self._micro_batch(micro_step)
+            last = micro_step == self.cfg.grad_accum_steps - 1
+            with nullcontext() if last else acc.no_sync(model):
+                with acc.autocast():
+                    out = self.step_fn(model, batch, ctx)
+                loss_sum = out.losses.sum()  # () sum over the micro-batch's examples
+                if micro_step == 0:
+                    first: dict[str, Any] = {}
+                    _accumulate(first, "weight", out.weights)
+                    estimate = self._reduce_sums(first)["weight"] * self.cfg.grad_accum_steps
+                    c = 1.0 / estimate if estimate > 0 else 1.0
+                acc.backward(loss_sum * c)
+            _accumulate(local, "loss", loss_sum)
+            _accumulate(local, "weight", out.weights)
+            for name, (values, weights) in out.metrics.items():
+                _accumulate(local, name, values)
+                _accumulate(local, f"{name}:weight", weights)
+
+        # (b) Global sums across processes: one all-reduce of a (K,) vector.
+        totals = self._reduce_sums(local)
+        total_weight = totals["weight"]
+
+        # (c) Gradients now hold c * sum_r grad(loss_sum_r) / W (DDP averages over W processes):
+        #     rescale to grad(sum of all losses) / total_weight, the global weighted mean.
+        params = list(model.parameters())
+        skip = None
+        if not math.isfinite(totals["loss"]):
+            skip = "nonfinite loss"
+        elif total_weight <= 0:
+            skip = "zero weight"
+        else:
+            scale = self.world / (c * total_weight)
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+
+        # (d) Clip (the returned norm is the pre-clip global norm) and check it is finite.
+        grad_norm = float("nan")
+        if skip is None:
+            max_norm = self.optim_cfg.max_grad_norm or float("inf")
+            grad_norm = float(acc.clip_grad_norm_(params, max_norm))
+            if not math.isfinite(grad_norm) and acc.scaler is None:
+                skip = "nonfinite gradient"
+
+        # (e) Update, or skip. A skipped step leaves weights, optimiser and schedule untouched.
+        if skip is None:
+            self.optimizer.step()
+            if not self.optimizer.step_was_skipped:  # an fp16 loss-scale overflow is not counted
+                self.scheduler.step()
+                self.updates += 1
+            self.nonfinite_in_a_row = 0
+        elif skip == "zero weight":
+            self.zero_weight_steps += 1
+            warnings.warn(f"step {self.step}: the global batch has zero total weight; skipped", stacklevel=2)
+        else:
+            self.nonfinite_steps += 1
+            self.nonfinite_in_a_row += 1
+            warnings.warn(f"step {self.step}: {skip}; step skipped", stacklevel=2)
+        self.optimizer.zero_grad(set_to_none=True)
+        return totals, grad_norm, skip
+
+    def _reduce_sums(self, local: Mapping[str, Any]) -> dict[str, float]:
+        """Sum the named scalars over processes (every process holds the same names)."""
+        import torch
+
+        names = sorted(local)
+        vec = torch.stack([local[n].to(torch.float64) for n in names]).to(self.accelerator.device)  # (K,)
+        if self.world > 1:
+            vec = self.accelerator.reduce(vec, reduction="sum")
+        return dict(zip(names, vec.tolist()))
+
+    # --------------------------------------------------------------- evaluation
+
+    def evaluate(self) -> dict[str, float]:
+        """Metrics on ``eval_data``: weighted means over the whole set, plus ``eval_summary``.
+
+        Runs without gradients in eval mode, with the RNG states saved and restored around
+        it, so evaluating (or not) never changes the training run. Each process takes every
+        W-th example; sums are all-reduced and per-example outputs gathered back into
+        dataset order.
+        """
+        import torch
+        from accelerate.utils import send_to_device
+
+        acc = self.accelerator
+        assert self.eval_data is not None
+        model = acc.unwrap_model(self.model)  # no collectives inside eval forwards
+        rng = ckpt_lib.capture_rng_state()
+        was_training = model.training
+        model.eval()
+        local: dict[str, Any] = {
+            "loss": torch.zeros((), dtype=torch.float64),
+            "weight": torch.zeros((), dtype=torch.float64),
+        }
+        outputs: dict[str, list[Any]] = {}
+        shard = list(range(acc.process_index, len(self.eval_data), self.world))
+        b = self.cfg.eval_micro_batch_size
+        with torch.no_grad():
+            for start in range(0, len(shard), b):
+                indices = shard[start : start + b]
+                batch = send_to_device(self.collate_fn([self.eval_data[i] for i in indices]), acc.device)
+                ctx = StepContext(
+                    self.step, 0, tuple(indices), tuple(indices), acc.process_index, training=False
+                )
+                with acc.autocast():
+                    out = self.eval_fn(model, batch, ctx)
+                _accumulate(local, "loss", out.losses)
+                _accumulate(local, "weight", out.weights)
+                for name, (values, weights) in out.metrics.items():
+                    _accumulate(local, name, values)
+                    _accumulate(local, f"{name}:weight", weights)
+                for name, value in out.outputs.items():
+                    outputs.setdefault(name, []).append(value.detach())
+        model.train(was_training)
+        ckpt_lib.restore_rng_state(rng)
+
+        totals = self._reduce_sums(local)
+        metrics = _weighted_means(totals)
+        gathered = {name: self._gather_in_order(torch.cat(parts)) for name, parts in outputs.items()}
+        if self.eval_summary is not None:
+            metrics.update(self.eval_summary(dict(metrics), gathered))
+        self.eval_metrics, self.eval_outputs = metrics, gathered
+        return metrics
+
+    def _gather_in_order(self, local: Any) -> Any:
+        """Gather per-example outputs (process r holds examples r, r + W, ...) into dataset order."""
+        import torch
+
+        if self.world == 1:
+            return local.cpu()
+        acc = self.accelerator
+        n = len(self.eval_data)  # type: ignore[arg-type]
+        per_rank = -(-n // self.world)  # ceil
+        padded = torch.zeros((per_rank, *local.shape[1:]), dtype=local.dtype, device=acc.device)
+        padded[: local.shape[0]] = local
+        allv = acc.gather(padded).reshape(self.world, per_rank, *local.shape[1:])  # (W, per_rank, ...)
+        order = allv.transpose(0, 1).reshape(
+            self.world * per_rank, *local.shape[1:]
+        )  # example r + W k at k W + r
+        return order[:n].cpu()
+
+    # --------------------------------------------------------------- checkpoints
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Loop counters and data position (JSON), as stored in ``trainer_state.json``."""
+        position = self.data_position
+        return {
+            "step": self.step,
+            "updates": self.updates,
+            "nonfinite_steps": self.nonfinite_steps,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "zero_weight_steps": self.zero_weight_steps,
+            "data_position": position,  # examples consumed from the stream
+            "epoch": position // self.n_train,
+            "index_in_epoch": position % self.n_train,
+            "n_train": self.n_train,
+            "seed": self.cfg.seed,
+            "global_batch": self.global_batch,
+            "num_processes": self.world,
+            "max_steps": self.max_steps,
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write ``ckpt-<step>`` atomically (collective: every process calls it)."""
+        acc = self.accelerator
+        main = acc.is_main_process
+        model = acc.unwrap_model(self.model)
+        loop_state = {"scheduler": self.scheduler.state_dict()}
+        if acc.scaler is not None:
+            loop_state["scaler"] = acc.scaler.state_dict()
+        path = ckpt_lib.save_checkpoint(
+            self.out_dir,
+            self.step,
+            trainer_state=self.trainer_state(),
+            model_state=ckpt_lib.trainable_state_dict(model) if main else None,
+            optimizer_state=self.optimizer.state_dict() if main else None,
+            loop_state=loop_state,
+            extra={name: obj.state_dict() for name, obj in self.stateful.items()},
+            rng=ckpt_lib.capture_rng_state(),
+            keep_last=self.cfg.keep_last,
+            process_index=acc.process_index,
+            is_main_process=main,
+            barrier=acc.wait_for_everyone,
+        )
+        self.last_checkpoint = path
+        return path
+
+    def _restore(self) -> Path | None:
+        """Load the newest complete checkpoint in ``out_dir`` (None if there is none)."""
+        acc = self.accelerator
+        path = ckpt_lib.find_latest(self.out_dir)
+        if path is None:
+            if acc.is_main_process:
+                warnings.warn(
+                    f"loop.resume: no checkpoint in {self.out_dir}; starting from step 0", stacklevel=2
+                )
+            return None
+        ckpt = ckpt_lib.load_checkpoint(path, acc.process_index)
+        state = ckpt.trainer_state
+        # The data stream is fixed by (n_train, seed): a change would silently reorder the data.
+        for key, now in (("n_train", self.n_train), ("seed", self.cfg.seed)):
+            if state.get(key) != now:
+                raise RunDirError(
+                    f"{path}: was written with {key}={state.get(key)}, this run has {key}={now}; "
+                    "resume with the same data and seed, or start a new output directory"
+                )
+        if state.get("global_batch") != self.global_batch:
+            warnings.warn(
+                f"{path}: global batch changed from {state.get('global_batch')} to {self.global_batch}; "
+                "the run continues from the same data position but is not identical to an uninterrupted one",
+                stacklevel=2,
+            )
+        ckpt_lib.load_trainable_state_dict(acc.unwrap_model(self.model), ckpt.model_state, source=str(path))
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.scheduler.load_state_dict(ckpt.loop_state["scheduler"])
+        if acc.scaler is not None and "scaler" in ckpt.loop_state:
+            acc.scaler.load_state_dict(ckpt.loop_state["scaler"])
+        for name, obj in self.stateful.items():
+            if name not in ckpt.extra:
+                raise ckpt_lib.CheckpointError(
+                    f"{path}: has no state for {name!r} (saved: {sorted(ckpt.extra)})"
+                )
+            obj.load_state_dict(ckpt.extra[name])
+        if ckpt.rng is not None:
+            ckpt_lib.restore_rng_state(ckpt.rng)
+        self.step = int(state["step"])
+        self.data_position = int(state["data_position"])
+        self.updates = int(state["updates"])
+        self.nonfinite_steps = int(state["nonfinite_steps"])
+        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
+        self.zero_weight_steps = int(state.get("zero_weight_steps", 0))
+        self.last_checkpoint = path
+        return path
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _accumulate(sums: dict[str, Any], name: str, value: Any) -> None:
+    """``sums[name] += value.sum()`` in float64, detached (value: tensor of any shape or number)."""
+    import torch
+
+    total = torch.as_tensor(value).detach().to(dtype=torch.float64).sum().cpu()  # ()
+    sums[name] = sums[name] + total if name in sums else total
+
+
+def _weighted_means(totals: Mapping[str, float]) -> dict[str, float]:
+    """``{"loss": loss / weight, m: m / m:weight}`` from global sums (NaN where a weight is 0)."""
+    out = {"loss": totals["loss"] / totals["weight"] if totals["weight"] > 0 else float("nan")}
+    for name, value in totals.items():
+        if name in ("loss", "weight") or name.endswith(":weight"):
+            continue
+        w = totals[f"{name}:weight"]
+        out[name] = value / w if w > 0 else float("nan")
+    return out
+
+
+class _Window:
+    """Sums of the step totals between two log lines (weighted means at log time)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.grad_norms: list[float] = []
+        self.skipped = 0
+
+    def add(self, totals: Mapping[str, float], grad_norm: float, skipped: str | None) -> None:
+        if skipped is not None:
+            self.skipped += 1
+            return  # a skipped step's (NaN) loss does not poison the logged means
+        for k, v in totals.items():
+            self.totals[k] = self.totals.get(k, 0.0) + v
+        self.grad_norms.append(grad_norm)
+
+    def means(self) -> dict[str, float]:
+        out = _weighted_means(self.totals) if self.totals else {"loss": float("nan")}
+        out["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms) if self.grad_norms else float("nan")
+        if self.skipped:
+            out["skipped_steps"] = float(self.skipped)
+        return out
+
+
+__all__ = [
+    "StepOutput",
+    "StepContext",
+    "StepFn",
+    "Stateful",
+    "TrainLoop",
+    "TrainResult",
+    "RunDirError",
+    "NonFiniteLossError",
+    "MetricsLogger",
+    "make_accelerator",
+    "make_optimizer",
+    "make_scheduler",
+    "lr_factor",
+    "epoch_permutation",
+    "stream_indices",
+    "check_out_dir",
+    "METRICS_FILE",
+]
