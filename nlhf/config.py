@@ -202,8 +202,13 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     defaults: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
 ) -> T:
-    """Resolve ``cls`` from ``defaults``, then a YAML file, then ``key=value`` overrides."""
+    """Resolve ``cls``: ``defaults`` < the YAML file < ``key=value`` overrides < ``flags``.
+
+    ``flags`` are the dedicated command-line options (``--data``, ``--out``...): entries
+    whose value is None (an option not given) are ignored.
+    """
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
         path = Path(path)
@@ -217,6 +222,7 @@ def load_config(
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
         data = merge(data, loaded)
     data = merge(data, parse_overrides(overrides))
+    data = merge(data, {k: v for k, v in (flags or {}).items() if v is not None})
     return from_dict(cls, data)
 
 
