@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nlhf.config import ConfigError, check, from_dict, merge, parse_overrides, to_dict
+from nlhf.config import check, load_config, to_dict
 from nlhf.models.lora import LoraSettings
 from nlhf.train.config import LoopConfig, OptimConfig
 
@@ -111,23 +111,7 @@ def load_fit_config(
     Unknown keys and wrong types are rejected naming the key (:mod:`nlhf.config`), range
     errors by the dataclasses, missing ``data``/``out`` here: all before anything loads.
     """
-    import yaml
-
-    data = to_dict(FitConfig())
-    if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
-        data = merge(data, loaded)
-    data = merge(data, parse_overrides(overrides))
-    data = merge(data, {k: v for k, v in flags.items() if v is not None})
-    cfg = from_dict(FitConfig, data)
+    cfg = load_config(FitConfig, config_path, overrides, defaults=to_dict(FitConfig()), flags=flags)
     cfg.check_complete()
     return cfg
 
