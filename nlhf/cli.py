@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nlhf.demo",
     "nlhf.lab.cli",
     "nlhf.train.cli",
+    "nlhf.train.offline_cli",
 )
 
 

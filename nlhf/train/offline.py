@@ -635,7 +635,7 @@ def _fingerprint(cfg: OfflineConfig, model: Any, splits: dict[str, list[Any]], d
 
     h = hashlib.sha256()
     with torch.no_grad():
-        weights = sum(float(p.detach().double().sum()) for p in model.parameters())
+        weights = sum(float(p.detach().sum(dtype=torch.float64)) for p in model.parameters())
     h.update(json.dumps([cfg.model, cfg.dtype, cfg.reduction, str(getattr(device, "type", device)),
                          type(model).__name__, repr(weights), shared]).encode())  # fmt: skip
     for name in sorted(splits):

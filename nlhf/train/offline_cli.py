@@ -34,6 +34,10 @@ FLAG_HELP: dict[str, str] = {
     "eval_data": "evaluation pairs (same formats); optional",
     "model": "policy: smollm2, tiny (random test model), a local directory, a .gguf file or a hub name",
     "out": "run directory (config.yaml, metrics.jsonl, checkpoints, policy/, metrics.json)",
+    "prompts": "training prompts: any file or dataset load_prompts reads (prompt-only or preference data)",
+    "eval_prompts": "held-out prompts (same formats); optional",
+    "judge": "the judge: a saved preference model or reward model directory (nlhf train-pm / train-rm)",
+    "reward": "the reward model directory (nlhf train-rm)",
 }
 
 
@@ -75,6 +79,18 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
         **_OFFLINE,
     ),
 }
+
+def _plug_in_families() -> None:
+    """The online Nash-MD family and RLHF declare their rows next to their trainers (cheap imports)."""
+    from nlhf.train.online import ONLINE_FAMILIES
+    from nlhf.train.rlhf import RLHF_FAMILIES
+
+    for name, row in {**ONLINE_FAMILIES, **RLHF_FAMILIES}.items():
+        TRAIN_FAMILIES.setdefault(name, TrainFamily(**row))
+
+
+_plug_in_families()
+
 
 EPILOG = (
     "Config: defaults < --config YAML < KEY=VALUE overrides < --flags (the sub-command fixes the loss).\n"
