@@ -178,6 +178,7 @@ def rater_population(
         position = np.empty(n, dtype=np.int64)
         position[r] = np.arange(n)  # position[y] = rank of y for this rater (0 = best)
         P += wk * (position[:, None] < position[None, :])
+    np.clip(P, 0.0, 1.0, out=P)  # normalised weights can sum to 1 + 1e-16
     P[np.diag_indices(n)] = 0.5
     return PreferenceGame(P, names=names)
 

@@ -71,6 +71,7 @@ class TabularConfig(PretrainedConfig):
         kwargs.setdefault("pad_token_id", self.n_actions)
         kwargs.setdefault("bos_token_id", None)
         kwargs.setdefault("tie_word_embeddings", False)
+        kwargs.setdefault("num_hidden_layers", 1)  # what DynamicCache(config=...) reads; no real layers
         super().__init__(**kwargs)
 
     @property
