@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,7 +91,10 @@ def ours(args: argparse.Namespace) -> None:
         loop=LoopConfig(epochs=1, micro_batch_size=args.batch, log_every=10_000, progress=False,
                         tensorboard=False, min_free_disk_mb=1, eval_at_end=False),
     )  # fmt: skip
-    result = run_offline(cfg)
+    try:
+        result = run_offline(cfg)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # checkpoints are off; the saved policy is not needed
     t = result.timings
     steps = result.summary["steps"]
     emit({
@@ -134,7 +138,8 @@ def peer(args: argparse.Namespace) -> None:
     )
     dpo.hash_module = _cpu_timed(dpo.hash_module, spent, "precompute_cpu_s", "precompute_s")
     dpo.DPOTrainer.train = _cpu_timed(dpo.DPOTrainer.train, spent, "train_cpu_s")
-    sys.argv = ["peer_trl.py", args.loss, "--model", args.model, "--pairs", str(args.pairs), "--batch", str(args.batch)]
+    sys.argv = ["peer_trl.py", args.loss, "--model", args.model, "--pairs", str(args.pairs), "--batch", str(args.batch),
+                "--prompt-tokens", str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens)]
     if args.precompute_ref:
         sys.argv.append("--precompute-ref")
     import peer_trl
@@ -160,7 +165,8 @@ def _run(cmd: list[str], env: dict[str, str]) -> list[dict]:
 def measure(kind: str, loss: str, args: argparse.Namespace, model: Path, data: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                TQDM_DISABLE="1", TRL_EXPERIMENTAL_SILENCE="1")  # fmt: skip
-    common = ["--model", str(model), "--pairs", str(args.pairs), "--batch", str(args.batch)]
+    common = ["--model", str(model), "--pairs", str(args.pairs), "--batch", str(args.batch),
+              "--prompt-tokens", str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens)]
     if kind == "nlhf":
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [sys.executable, __file__, "_ours", loss, "--data", str(data), "--reduction", args.reduction, *common]
@@ -184,9 +190,9 @@ def drive(args: argparse.Namespace) -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     model = make_tiny_llama(work / "tiny-llama")
-    data = work / f"pairs-{args.pairs}.jsonl"
+    data = work / f"pairs-{args.pairs}-{args.prompt_tokens}-{args.completion_tokens}.jsonl"
     with open(data, "w") as f:
-        for row in make_pairs(args.pairs):
+        for row in make_pairs(args.pairs, args.prompt_tokens, args.completion_tokens):
             f.write(json.dumps(row) + "\n")
     load_before = os.getloadavg()[0]
     kinds = ("nlhf", "trl-default", "trl-precompute")
@@ -217,6 +223,8 @@ def drive(args: argparse.Namespace) -> None:
         "name": "bench_offline_summary",
         "pairs": args.pairs,
         "batch": args.batch,
+        "prompt_tokens": args.prompt_tokens,
+        "completion_tokens": args.completion_tokens,
         "repeat": args.repeat,
         "reduction": args.reduction,
         "targets": TARGETS,
@@ -238,6 +246,8 @@ def main() -> None:
         ap.add_argument("--pairs", type=int, default=128)
         ap.add_argument("--batch", type=int, default=8)
         ap.add_argument("--reduction", default="sum")
+        ap.add_argument("--prompt-tokens", type=int, default=23)
+        ap.add_argument("--completion-tokens", type=int, default=40)
         ap.add_argument("--precompute-ref", action="store_true")
         args = ap.parse_args()
         (ours if args.side == "_ours" else peer)(args)
@@ -247,6 +257,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side; the median is reported")
     ap.add_argument("--losses", nargs="+", default=["dpo", "ipo"], choices=["dpo", "ipo"])
+    ap.add_argument("--prompt-tokens", type=int, default=23, help="prompt length (PEER-TRL.md: 23)")
+    ap.add_argument("--completion-tokens", type=int, default=40, help="response length (PEER-TRL.md: 40)")
     ap.add_argument("--reduction", default="sum", choices=["sum", "mean"],
                     help="nlhf's sequence log-prob reduction (TRL: sum for DPO, mean for IPO; same cost)")  # fmt: skip
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "nlhf-bench"))
