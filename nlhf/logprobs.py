@@ -60,6 +60,20 @@ class _CompletionLogSoftmax(torch.autograd.Function):
     def forward(ctx, logits, targets, spans, temperature, chunk_tokens):
         B, T, V = logits.shape
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+        ctx.spans = spans
+        ctx.temperature = temperature
+        ctx.chunk_tokens = chunk_tokens
+        ctx.whole = B * (T - 1) <= chunk_tokens  # small enough for one chunk: no per-row Python loop
+        if ctx.whole:
+            inside = _span_mask(spans, T - 1, logits.device)  # (B, T-1)
+            x = logits[:, :-1].to(compute_dtype)  # (B, T-1, V)
+            if temperature != 1.0:
+                x = x / temperature
+            zero = torch.zeros((), dtype=compute_dtype, device=logits.device)
+            lse = torch.where(inside, torch.logsumexp(x, dim=-1), zero)  # (B, T-1)
+            out = torch.where(inside, x.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse, zero)  # (B, T-1)
+            ctx.save_for_backward(logits, targets, lse)
+            return out
         out = logits.new_zeros((B, T - 1), dtype=compute_dtype)  # (B, T-1)
         lse = logits.new_zeros((B, T - 1), dtype=compute_dtype)  # (B, T-1)
         for b, (lo, hi) in enumerate(spans):
@@ -73,9 +87,6 @@ class _CompletionLogSoftmax(torch.autograd.Function):
                 lse[b, t0:t1] = row_lse
                 out[b, t0:t1] = picked - row_lse
         ctx.save_for_backward(logits, targets, lse)
-        ctx.spans = spans
-        ctx.temperature = temperature
-        ctx.chunk_tokens = chunk_tokens
         return out
 
     @staticmethod
@@ -85,6 +96,21 @@ class _CompletionLogSoftmax(torch.autograd.Function):
         logits, targets, lse = ctx.saved_tensors
         temperature = ctx.temperature
         grad = torch.zeros_like(logits, memory_format=torch.contiguous_format)  # (B, T, V)
+        if ctx.whole:
+            inside = _span_mask(ctx.spans, logits.shape[1] - 1, logits.device)  # (B, T-1)
+            x = logits[:, :-1].to(lse.dtype)  # (B, T-1, V)
+            if temperature != 1.0:
+                x = x / temperature
+            zero = torch.zeros((), dtype=lse.dtype, device=lse.device)
+            g = torch.where(inside, grad_out.to(lse.dtype), zero)  # (B, T-1)
+            # positions outside the spans are never read (they may hold anything, even NaN)
+            softmax = torch.where(inside.unsqueeze(-1), torch.exp(x - lse.unsqueeze(-1)), zero)  # (B, T-1, V)
+            chunk = softmax * (-g).unsqueeze(-1)  # (B, T-1, V)
+            chunk.scatter_add_(-1, targets.unsqueeze(-1), g.unsqueeze(-1))
+            if temperature != 1.0:
+                chunk = chunk / temperature
+            grad[:, :-1] = chunk.to(grad.dtype)
+            return grad, None, None, None, None
         for b, (lo, hi) in enumerate(ctx.spans):
             for t0 in range(lo, hi, ctx.chunk_tokens):
                 t1 = min(hi, t0 + ctx.chunk_tokens)
@@ -98,6 +124,14 @@ class _CompletionLogSoftmax(torch.autograd.Function):
                     chunk = chunk / temperature
                 grad[b, t0:t1] = chunk.to(grad.dtype)
         return grad, None, None, None, None
+
+
+def _span_mask(spans: list[tuple[int, int]], n: int, device: torch.device) -> Tensor:
+    """(B, n) bool: position t of row b lies in that row's span [lo, hi)."""
+    pos = torch.arange(n, device=device)  # (n,)
+    lo = torch.tensor([a for a, _ in spans], device=device).unsqueeze(1)  # (B, 1)
+    hi = torch.tensor([c for _, c in spans], device=device).unsqueeze(1)  # (B, 1)
+    return (pos >= lo) & (pos < hi)
 
 
 def completion_mask_from_lengths(completion_start: Tensor, completion_length: Tensor, seq_len: int) -> Tensor:
