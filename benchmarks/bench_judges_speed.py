@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,7 +139,10 @@ def side_ours(args: argparse.Namespace) -> None:
         None, overrides, data=args.data, eval_data=args.eval_data, model=args.model, out=out
     )
     t0 = time.perf_counter()
-    summary = run_fit(args.kind, cfg)
+    try:
+        summary = run_fit(args.kind, cfg)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     total = time.perf_counter() - t0
     content = 2 * (args.prompt_tokens + 2 * args.completion_tokens) if args.kind == "pm" else 2 * (
         args.prompt_tokens + args.completion_tokens)  # fmt: skip
@@ -188,7 +192,10 @@ def side_trl(args: argparse.Namespace) -> None:
                                 processing_class=tok, callbacks=[StepTimer()])  # fmt: skip
     holder["trainer"] = trainer
     t0 = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)
     total = time.perf_counter() - t0
     tokens = [b - a for a, b in zip([0, *tokens_after[:-1]], tokens_after)]
     emit({
@@ -229,6 +236,8 @@ def median_record(records: list[dict]) -> dict:
         if isinstance(value, int | float) and not isinstance(value, bool):
             out[key] = statistics.median(r[key] for r in records)
     out["runs"] = len(records)
+    for key in ("pairs_per_s", "tokens_per_s", "median_s_per_step"):
+        out[f"{key}_each_run"] = [round(r[key], 4) for r in records]
     return out
 
 
@@ -271,9 +280,12 @@ def main(argv=None) -> int:
     sides = ["rm", "pm"] + (["trl"] if peer else [])
     load = [os.getloadavg()[0]]
     results: dict[str, list[dict]] = {s: [] for s in sides}
-    for _ in range(args.repeat):
-        for side in sides:
-            results[side].append(run_side(side, args, model, data, eval_data))
+    try:
+        for _ in range(args.repeat):
+            for side in sides:
+                results[side].append(run_side(side, args, model, data, eval_data))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     load.append(os.getloadavg()[0])
     med = {s: median_record(r) for s, r in results.items()}
     for s in sides:
