@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nlhf.lab.cli",
     "nlhf.train.cli",
     "nlhf.train.offline_cli",
+    "nlhf.eval.cli",
 )
 
 

@@ -1,0 +1,93 @@
+"""Confidence intervals: binomial proportions (Wilson, Clopper-Pearson) and the percentile bootstrap.
+
+numpy and scipy only. Used by the tournament (:mod:`nlhf.eval.tournament`):
+
+* a win rate is reported as the mean judge probability; its interval is a binomial
+  interval on Bernoulli outcomes drawn from those probabilities (each outcome is
+  Bernoulli(E[P]) marginally, so the interval covers the population win rate);
+* an exploitability interval is a percentile bootstrap over prompts.
+
+Formulas (z = Phi^-1(1 - alpha/2), alpha = 1 - confidence, p = k/n):
+
+* Wilson score interval: centre (p + z^2/(2n)) / (1 + z^2/n), half-width
+  z sqrt(p(1-p)/n + z^2/(4n^2)) / (1 + z^2/n).
+* Clopper-Pearson ("exact"): [Beta^-1(alpha/2; k, n-k+1), Beta^-1(1-alpha/2; k+1, n-k)],
+  with 0 when k = 0 and 1 when k = n. Conservative: coverage >= the confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+
+def _check_counts(k: float, n: float, confidence: float) -> None:
+    if not (0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n <= 0:
+        raise ValueError(f"a binomial interval needs n > 0 trials, got n={n}")
+    if not (0 <= k <= n):
+        raise ValueError(f"successes k={k} must lie in [0, n={n}]")
+
+
+def normal_quantile(confidence: float) -> float:
+    """z with P(|Z| <= z) = confidence for a standard normal Z (1.959964 at 0.95)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2.0))
+
+
+def wilson_interval(k: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion with k successes in n trials (module docstring)."""
+    _check_counts(k, n, confidence)
+    z = normal_quantile(confidence)
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2.0 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clopper_pearson_interval(k: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson ("exact") interval from Beta quantiles (module docstring)."""
+    from scipy.stats import beta
+
+    _check_counts(k, n, confidence)
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2.0, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1.0 - alpha / 2.0, k + 1, n - k))
+    return low, high
+
+
+def binomial_interval(k: float, n: float, method: str = "wilson", confidence: float = 0.95) -> tuple[float, float]:
+    """``method`` in {"wilson", "clopper_pearson"}."""
+    if method == "wilson":
+        return wilson_interval(k, n, confidence)
+    if method == "clopper_pearson":
+        return clopper_pearson_interval(k, n, confidence)
+    raise ValueError(f"interval method must be 'wilson' or 'clopper_pearson', got {method!r}")
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    n_groups: int,
+    resamples: int,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(indices)`` over groups resampled with replacement.
+
+    ``statistic`` gets an int array of ``n_groups`` group indices (drawn with replacement;
+    a group is a prompt, with all its samples) and returns a number. ``resamples == 0``
+    gives (nan, nan).
+    """
+    if resamples == 0:
+        return float("nan"), float("nan")
+    if n_groups < 1:
+        raise ValueError("bootstrap_interval: no groups to resample")
+    values = np.array([statistic(rng.integers(0, n_groups, size=n_groups)) for _ in range(resamples)])
+    alpha = 1.0 - confidence
+    low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)

@@ -1,0 +1,230 @@
+"""The tournament on tabular and tiny models: win-rate matrix, KL, exploitability, seeding."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nlhf.eval import PolicyEntry, TournamentConfig, run_tournament
+from nlhf.eval.tournament import class_exploitability, is_class_judge
+from nlhf.judges import CallableJudge
+from nlhf.lab import exploitability as lab_exploitability
+from nlhf.lab.games import rock_paper_scissors
+from nlhf.models.tabular import NEG, tabular_lm, tabular_tokenizer
+
+ACTIONS = ("a", "bb", "ccc")  # response texts of different lengths: "longer wins" is a known order
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def longer_wins(prompt, first, second):
+    return 1.0 if len(first) > len(second) else (0.5 if len(first) == len(second) else 0.0)
+
+
+def tabular_entry(name, logits, tok=None):
+    tok = tok or tabular_tokenizer(ACTIONS)
+    return PolicyEntry(name, tabular_lm(3, logits=torch.tensor(logits, dtype=torch.float32)), tok)
+
+
+def pure(k):
+    return [0.0 if i == k else NEG for i in range(3)]
+
+
+CFG = TournamentConfig(samples_per_prompt=4, max_new_tokens=2, batch_size=16, bootstrap=200)
+
+
+def test_longer_wins_deterministic_policies_give_the_exact_matrix():
+    """Policies that always answer "ccc", "bb", "a"; judge: the longer response wins (1/2 on a tie).
+
+    Expected: row 0 beats everyone with probability 1, row 1 beats row 2; every outcome is
+    certain, so wins = n_games = 5 prompts x 4 samples = 20 above the diagonal and 0 below.
+    Wilson interval of 20/20: [1 - 0.161125, 1] (test_eval_intervals).
+    """
+    pols = [tabular_entry("long", pure(2)), tabular_entry("mid", pure(1)), tabular_entry("short", pure(0))]
+    judge = CallableJudge(longer_wins, name="longer")
+    r = run_tournament(pols, ["x"] * 5, judge, CFG, progress=False)
+    expected = np.array([[0.5, 1.0, 1.0], [0.0, 0.5, 1.0], [0.0, 0.0, 0.5]])
+    np.testing.assert_array_equal(r.win_rate, expected)
+    np.testing.assert_array_equal(r.wins, np.array([[0, 20, 20], [0, 0, 20], [0, 0, 0]]))
+    np.testing.assert_array_equal(r.n_games, 20 * (1 - np.eye(3, dtype=int)))
+    assert r.win_low[0, 1] == pytest.approx(1 - 0.161125, abs=2e-6) and r.win_high[0, 1] == pytest.approx(1.0)
+    assert r.win_low[1, 0] == pytest.approx(0.0, abs=1e-12) and r.win_high[1, 0] == pytest.approx(0.161125, abs=2e-6)
+    assert all(math.isnan(r.win_low[i, i]) for i in range(3))
+    assert r.responses == [["ccc"] * 20, ["bb"] * 20, ["a"] * 20]
+    np.testing.assert_array_equal(r.mean_length, [2.0, 2.0, 2.0])  # the action and EOS
+    np.testing.assert_array_equal(r.truncated, [0.0, 0.0, 0.0])
+    # no reference: no KL, exploitability from the pool only: max_j win(j, i) - 1/2
+    assert r.exploitability_method == "pool"
+    assert np.isnan(r.kl).all()
+    np.testing.assert_allclose(r.exploitability, [-0.5, 0.5, 0.5])
+    assert r.exploit_details["pool_best_opponent"] == ["mid", "long", "long"]
+
+
+def test_best_of_n_exploiter_from_the_reference():
+    """Reference mu always answers "a" (outside the pool): best-of-4 of mu wins 0 against "ccc" and "bb"
+    and 1/2 against "a"; the pool gives -1/2, 1/2, 1/2, so exploitability = max(pool, best-of-n) - 1/2."""
+    pols = [tabular_entry("long", pure(2)), tabular_entry("mid", pure(1)), tabular_entry("short", pure(0))]
+    mu = tabular_entry("mu", pure(0))
+    r = run_tournament(pols, ["x"] * 3, CallableJudge(longer_wins), CFG, reference=mu, progress=False)
+    assert r.exploitability_method == "pool_best_of_n"
+    np.testing.assert_allclose(r.exploit_details["best_of_n_win_rate"], [0.0, 0.0, 0.5])
+    np.testing.assert_allclose(r.exploitability, [-0.5, 0.5, 0.5])
+    assert "best-of-4" in " ".join(r.semantics())
+
+
+def test_kl_matches_exact_enumeration_and_reference_is_zero():
+    """Single-token responses: KL(pi || mu) = sum_y pi(y) log(pi(y)/mu(y)) (EOS has probability 1 under both).
+
+    pi = softmax(1, 0, -1) = (0.665241, 0.244728, 0.090031), mu uniform:
+    KL = sum pi log pi + log 3 = -0.832396 + 1.098612 = 0.266217.
+    The Monte Carlo mean over 400 samples must lie within 3 standard errors of it.
+    """
+    tok = tabular_tokenizer(ACTIONS)
+    mu = tabular_entry("mu", [0.0, 0.0, 0.0], tok)
+    pi = tabular_entry("pi", [1.0, 0.0, -1.0], tok)
+    p = torch.softmax(torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64), 0)
+    exact = float((p * (p.log() + math.log(3))).sum())
+    assert exact == pytest.approx(0.266217, abs=1e-6)
+    cfg = TournamentConfig(samples_per_prompt=8, max_new_tokens=2, batch_size=64, bootstrap=0)
+    r = run_tournament([mu, pi], ["x"] * 50, CallableJudge(longer_wins), cfg, reference=mu, progress=False)
+    assert r.kl[0] == 0.0 and r.kl_se[0] == 0.0  # the reference: exactly 0
+    assert r.kl_se[1] > 0
+    assert abs(r.kl[1] - exact) < 3 * r.kl_se[1]
+    # the per-sample estimate is log pi(y) - log mu(y) exactly: its mean equals the empirical mix's average
+    counts = np.array([r.responses[1].count(a) for a in ACTIONS]) / 400
+    expected_mc = float((counts * (p.log().numpy() + math.log(3))).sum())
+    assert r.kl[1] == pytest.approx(expected_mc, abs=1e-5)
+    # an entry's own reference takes precedence: pi against itself has KL 0 (up to float rounding)
+    own = PolicyEntry("pi-self", pi.model, tok, reference=pi.model)
+    r2 = run_tournament([own], ["x"] * 5, CallableJudge(longer_wins), cfg, progress=False)
+    assert r2.kl[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def rps_judge():
+    from nlhf.envs import ClassPreferenceJudge
+
+    def classifier(prompts, responses):
+        return np.array([ACTIONS.index(y) for y in responses])
+
+    return ClassPreferenceJudge(rock_paper_scissors(), classifier=classifier, name="rps")
+
+
+def test_class_level_exploitability_matches_the_lab():
+    """Rock-paper-scissors over the three actions (a = rock, bb = paper, ccc = scissors).
+
+    A pure policy is exploited by the action that beats it: exploitability 1 - 1/2 = 0.5.
+    pi = softmax(log(0.7, 0.2, 0.1)) is exploited by paper: P(paper > pi) = 0.7 + 0.5 * 0.2 = 0.8,
+    so about 0.3 on its empirical mix; the reported value is nlhf.lab's on that mix, exactly,
+    and the bootstrap interval over prompts contains it.
+    """
+    judge = rps_judge()
+    assert is_class_judge(judge)
+    tok = tabular_tokenizer(ACTIONS)
+    rock = tabular_entry("rock", pure(0), tok)
+    mixed = tabular_entry("mixed", np.log([0.7, 0.2, 0.1]).tolist(), tok)
+    cfg = TournamentConfig(samples_per_prompt=4, max_new_tokens=2, batch_size=64, bootstrap=300)
+    r = run_tournament([rock, mixed], ["x"] * 60, judge, cfg, progress=False)
+    assert r.exploitability_method == "class_exact"
+    assert r.class_names == ("rock", "paper", "scissors")
+    np.testing.assert_array_equal(r.class_distribution[0], [1.0, 0.0, 0.0])
+    assert r.exploitability[0] == pytest.approx(0.5, abs=1e-12)
+    assert (r.exploit_low[0], r.exploit_high[0]) == pytest.approx((0.5, 0.5), abs=1e-12)
+    dist = r.class_distribution[1]
+    assert r.exploitability[1] == pytest.approx(lab_exploitability(rock_paper_scissors(), dist), abs=1e-12)
+    assert r.exploitability[1] == pytest.approx(0.3, abs=0.08)
+    np.testing.assert_allclose(dist, [0.7, 0.2, 0.1], atol=0.08)
+    assert r.exploit_low[1] <= r.exploitability[1] <= r.exploit_high[1]
+    assert r.exploit_high[1] - r.exploit_low[1] > 0.01
+    # the win rate of rock against the mix is the game's value on the sampled pairs
+    assert r.win_rate[0, 1] == pytest.approx(np.mean(r.pair_probs[0, 1]))
+
+
+def test_class_exploitability_on_the_rater_population():
+    """Default rater population (nlhf.envs.oracles docstring), pi = (1/2 structured, 1/2 personal):
+    P(y > pi) = structured 0.5*0.5 + 0.5*0.35 = 0.425, personal 0.5*0.65 + 0.5*0.5 = 0.575,
+    direct 0.5*0.35 + 0.5*0.65 = 0.5, unfocused 0.05 -> exploitability 0.575 - 0.5 = 0.075."""
+    from nlhf.envs import default_rater_population
+
+    env = default_rater_population()
+    dist, value = class_exploitability(env.P, np.array([0, 1, 0, 1, 1, 0]))
+    np.testing.assert_allclose(dist, [0.5, 0.5, 0.0, 0.0])
+    assert value == pytest.approx(0.075, abs=1e-12)
+
+
+def test_adding_a_policy_keeps_the_others_samples():
+    from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    pols = [PolicyEntry(f"p{s}", tiny_causal_lm(tokenizer=tok, seed=s), tok) for s in range(3)]
+    cfg = TournamentConfig(samples_per_prompt=2, max_new_tokens=6, batch_size=4, bootstrap=0)
+    prompts = ["hi", "what is 2+2?", "name a colour"]
+    judge = CallableJudge(longer_wins)
+    two = run_tournament(pols[:2], prompts, judge, cfg, reference=pols[0], progress=False)
+    three = run_tournament(pols, prompts, judge, cfg, reference=pols[0], progress=False)
+    assert two.responses == three.responses[:2]
+    np.testing.assert_allclose(two.win_rate, three.win_rate[:2, :2])
+    # the win rates are the judge's answers on sample k vs sample k of the same prompt
+    a, b = three.responses[0], three.responses[2]
+    expected = np.mean([longer_wins(None, x, y) for x, y in zip(a, b)])
+    assert three.win_rate[0, 2] == pytest.approx(expected)
+    assert three.win_rate[0, 2] + three.win_rate[2, 0] == pytest.approx(1.0)
+    # one uniform per comparison for both orders: under a symmetric judge the outcomes complement each other
+    np.testing.assert_array_equal(three.wins + three.wins.T, 6 * (1 - np.eye(3, dtype=int)))
+    assert three.kl[0] == 0.0 and not math.isnan(three.kl[1])
+    assert three.responses_of("p1")[2] == three.responses[1][4:6]
+    # a temperature other than 1 is said in the notes
+    hot = run_tournament(pols[:1], prompts, judge, TournamentConfig(temperature=0.7, max_new_tokens=4, bootstrap=0),
+                         progress=False)  # fmt: skip
+    assert any("not samples of pi" in n for n in hot.notes)
+
+
+def test_lora_policy_kl_uses_the_adapter_disabled_base():
+    """A fresh LoRA adapter (B = 0) leaves the model unchanged: KL to its base is 0 up to rounding."""
+    from nlhf.models.lora import LoraSettings, apply_lora
+    from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)  # lora_A's random init
+    settings = LoraSettings(r=2, target_modules=("q_proj", "v_proj", "lm_head"))
+    peft_model = apply_lora(tiny_causal_lm(tokenizer=tok, seed=1), settings, task_type="CAUSAL_LM")
+    cfg = TournamentConfig(samples_per_prompt=2, max_new_tokens=5, bootstrap=0)
+    r = run_tournament([PolicyEntry("lora", peft_model, tok)], ["hi", "yo"], CallableJudge(longer_wins), cfg,
+                       progress=False)  # fmt: skip
+    assert r.kl[0] == pytest.approx(0.0, abs=1e-5)
+    # mu in the pool as the base with the adapter disabled (nlhf.models.Reference): KL 0 exactly for it
+    from nlhf.models.policy import Reference
+
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # make the adapter do something: pi != mu
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0.0, 1.0, generator=g)
+    mu = PolicyEntry("mu", Reference(adapter_of=peft_model), tok)
+    pi = PolicyEntry("lora", peft_model, tok)
+    cfg = TournamentConfig(samples_per_prompt=8, max_new_tokens=3, bootstrap=0, batch_size=32)
+    r = run_tournament([mu, pi], ["hi", "yo", "a", "b"], CallableJudge(longer_wins), cfg, reference=mu,
+                       progress=False)  # fmt: skip
+    assert r.reference == "mu" and r.kl[0] == 0.0
+    assert r.kl[1] > 0.05 and r.kl_se[1] > 0  # mu is not the adapted model itself (that would give exactly 0)
+    assert r.responses[0] != r.responses[1]
+
+
+def test_bad_input_is_named():
+    tok = tabular_tokenizer(ACTIONS)
+    p = tabular_entry("same", pure(0), tok)
+    with pytest.raises(ValueError, match="unique.*same"):
+        run_tournament([p, tabular_entry("same", pure(1), tok)], ["x"], CallableJudge(longer_wins), CFG)
+    with pytest.raises(ValueError, match="no prompts"):
+        run_tournament([p], [], CallableJudge(longer_wins), CFG)
+    from nlhf.config import ConfigError
+
+    with pytest.raises(ConfigError, match="interval"):
+        TournamentConfig(interval="normal")
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        TournamentConfig(samples_per_prompt=0)
+    with pytest.raises(ConfigError, match="max_prompt_tokens"):
+        TournamentConfig(max_prompt_tokens=0)
