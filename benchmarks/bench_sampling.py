@@ -11,6 +11,9 @@ Cases, at each number of new tokens:
 * ``mixture_cached``: :func:`nlhf.sampling.sample_mixture` (one cache per model);
 * ``policy_and_mixture_cached``: :func:`nlhf.sampling.sample_policy_and_mixture`, what a
   Nash-MD step samples (y with log pi and log mu of its tokens, and y') in one loop;
+* ``policy_and_mixture_row_streams``: the same with one random stream per prompt row
+  (:class:`nlhf.sampling.decode.RowGenerator`, what the trainers pass: samples independent
+  of the batch layout) instead of one ``torch.Generator``; the summary gives its cost ratio;
 * ``mixture_uncached``: the same mixture with no cache: each step runs both models on the
   whole sequence so far (what TRL 1.13's correct configuration, ``use_cache=False``, does;
   only the last position's logits are computed, which favours it).
@@ -84,6 +87,7 @@ def main() -> None:
 
     from nlhf.data.collate import collate_prompts
     from nlhf.sampling import SamplingConfig, make_generator, sample_mixture, sample_policy_and_mixture
+    from nlhf.sampling.decode import RowGenerator
 
     path = make_tiny_llama(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -103,6 +107,9 @@ def main() -> None:
         "mixture_cached": lambda cfg: sample_mixture(policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)),
         "policy_and_mixture_cached": lambda cfg: sample_policy_and_mixture(
             policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)
+        ),
+        "policy_and_mixture_row_streams": lambda cfg: sample_policy_and_mixture(
+            policy, ref, ids, mask, MIXTURE_COEF, cfg, RowGenerator(range(BATCH), device=ids.device)
         ),
         "mixture_uncached": lambda cfg: uncached_mixture(policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)),
     }
@@ -152,6 +159,16 @@ def main() -> None:
             },
             "cpu_uncached_over_cached_mixture": {
                 str(n): round(cpu_seconds["mixture_uncached"][n] / cpu_seconds["mixture_cached"][n], 2)
+                for n in args.tokens
+            },
+            "row_streams_over_torch_generator": {
+                str(n): round(seconds["policy_and_mixture_row_streams"][n] / seconds["policy_and_mixture_cached"][n], 3)
+                for n in args.tokens
+            },
+            "cpu_row_streams_over_torch_generator": {
+                str(n): round(
+                    cpu_seconds["policy_and_mixture_row_streams"][n] / cpu_seconds["policy_and_mixture_cached"][n], 3
+                )
                 for n in args.tokens
             },
             "peak_rss_mib": round(peak_rss_mib(), 1),

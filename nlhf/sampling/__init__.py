@@ -8,7 +8,9 @@ THEORY.md Sec. 4 and 6. The pieces:
   (``sampling_logps`` under the distribution sampled; ``policy_logps`` / ``ref_logps`` at
   temperature 1);
 * :func:`generate`: y ~ pi with the explicit cached loop (left-padded batches, temperature,
-  top-k, top-p, stop on EOS per row), deterministic given a ``torch.Generator``;
+  top-k, top-p, stop on EOS per row), deterministic given a ``torch.Generator`` or a
+  :class:`RowGenerator` (one counter-based stream per row: a row's sample does not depend
+  on its batch, which the trainers need for multi-process invariance);
 * :func:`sample_mixture`: y' ~ the token-level geometric mixture
   softmax((1 - mixture_coef) logits_pi + mixture_coef logits_mu), one cache per model;
   with a second model that is not mu (an EMA copy) and ``mixture_coef=1`` it samples that model;
@@ -42,10 +44,12 @@ _EXPORTS = {
     "sample_tokens": "nlhf.sampling.decode",
     "position_ids_from_mask": "nlhf.sampling.decode",
     "make_generator": "nlhf.sampling.decode",
+    "RowGenerator": "nlhf.sampling.decode",
 }
 
 __all__ = [
     "HFSampler",
+    "RowGenerator",
     "Rollout",
     "Sampler",
     "SamplingConfig",
@@ -63,6 +67,7 @@ __all__ = [
 if TYPE_CHECKING:
     from nlhf.sampling.config import SamplingConfig
     from nlhf.sampling.decode import (
+        RowGenerator,
         generate,
         make_generator,
         mixture_logits,

@@ -35,6 +35,7 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens >= 1, "sampling.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        check(0 <= self.seed < 2**32, "sampling.seed", f"must be in [0, 2**32), got {self.seed}")
         check(
             self.temperature > 0 and self.temperature != float("inf"),
             "sampling.temperature",

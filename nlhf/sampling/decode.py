@@ -14,8 +14,11 @@ The loop, per step (:func:`generate`):
 1. logits of the next token from the cached forward of the last token (the prompt once, at
    the start: "prefill");
 2. :func:`process_logits`: divide by the temperature, keep the top-k, keep the top-p mass;
-3. :func:`sample_tokens`: one uniform per row from the caller's ``torch.Generator`` (inverse
-   CDF), so a call is deterministic given the generator's state;
+3. :func:`sample_tokens`: one uniform per row (inverse CDF) from the caller's
+   ``torch.Generator``, or from the row's own stream of a :class:`RowGenerator` (per-row
+   counter-based streams: a row's tokens then do not depend on which other rows share its
+   batch, which makes training invariant to the number of processes); a call is
+   deterministic given the generator's state;
 4. record log q (the sampling distribution) and log pi at temperature 1 of the token;
 5. a row that has emitted EOS is finished: it keeps being fed the pad token, which is
    masked out of the response by its length (never by its id: pad == eos for SmolLM2).
@@ -120,16 +123,17 @@ def process_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top
     return x
 
 
-def sample_tokens(logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def sample_tokens(logits: Tensor, generator: torch.Generator | RowStream) -> tuple[Tensor, Tensor]:
     """Draw one token per row from softmax(logits) by inverse CDF; return it and its log-prob.
 
-    Uses exactly one uniform per row from ``generator`` (on the generator's device), so the
-    random stream consumed does not depend on the vocabulary or on the logits. A token with
+    Uses exactly one uniform per row from ``generator`` (a ``torch.Generator``, on its
+    device, or a :class:`RowStream`: row b's next uniform of its own stream), so the random
+    stream consumed does not depend on the vocabulary or on the logits. A token with
     probability 0 (-inf logit) is never drawn.
 
     Args:
         logits: (B, V), e.g. from :func:`process_logits`.
-        generator: the caller's ``torch.Generator``.
+        generator: the caller's ``torch.Generator``, or a :class:`RowStream` of B rows.
 
     Returns:
         tokens (B,) long and log q(token) (B,) float32, q = softmax(logits).
@@ -138,7 +142,10 @@ def sample_tokens(logits: Tensor, generator: torch.Generator) -> tuple[Tensor, T
     logq = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
     probs = logq.double().exp()  # (B, V)
     cdf = torch.cumsum(probs, dim=-1)  # (B, V)
-    u = torch.rand((B, 1), generator=generator, device=generator.device, dtype=torch.float64)  # (B, 1)
+    if isinstance(generator, RowStream):
+        u = generator.next_uniforms(B).unsqueeze(-1)  # (B, 1)
+    else:
+        u = torch.rand((B, 1), generator=generator, device=generator.device, dtype=torch.float64)  # (B, 1)
     u = u.to(logits.device)
     tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # (B,)
     # u * total can round up to total: fall back to the last token of positive probability
@@ -156,6 +163,141 @@ def make_generator(seed: int, device: Any = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed`` (save ``get_state()`` in checkpoints)."""
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
+    return generator
+
+
+# --------------------------------------------------------------------------------------
+# Per-row random streams (counter-based: a row's draws do not depend on its batch)
+# --------------------------------------------------------------------------------------
+
+_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment (2^64 / golden ratio)
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_UNIFORM_BLOCK = 32  # uniforms computed per row at once (one vectorised hash per block of decode steps)
+
+
+def _signed64(x: int) -> int:
+    """A 64-bit pattern as the int64 value with the same bits."""
+    x &= (1 << 64) - 1
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _shr(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` on int64 is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(x: Tensor) -> Tensor:
+    """SplitMix64's finaliser on int64 tensors (wrapping arithmetic): a bijective 64-bit hash.
+
+    ``z = (x ^ (x >>> 30)) * 0xBF58476D1CE4E5B9; z = (z ^ (z >>> 27)) * 0x94D049BB133111EB;
+    z ^ (z >>> 31)`` (Steele, Lea and Flood 2014; the seeding generator of java.util and
+    xoshiro). Elementwise, so a value never depends on the other entries of the tensor.
+    """
+    z = (x ^ _shr(x, 30)) * _signed64(_MIX1)
+    z = (z ^ _shr(z, 27)) * _signed64(_MIX2)
+    return z ^ _shr(z, 31)
+
+
+def counter_uniforms(seeds: Tensor, start: int, count: int) -> Tensor:
+    """Uniforms in [0, 1): entry (b, j) is draw ``start + j`` of the SplitMix64 stream seeded ``seeds[b]``.
+
+    Draw k of seed s is ``splitmix64(s + (k + 1) * golden) >>> 11`` times 2^-53 (53 random
+    bits, float64), SplitMix64's own sequence. Counter-based: the value is a pure function
+    of (seed, k). Shapes: seeds (N,) int64 -> (N, count) float64 on the seeds' device.
+    """
+    k = torch.arange(start + 1, start + count + 1, dtype=torch.int64, device=seeds.device)  # (count,)
+    x = seeds.unsqueeze(-1) + k * _signed64(_GOLDEN)  # (N, count), wrapping
+    return _shr(splitmix64(x), 11).to(torch.float64) * (2.0**-53)
+
+
+def _substream_seeds(seeds: Tensor, index: int) -> Tensor:
+    """The seed of sub-stream ``index`` of each row (independent of the row's own stream). (N,) -> (N,)."""
+    return splitmix64(splitmix64(seeds ^ _signed64(0x5851F42D4C957F2D * (index + 1))) + _signed64(_GOLDEN))
+
+
+class RowGenerator:
+    """One random stream per row of a batch: what a row samples does not depend on its batch.
+
+    A ``torch.Generator`` hands out uniforms in the order of the rows, so a prompt at another
+    row offset (another micro-batch size, another process) gets other uniforms. Here row b
+    owns a counter-based SplitMix64 stream seeded by ``seeds[b]`` (:func:`counter_uniforms`):
+    decoding step t of a call draws uniform t of that row's stream, so the tokens of a row
+    are a function of its seed and its logits only, however rows are batched (trainers seed
+    rows by their global data position: :func:`nlhf.train.online.row_generator`).
+
+    Each sampling call (:func:`generate`, :func:`sample_mixture`, ...) takes a fresh
+    sub-stream per row (call 0, 1, ...), so successive calls are independent, as with a
+    ``torch.Generator``, and a call's draws do not depend on how long the previous call ran.
+    :meth:`tile` / :meth:`repeat_interleave` give the rows of a batch whose prompts were
+    repeated (the two samples of online IPO, the k samples of RLHF) sub-streams of the
+    prompt's seed: block-major and prompt-major layouts give a (prompt, copy) the same stream.
+    """
+
+    def __init__(self, seeds: Tensor | Sequence[int], device: Any = None) -> None:
+        if not isinstance(seeds, Tensor):
+            seeds = torch.tensor([_signed64(int(s)) for s in seeds], dtype=torch.int64)
+        if seeds.dim() != 1 or seeds.dtype != torch.int64:
+            raise ValueError(f"RowGenerator: seeds must be a (N,) int64 tensor, got {tuple(seeds.shape)} {seeds.dtype}")
+        self.seeds = seeds.to(device) if device is not None else seeds  # (N,)
+        self.calls = 0  # sampling calls made so far
+
+    def __len__(self) -> int:
+        return int(self.seeds.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.seeds.device
+
+    def tile(self, times: int) -> RowGenerator:
+        """Streams for a batch stacked ``times`` times (block-major): row ``j N + b`` is copy j of row b."""
+        return RowGenerator(torch.cat([_substream_seeds(self.seeds, j) for j in range(times)]))
+
+    def repeat_interleave(self, times: int) -> RowGenerator:
+        """Streams for rows repeated ``times`` times (prompt-major): row ``b times + j`` is copy j of row b."""
+        copies = torch.stack([_substream_seeds(self.seeds, j) for j in range(times)], dim=1)  # (N, times)
+        return RowGenerator(copies.reshape(-1))
+
+    def stream(self, rows: int, where: str = "sample") -> RowStream:
+        """The next call's streams for ``rows`` rows: ``len(self)`` rows, or ``2 len(self)`` (rows
+        ``[0, N)`` and ``[N, 2N)`` on two independent sub-streams, for a call that samples two
+        responses per prompt in one loop)."""
+        n = len(self)
+        call = self.calls
+        self.calls += 1
+        seeds = _substream_seeds(self.seeds, 1000 + call)  # (N,)
+        if rows == n:
+            return RowStream(seeds)
+        if rows == 2 * n:
+            return RowStream(torch.cat([_substream_seeds(seeds, 0), _substream_seeds(seeds, 1)]))
+        raise ValueError(f"{where}: the RowGenerator has {n} row streams for a batch of {rows} rows")
+
+
+class RowStream:
+    """The streams of one sampling call: :meth:`next_uniforms` returns each row's next uniform."""
+
+    def __init__(self, seeds: Tensor) -> None:
+        self.seeds = seeds  # (N,) int64
+        self.draws = 0
+        self._block = torch.empty(0)  # (N, _UNIFORM_BLOCK) uniforms of draws [block_start, block_start + 32)
+        self._block_start = 0
+
+    def next_uniforms(self, rows: int) -> Tensor:
+        """(N,) float64: draw ``self.draws`` of every row's stream; advances the counter."""
+        if rows != self.seeds.shape[0]:
+            raise ValueError(f"RowStream: {self.seeds.shape[0]} row streams for {rows} rows")
+        j = self.draws - self._block_start
+        if self._block.numel() == 0 or j >= _UNIFORM_BLOCK:
+            self._block_start, j = self.draws, 0
+            self._block = counter_uniforms(self.seeds, self.draws, _UNIFORM_BLOCK)  # (N, 32)
+        self.draws += 1
+        return self._block[:, j]
+
+
+def _stream(generator: Any, rows: int, where: str) -> Any:
+    """What the decode loop draws from: a :class:`RowStream` for a RowGenerator, else the torch.Generator."""
+    if isinstance(generator, RowGenerator):
+        return generator.stream(rows, where)
     return generator
 
 
@@ -403,6 +545,7 @@ def _generate(
     stop_ids, pad_id = _special_ids(where, model, cfg, eos_token_id, pad_token_id, prompt_ids.device)
     generator = generator if generator is not None else make_generator(cfg.seed)
     B = prompt_ids.shape[0]
+    generator = _stream(generator, B, where)
     recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with _sampling_mode(model):
         lm = _CachedLM(model, prompt_mask, cfg.max_new_tokens)
@@ -436,9 +579,10 @@ def generate(
         prompt_ids: (B, P) long, LEFT-padded, on the model's device.
         prompt_mask: (B, P) 0/1, 1 on prompt tokens.
         cfg: :class:`SamplingConfig` (max_new_tokens, temperature, top_k, top_p, stop_on_eos).
-        generator: the random stream (one uniform per row per step). None: a fresh one seeded
-            with ``cfg.seed`` (so the call alone is reproducible); trainers pass their own and
-            save its state in checkpoints.
+        generator: the random stream (one uniform per row per step): a ``torch.Generator``
+            (rows draw in turn from one stream), or a :class:`RowGenerator` with one stream per
+            row (a row's tokens then do not depend on its batch; what the trainers pass). None:
+            a fresh ``torch.Generator`` seeded with ``cfg.seed`` (so the call alone is reproducible).
         eos_token_id: id(s) that end a response (default: the model's generation config / config).
         pad_token_id: the id written after a row's end (default: the model config's pad id, else EOS).
         return_step_logits: also return the (B, R, V) logits each step sampled from (tests, diagnostics).
@@ -489,6 +633,7 @@ def sample_mixture(
     stop_ids, pad_id = _special_ids("sample_mixture", policy, cfg, eos_token_id, pad_token_id, prompt_ids.device)
     generator = generator if generator is not None else make_generator(cfg.seed)
     B = prompt_ids.shape[0]
+    generator = _stream(generator, B, "sample_mixture")
     recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with _sampling_mode(policy, ref):
         policy_lm = _CachedLM(policy, prompt_mask, cfg.max_new_tokens)
@@ -532,6 +677,7 @@ def sample_policy_and_mixture(
     ``0..B-1`` continue y (sampled from ``process_logits(logits_pi)``), rows ``B..2B-1``
     continue y' (from ``process_logits(mixture_logits(logits_pi, logits_mu, beta))``). y and
     y' are drawn with independent uniforms (2B per step), so they are independent given x.
+    With a :class:`RowGenerator` of B rows, y and y' of prompt b use two sub-streams of row b's.
 
     Returns:
         ``(policy_rollout, mixture_rollout)``, both with ``sampling_logps``, ``policy_logps``
@@ -546,6 +692,7 @@ def sample_policy_and_mixture(
     stop_ids, pad_id = _special_ids(where, policy, cfg, eos_token_id, pad_token_id, prompt_ids.device)
     generator = generator if generator is not None else make_generator(cfg.seed)
     B = prompt_ids.shape[0]
+    generator = _stream(generator, 2 * B, where)  # a RowGenerator of B rows: y and y' on two sub-streams
     both_ids = torch.cat([prompt_ids, prompt_ids], dim=0)  # (2B, P)
     both_mask = torch.cat([prompt_mask, prompt_mask], dim=0)  # (2B, P)
     policy_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
@@ -620,6 +767,10 @@ def response_logps(model: Any, rollout: Rollout, temperature: float = 1.0) -> Te
 __all__ = [
     "generate",
     "make_generator",
+    "RowGenerator",
+    "RowStream",
+    "counter_uniforms",
+    "splitmix64",
     "mixture_logits",
     "position_ids_from_mask",
     "process_logits",

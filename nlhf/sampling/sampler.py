@@ -29,6 +29,9 @@ class Sampler(Protocol):
     ``prompts`` is a left-padded :class:`nlhf.data.collate.PromptBatch`; every method
     returns :class:`Rollout` objects on the prompts' device, draws its randomness from
     ``generator`` only (deterministic given its state), and never builds an autograd graph.
+    ``generator`` is a ``torch.Generator`` or a :class:`nlhf.sampling.decode.RowGenerator`
+    with one stream per prompt row (what the trainers pass: then a row's sample must not
+    depend on the other rows of its batch; successive calls use fresh sub-streams).
     """
 
     config: SamplingConfig

@@ -9,9 +9,13 @@ needs to be identical to an uninterrupted one:
                             rebuilt from the base model at resume)
 ``optimizer.pt``            the optimiser's ``state_dict`` (AdamW moments, step counts)
 ``loop.pt``                 the scheduler's (and fp16 grad scaler's) ``state_dict``
-``extra.pt``                trainer state: ``{name: obj.state_dict()}`` (EMA opponent,
-                            sampler generators, ...)
+``extra.pt``                trainer state: ``{name: obj.state_dict()}`` (EMA opponent, ...),
+                            the same on every process, written by the main one
+``extra-<rank>.pt``         each process's own trainer state (objects marked
+                            ``per_process``: PPO's buffer of the rollouts of its shard)
 ``rng-<rank>.pt``           each process's RNG states: python, numpy, torch CPU (+ CUDA)
+``fsdp/``                   under FSDP, instead of ``model.safetensors`` / ``optimizer.pt``:
+                            accelerate's FSDP model and (sharded) optimizer files
 ``trainer_state.json``      loop counters and the data position (epoch, index into the
                             seeded permutation); written last
 ==========================  ============================================================
@@ -227,6 +231,7 @@ class Checkpoint:
     optimizer_state: dict[str, Any] = field(default_factory=dict)
     loop_state: dict[str, Any] = field(default_factory=dict)  # {"scheduler": ..., "scaler": ...}
     extra: dict[str, Any] = field(default_factory=dict)  # name -> state_dict of trainer objects
+    process_extra: dict[str, Any] = field(default_factory=dict)  # name -> this process's own state_dict
     rng: dict[str, Any] | None = None  # this process's RNG states
 
     @property
@@ -244,6 +249,8 @@ def save_checkpoint(
     loop_state: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     rng: Mapping[str, Any] | None = None,
+    process_extra: Mapping[str, Any] | None = None,
+    collective_write: Callable[[Path], None] | None = None,
     keep_last: int = 2,
     process_index: int = 0,
     is_main_process: bool = True,
@@ -252,7 +259,9 @@ def save_checkpoint(
     """Write ``OUT/ckpt-<step>/`` atomically and keep the newest ``keep_last`` checkpoints.
 
     Collective under multi-process training: every process calls it with its own ``rng``
-    (written as ``rng-<process_index>.pt``); the main process writes everything else.
+    (written as ``rng-<process_index>.pt``) and ``process_extra`` (``extra-<process_index>.pt``),
+    and runs ``collective_write(tmp_dir)`` (e.g. accelerate's FSDP model and optimizer
+    writers, which gather across processes); the main process writes everything else.
     ``model_state`` and ``optimizer_state`` need only be given on the main process.
     """
     import safetensors.torch
@@ -265,9 +274,13 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     barrier()
-    # 1. every process: its RNG states
+    # 1. every process: its RNG states, its own trainer state, its part of collective files
     if rng is not None:
         _save_torch(dict(rng), tmp / f"rng-{process_index}.pt")
+    if process_extra:
+        _save_torch(dict(process_extra), tmp / f"extra-{process_index}.pt")
+    if collective_write is not None:
+        collective_write(tmp)
     barrier()
     if is_main_process:
         # 2. the main process: weights, optimiser, scheduler, trainer objects, then the state file
@@ -336,6 +349,9 @@ def load_checkpoint(path: str | Path, process_index: int = 0) -> Checkpoint:
         rng_file = path / "rng-0.pt"
     if rng_file.is_file():
         ckpt.rng = _load_torch(rng_file)
+    extra_file = path / f"extra-{process_index}.pt"
+    if extra_file.is_file():
+        ckpt.process_extra = _load_torch(extra_file, weights_only=False)
     return ckpt
 
 

@@ -36,10 +36,11 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        check(self.lr < float("inf"), "optim.lr", f"must be finite, got {self.lr}")
         check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(len(self.betas) == 2, "optim.betas", f"must have two values, got {self.betas}")
         check(all(0.0 <= b < 1.0 for b in self.betas), "optim.betas", f"must be in [0, 1), got {self.betas}")
-        check(self.eps > 0, "optim.eps", f"must be > 0, got {self.eps}")
+        check(0 < self.eps < float("inf"), "optim.eps", f"must be > 0 and finite, got {self.eps}")
         check(self.max_grad_norm >= 0, "optim.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         check(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         check(
@@ -89,6 +90,8 @@ class LoopConfig:
             f"must be > 0, got {self.max_steps}",
         )
         check(self.epochs is None or self.epochs > 0, "loop.epochs", f"must be > 0, got {self.epochs}")
+        check(self.epochs is None or self.epochs < float("inf"), "loop.epochs", f"must be finite, got {self.epochs}")
+        check(0 <= self.seed < 2**32, "loop.seed", f"must be in [0, 2**32) (numpy's seed range), got {self.seed}")
         check(
             self.max_steps is None or self.epochs is None,
             "loop.epochs",

@@ -27,9 +27,15 @@ them over ranks): exactly the gradient of the global weighted mean. Metrics are 
 the same way: each is a ``(sum, weight)`` pair summed over micro-batches and ranks before
 dividing.
 
-Limits: the gradient rescaling needs the gradients after backward, which DeepSpeed keeps
-to itself (DDP and FSDP are fine); evaluation calls the unwrapped model, which suits DDP
-(replicated weights) but not FSDP's sharded ones.
+Processes: DDP (``accelerate launch`` / ``torchrun``) and FSDP are supported: FSDP
+checkpoints go through accelerate's FSDP writers (sharded optimiser state), and evaluation
+calls the FSDP-wrapped model in lockstep. Limits: the gradient rescaling needs the
+gradients after backward, which DeepSpeed keeps inside its engine, so under DeepSpeed
+(not yet run; ``configs/accelerate/deepspeed_zero*.yaml``) the provisional normaliser
+stays (exact when every micro-batch of a step has the same total weight), clipping is
+DeepSpeed's and ``grad_accum_steps`` must be 1. Checkpoints under DeepSpeed store the
+unwrapped module's weights and optimiser state like DDP (ZeRO-3's sharded weights: not
+supported).
 
 Everything else a run needs lives here too: accelerate's ``Accelerator`` (mixed precision
 only when a GPU is present), AdamW and a cosine/linear warm-up schedule, gradient
@@ -60,6 +66,7 @@ from nlhf.train import checkpoint as ckpt_lib
 from nlhf.train.config import LoopConfig, OptimConfig
 
 METRICS_FILE = "metrics.jsonl"
+FSDP_DIR = "fsdp"  # accelerate's FSDP model / optimizer files inside a checkpoint
 
 
 class RunDirError(RuntimeError):
@@ -147,8 +154,15 @@ def make_accelerator(cfg: LoopConfig) -> Any:
     return Accelerator(cpu=not use_gpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
 
 
-def make_optimizer(model: Any, cfg: OptimConfig) -> Any:
-    """AdamW over the trainable parameters; no weight decay on vectors (biases, norms)."""
+def make_optimizer(model: Any, cfg: OptimConfig, fused: bool | None = None) -> Any:
+    """AdamW over the trainable parameters; no weight decay on vectors (biases, norms).
+
+    ``fused`` (default: wherever torch supports it) uses torch's fused AdamW kernel, which
+    updates all parameters in one pass: on one CPU thread ~4x faster than the
+    per-parameter loop (4 ms instead of 14-23 ms a step for 4.3M parameters; Hugging Face's
+    Trainer, hence TRL, uses it by default). It falls back to the plain implementation
+    where the kernel refuses the parameters' device or dtype. The update is AdamW's either way.
+    """
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -164,7 +178,14 @@ def make_optimizer(model: Any, cfg: OptimConfig) -> Any:
         )
         if g["params"]
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if fused is not False:
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, ValueError, TypeError):
+            if fused:
+                raise
+    return torch.optim.AdamW(groups, **kwargs)
 
 
 def lr_factor(updates: int, cfg: OptimConfig, total_steps: int) -> float:
@@ -344,6 +365,18 @@ class TrainLoop:
         self.out_dir = Path(loop.out_dir)
         self.accelerator = acc = accelerator if accelerator is not None else make_accelerator(loop)
         self.world = acc.num_processes
+        if getattr(acc.distributed_type, "name", "") == "DEEPSPEED":
+            if loop.grad_accum_steps > 1:
+                raise ConfigError(
+                    "loop.grad_accum_steps: must be 1 under DeepSpeed (its engine steps at every backward); "
+                    "raise loop.micro_batch_size or use DDP / FSDP"
+                )
+            warnings.warn(
+                "DeepSpeed is not yet tested with nlhf: the loss of a step is normalised by the global weight of its "
+                "first micro-batch (exact for pair- and prompt-weighted losses with full batches), and clipping and "
+                "NaN/inf gradient checks are DeepSpeed's",
+                stacklevel=2,
+            )
 
         # Run length, in optimiser steps, from max_steps or epochs.
         self.n_train = len(train_data)
@@ -407,6 +440,7 @@ class TrainLoop:
         self.nonfinite_in_a_row = 0
         self.zero_weight_steps = 0
         self.last_checkpoint: Path | None = None
+        self.train_metrics: dict[str, float] = {}  # the last logged window
         self.eval_metrics: dict[str, float] = {}
         self.eval_outputs: dict[str, Any] = {}
 
@@ -472,6 +506,7 @@ class TrainLoop:
                         examples_per_s=(self.step - start_step) * self.global_batch / max(elapsed, 1e-9),
                     )
                     logger.log(self.step, "train", train_metrics)
+                    self.train_metrics = dict(train_metrics)
                     window = _Window()
 
                 # 5. Evaluate every eval_every steps (and at the end).
@@ -565,13 +600,15 @@ class TrainLoop:
 
         # (c) Gradients now hold c * sum_r grad(loss_sum_r) / W (DDP averages over W processes):
         #     rescale to grad(sum of all losses) / total_weight, the global weighted mean.
+        #     (FSDP's reduce-scatter averages like DDP. DeepSpeed keeps its gradients inside the
+        #     engine, and has stepped already: the provisional normaliser c stays; see the docstring.)
         params = list(model.parameters())
         skip = None
         if not math.isfinite(totals["loss"]):
             skip = "nonfinite loss"
         elif total_weight <= 0:
             skip = "zero weight"
-        else:
+        elif not self.is_deepspeed:
             scale = self.world / (c * total_weight)
             for p in params:
                 if p.grad is not None:
@@ -579,7 +616,7 @@ class TrainLoop:
 
         # (d) Clip (the returned norm is the pre-clip global norm) and check it is finite.
         grad_norm = float("nan")
-        if skip is None:
+        if skip is None and not self.is_deepspeed:  # DeepSpeed clips by its own config
             max_norm = self.optim_cfg.max_grad_norm or float("inf")
             grad_norm = float(acc.clip_grad_norm_(params, max_norm))
             if not math.isfinite(grad_norm) and acc.scaler is None:
@@ -627,7 +664,10 @@ class TrainLoop:
 
         acc = self.accelerator
         assert self.eval_data is not None
-        model = acc.unwrap_model(self.model)  # no collectives inside eval forwards
+        # DDP: the unwrapped model (replicated weights; no collectives inside eval forwards). FSDP: the
+        # wrapped one (its forwards gather the shards: collective), in lockstep: every process runs the
+        # same number of batches, a process whose shard is shorter repeats an example and discards it.
+        model = self.model if self.is_fsdp else acc.unwrap_model(self.model)
         rng = ckpt_lib.capture_rng_state()
         was_training = model.training
         model.eval()
@@ -638,9 +678,16 @@ class TrainLoop:
         outputs: dict[str, list[Any]] = {}
         shard = list(range(acc.process_index, len(self.eval_data), self.world))
         b = self.cfg.eval_micro_batch_size
+        longest = -(-len(self.eval_data) // self.world)  # the first process's shard
+        starts = range(0, longest if self.is_fsdp else len(shard), b)
         with torch.no_grad():
-            for start in range(0, len(shard), b):
+            for start in starts:
                 indices = shard[start : start + b]
+                if not indices:  # FSDP lockstep: a forward the other processes need, then discarded
+                    with acc.autocast():
+                        self.eval_fn(model, send_to_device(self.collate_fn([self.eval_data[0]]), acc.device),
+                                     StepContext(self.step, 0, (0,), (0,), acc.process_index, training=False))  # fmt: skip
+                    continue
                 batch = send_to_device(self.collate_fn([self.eval_data[i] for i in indices]), acc.device)
                 ctx = StepContext(
                     self.step, 0, tuple(indices), tuple(indices), acc.process_index, training=False
@@ -703,22 +750,54 @@ class TrainLoop:
             "max_steps": self.max_steps,
         }
 
+    @property
+    def is_deepspeed(self) -> bool:
+        return getattr(self.accelerator.distributed_type, "name", "") == "DEEPSPEED"
+
+    @property
+    def is_fsdp(self) -> bool:
+        """Whether accelerate sharded the model with FSDP (weights and optimiser state split over processes)."""
+        return getattr(self.accelerator.distributed_type, "name", "") == "FSDP"
+
     def save_checkpoint(self) -> Path:
-        """Write ``ckpt-<step>`` atomically (collective: every process calls it)."""
+        """Write ``ckpt-<step>`` atomically (collective: every process calls it).
+
+        DDP / one process: the main process writes the trainable weights and the optimiser
+        state. FSDP: accelerate's FSDP writers (``save_fsdp_model`` / ``save_fsdp_optimizer``,
+        sharded or full as the FSDP plugin's ``state_dict_type`` says) write ``fsdp/`` from
+        every process. Trainer objects marked ``per_process`` (PPO's rollout buffer) are saved
+        by every process; the others by the main one.
+        """
         acc = self.accelerator
         main = acc.is_main_process
-        model = acc.unwrap_model(self.model)
         loop_state = {"scheduler": self.scheduler.state_dict()}
         if acc.scaler is not None:
             loop_state["scaler"] = acc.scaler.state_dict()
+        shared = {n: obj.state_dict() for n, obj in self.stateful.items() if not getattr(obj, "per_process", False)}
+        own = {n: obj.state_dict() for n, obj in self.stateful.items() if getattr(obj, "per_process", False)}
+        model_state = optimizer_state = collective_write = None
+        if self.is_fsdp:
+            from accelerate.utils import save_fsdp_model, save_fsdp_optimizer
+
+            plugin = acc.state.fsdp_plugin
+
+            def collective_write(tmp: Path) -> None:
+                save_fsdp_model(plugin, acc, self.model, str(tmp / FSDP_DIR))
+                save_fsdp_optimizer(plugin, acc, self.optimizer, self.model, str(tmp / FSDP_DIR))
+
+        elif main:
+            model_state = ckpt_lib.trainable_state_dict(acc.unwrap_model(self.model))
+            optimizer_state = self.optimizer.state_dict()
         path = ckpt_lib.save_checkpoint(
             self.out_dir,
             self.step,
             trainer_state=self.trainer_state(),
-            model_state=ckpt_lib.trainable_state_dict(model) if main else None,
-            optimizer_state=self.optimizer.state_dict() if main else None,
+            model_state=model_state,
+            optimizer_state=optimizer_state,
             loop_state=loop_state,
-            extra={name: obj.state_dict() for name, obj in self.stateful.items()},
+            extra=shared,
+            process_extra=own,
+            collective_write=collective_write,
             rng=ckpt_lib.capture_rng_state(),
             keep_last=self.cfg.keep_last,
             process_index=acc.process_index,
@@ -753,17 +832,32 @@ class TrainLoop:
                 "the run continues from the same data position but is not identical to an uninterrupted one",
                 stacklevel=2,
             )
-        ckpt_lib.load_trainable_state_dict(acc.unwrap_model(self.model), ckpt.model_state, source=str(path))
-        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        if self.is_fsdp:
+            from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
+
+            if not (path / FSDP_DIR).is_dir():
+                raise ckpt_lib.CheckpointError(f"{path}: has no {FSDP_DIR}/ (written without FSDP?); resume it without FSDP")
+            plugin = acc.state.fsdp_plugin
+            load_fsdp_model(plugin, acc, self.model, str(path / FSDP_DIR))
+            load_fsdp_optimizer(plugin, acc, self.optimizer, self.model, str(path / FSDP_DIR))
+        else:
+            if (path / FSDP_DIR).is_dir():
+                raise ckpt_lib.CheckpointError(f"{path}: was written under FSDP; resume it under FSDP")
+            ckpt_lib.load_trainable_state_dict(acc.unwrap_model(self.model), ckpt.model_state, source=str(path))
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.scheduler.load_state_dict(ckpt.loop_state["scheduler"])
         if acc.scaler is not None and "scaler" in ckpt.loop_state:
             acc.scaler.load_state_dict(ckpt.loop_state["scaler"])
         for name, obj in self.stateful.items():
-            if name not in ckpt.extra:
+            own = getattr(obj, "per_process", False) and name in ckpt.process_extra
+            saved = ckpt.process_extra if own else ckpt.extra
+            if name not in saved:
+                where = f"extra-{acc.process_index}.pt" if getattr(obj, "per_process", False) else "extra.pt"
                 raise ckpt_lib.CheckpointError(
-                    f"{path}: has no state for {name!r} (saved: {sorted(ckpt.extra)})"
+                    f"{path}: has no state for {name!r} in {where} (saved: {sorted(ckpt.extra)} and "
+                    f"{sorted(ckpt.process_extra)}; did the number of processes change?)"
                 )
-            obj.load_state_dict(ckpt.extra[name])
+            obj.load_state_dict(saved[name])
         if ckpt.rng is not None:
             ckpt_lib.restore_rng_state(ckpt.rng)
         self.step = int(state["step"])

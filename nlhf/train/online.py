@@ -4,9 +4,10 @@
 file on the shared loop (:mod:`nlhf.train.loop`): the loop feeds batches of PROMPTS, and
 one explicit step function per algorithm does, for each micro-batch of B prompts x,
 
-1. sample (no gradient, :mod:`nlhf.sampling`, a ``torch.Generator`` seeded from
-   ``(loop.seed, global position of the micro-batch)``, so a resumed run draws the same
-   samples and no sampler state needs saving):
+1. sample (no gradient, :mod:`nlhf.sampling`, one random stream per prompt row, a
+   :class:`nlhf.sampling.decode.RowGenerator` seeded from ``(loop.seed, global position of
+   the row)``, so a resumed run draws the same samples, no sampler state needs saving, and
+   the samples do not depend on the number of processes or the micro-batch size):
 
    ==================  =======================================================  ==========
    algorithm           y and y'                                                 loss
@@ -56,12 +57,14 @@ IPO-MD samples at temperature 1); ``length`` (response tokens, EOS included) and
 y ~ pi and y_ref ~ mu for each prompt and reports ``win_rate_vs_ref`` = P(y > y_ref),
 ``kl_k1``, ``kl_k3``, ``length`` and ``truncated``; it has no loss (reported as 0).
 
-Sharding. Each micro-batch's generator is seeded from its first global stream position,
-so resume is exact and every process draws different samples. It is NOT invariant to how
-the global batch is split into micro-batches / processes: the sampler draws one uniform
-per row per decoding step from ONE generator, so the same prompt at another row offset
-gets other uniforms. Per-prompt invariance needs per-row generators in
-:func:`nlhf.sampling.decode.sample_tokens`.
+Sharding (``accelerate launch`` / ``torchrun``). The loop hands each process its own
+prompts (global stream positions ``rank * b + [0, b)`` of each micro-batch), so every
+process samples and judges its shard (judge calls batched per process), and the loss is
+the global sum over prompts divided by the global number of prompts. Every prompt row has
+its own random stream seeded by its global position (:func:`row_seeds`), so 2 processes x
+micro-batch b draw exactly the samples of 1 process x 2b, and train to the same parameters
+(``tests/train/test_train_ddp.py``). Under FSDP or DeepSpeed ZeRO-3 the trainers refuse to
+start (:func:`refuse_sharded_weights`): the sampler needs the policy's whole weights.
 
 The run directory ``out`` receives ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``,
 checkpoints ``ckpt-<step>/`` (EMA opponent included), the final policy in ``out/policy/``
@@ -274,27 +277,56 @@ def stack_prompts(prompts: Any, times: int) -> Any:
 # ----------------------------------------------------------------------------- randomness
 
 
-def sampling_seed(seed: int, ctx: Any) -> int:
-    """The seed of a micro-batch's sampling generator, from ``(seed, its first global position)``.
+def row_seeds(seed: int, ctx: Any) -> list[int]:
+    """One sampling seed per row of a micro-batch, from ``(seed, the row's global stream position)``.
 
-    Training: positions are unique over the run (:class:`~nlhf.train.loop.StepContext`), so
-    every micro-batch of every step and process gets its own stream, and a resumed run the
-    same one. Evaluation: ``(seed, step, first dataset index)`` in a separate stream.
+    Training: positions are unique over the run and independent of how the global batch is
+    split (:class:`~nlhf.train.loop.StepContext`), so a prompt draws the same samples with 1
+    process x micro-batch 2b as with 2 processes x b, and a resumed run the same ones.
+    Evaluation: ``(seed, step, dataset index)`` in a separate stream. Seeds are 63-bit
+    integers from numpy's ``SeedSequence`` (well mixed even for consecutive positions).
     """
     import numpy as np
 
-    words = [seed % 2**63, 0, ctx.positions[0]] if ctx.training else [seed % 2**63, 1, ctx.step, ctx.indices[0]]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+    base = [seed % 2**63]
+    if ctx.training:
+        words = [[*base, 0, q] for q in ctx.positions]
+    else:
+        words = [[*base, 1, ctx.step, i] for i in ctx.indices]
+    return [int(np.random.SeedSequence(w).generate_state(1, dtype=np.uint64)[0] >> 1) for w in words]
 
 
-def sampling_generator(seed: int, ctx: Any, device: Any) -> Any:
-    """A ``torch.Generator`` on ``device`` seeded by :func:`sampling_seed`."""
-    from nlhf.sampling.decode import make_generator
+def row_generator(seed: int, ctx: Any, device: Any) -> Any:
+    """A :class:`nlhf.sampling.decode.RowGenerator` on ``device`` with the rows' :func:`row_seeds`."""
+    from nlhf.sampling.decode import RowGenerator
 
-    return make_generator(sampling_seed(seed, ctx), device)
+    return RowGenerator(row_seeds(seed, ctx), device=device)
 
 
 # ----------------------------------------------------------------------------- pieces of a step
+
+
+def refuse_sharded_weights(trainer: str) -> None:
+    """Refuse FSDP and DeepSpeed ZeRO-3 launches (read from accelerate's environment), before any model loads.
+
+    The decode loop of :mod:`nlhf.sampling` calls the policy module itself, outside the
+    FSDP / ZeRO-3 wrapper that holds its sharded weights (and each process stops decoding
+    when its own rows end, which the collective forwards of a sharded model cannot follow).
+    DDP and DeepSpeed ZeRO-1/2 keep whole weights on every process and are fine.
+    """
+    import os
+
+    from nlhf.config import ConfigError
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
+    zero3 = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes") and os.environ.get(
+        "ACCELERATE_DEEPSPEED_ZERO_STAGE", ""
+    ) == "3"
+    if fsdp or zero3:
+        raise ConfigError(
+            f"{trainer}: {'FSDP' if fsdp else 'DeepSpeed ZeRO-3'} shards the policy's weights, which the sampler "
+            "needs whole on every process; launch with configs/accelerate/ddp.yaml (or deepspeed_zero2.yaml)"
+        )
 
 
 def judge_preference(judge: Any, prompts: Sequence[Any], first: Any, second: Any, tokenizer: Any) -> Any:
@@ -417,7 +449,7 @@ def make_step(cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any, refer
 
     def nash_pg_step(model: Any, batch: OnlineBatch, ctx: Any) -> Any:
         prompts = batch.prompts
-        gen = sampling_generator(seed, ctx, prompts.input_ids.device)
+        gen = row_generator(seed, ctx, prompts.input_ids.device)
         if algorithm == "nash_ema":
             y = sampler.sample(prompts, gen)  # y ~ pi
             y_opp = sampler.sample_opponent(prompts, gen)  # y' ~ the EMA policy
@@ -439,8 +471,9 @@ def make_step(cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any, refer
     def ipo_step(model: Any, batch: OnlineBatch, ctx: Any) -> Any:
         prompts = batch.prompts
         B = prompts.batch_size
-        gen = sampling_generator(seed, ctx, prompts.input_ids.device)
+        gen = row_generator(seed, ctx, prompts.input_ids.device)
         both = stack_prompts(prompts, 2)  # (2B, P): rows b and B + b are prompt b
+        gen = gen.tile(2)  # (2B,) streams: rows b and B + b on two sub-streams of prompt b's
         if algorithm == "online_ipo":
             pair = sampler.sample(both, gen)  # y (rows < B) and y' (rows >= B) ~ pi, independent
         else:
@@ -496,7 +529,7 @@ def make_eval_step(cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any) 
 
     def eval_step(model: Any, batch: OnlineBatch, ctx: Any) -> Any:
         prompts = batch.prompts
-        gen = sampling_generator(seed, ctx, prompts.input_ids.device)
+        gen = row_generator(seed, ctx, prompts.input_ids.device)
         y, y_ref = sampler.sample_policy_and_mixture(prompts, 1.0, gen)  # y ~ pi, y_ref ~ mu
         preference = judge_preference(judge, batch.texts, y, y_ref, tokenizer)  # (B,)
         weight = None if exact else torch.exp(log_importance_weight(y.policy_logps, y.sampling_logps, y.response_mask))
@@ -607,10 +640,10 @@ def make_policy(model: Any, lora: Any, reference_model: Any = None) -> tuple[Any
 
 
 def default_optimizer(cfg: Any) -> Callable[[Any], Any]:
-    """The offline trainer's fused AdamW (same groups and hyper-parameters as the loop's default)."""
-    from nlhf.train.offline import fused_adamw
+    """The loop's AdamW (:func:`nlhf.train.loop.make_optimizer`, fused where torch supports it)."""
+    from nlhf.train.loop import make_optimizer
 
-    return lambda model: fused_adamw(model, cfg.optim)
+    return lambda model: make_optimizer(model, cfg.optim)
 
 
 def run_online(
@@ -630,7 +663,7 @@ def run_online(
     loading ``cfg.model``; ``judge`` (any :class:`nlhf.judges.Judge`) replaces loading
     ``cfg.judge``; ``train_prompts``/``eval_prompts`` (prompts, ``PromptExample`` or
     ``PreferenceExample`` objects) replace loading ``cfg.prompts``/``cfg.eval_prompts``;
-    ``optimizer_fn(model)`` replaces the fused AdamW; ``reference_model`` (full fine-tuning
+    ``optimizer_fn(model)`` replaces the loop's AdamW; ``reference_model`` (full fine-tuning
     only) is used as mu instead of a frozen copy of ``model`` (it is frozen here; same
     vocabulary required). Order: config checked, output
     directory checked, prompts loaded (errors name file and row), model and judge loaded,
@@ -646,6 +679,7 @@ def run_online(
     if (model is None) != (tokenizer is None):
         raise ValueError("run_online: pass both model and tokenizer, or neither")
     cfg.check_complete(need_prompts=train_prompts is None, need_judge=judge is None)
+    refuse_sharded_weights(f"algorithm {cfg.algorithm}")
     timings: dict[str, float] = {}
     out = check_out_dir(cfg.out, cfg.loop.min_free_disk_mb * 2**20)
     loop_cfg = dataclasses.replace(cfg.loop, out_dir=str(out))
@@ -772,9 +806,10 @@ __all__ = [
     "make_collate",
     "repeat_prompts",
     "stack_prompts",
-    "sampling_seed",
-    "sampling_generator",
+    "row_seeds",
+    "row_generator",
     "judge_preference",
+    "refuse_sharded_weights",
     "step_output",
     "reference_logps",
     "log_importance_weight",

@@ -35,8 +35,9 @@ prompts: ``loop.max_steps`` counts optimiser steps). The buffer is saved in chec
 so a run resumed in the middle of a PPO iteration continues it exactly.
 
 Sampling: k responses per prompt from one decode loop over the prompts repeated k times
-(prompt-major), with a generator seeded from (``loop.seed``, global position), as for
-:mod:`nlhf.train.online`. Metrics (means over responses): ``loss``, ``reward``,
+(prompt-major), response j of a prompt on sub-stream j of the prompt row's own random
+stream, seeded from (``loop.seed``, global position), as for :mod:`nlhf.train.online` (so
+the samples do not depend on the number of processes or the micro-batch size). Metrics (means over responses): ``loss``, ``reward``,
 ``advantage``, ``kl_k1`` / ``kl_k3`` (estimates of the sequence-level KL(pi || mu) on the
 samples, importance-weighted by pi/q when sampling is inexact), ``length``, ``truncated``;
 PPO adds ``clip_fraction`` (fraction of tokens whose clipped term is active) and
@@ -173,7 +174,13 @@ def compute_rewards(reward_fn: Callable[..., Any], prompts: Sequence[Any], rollo
 
 
 class RolloutBuffer:
-    """PPO's rollouts of the current iteration, one per micro-batch slot; checkpointable (Stateful)."""
+    """PPO's rollouts of the current iteration, one per micro-batch slot; checkpointable (Stateful).
+
+    Each process holds the rollouts of its own shard of prompts (``per_process``: the loop
+    saves one ``extra-<rank>.pt`` per process).
+    """
+
+    per_process = True
 
     def __init__(self) -> None:
         self.slots: dict[int, dict[str, Any]] = {}
@@ -203,7 +210,7 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
         reference_logps,
         repeat_prompts,
         rollout_metrics,
-        sampling_generator,
+        row_generator,
         step_output,
         weighted_kl,
     )
@@ -213,7 +220,7 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
     def sample(batch: Any, ctx: Any) -> tuple[Any, Any, Any]:
         """k responses per prompt (prompt-major), their rewards and mu's log-probs."""
         prompts = repeat_prompts(batch.prompts, k)  # (B k, P)
-        gen = sampling_generator(seed, ctx, prompts.input_ids.device)
+        gen = row_generator(seed, ctx, prompts.input_ids.device).repeat_interleave(k)  # (B k,) streams, prompt-major
         rollout = sampler.sample(prompts, gen)
         texts = [p for p in batch.texts for _ in range(k)]
         rewards = compute_rewards(reward_fn, texts, rollout, tokenizer)  # (B k,)
@@ -287,7 +294,7 @@ def make_eval_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any],
     from nlhf.train.online import (
         log_importance_weight,
         rollout_metrics,
-        sampling_generator,
+        row_generator,
         step_output,
         weighted_kl,
     )
@@ -296,7 +303,7 @@ def make_eval_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any],
 
     def eval_step(model: Any, batch: Any, ctx: Any) -> Any:
         prompts = batch.prompts
-        gen = sampling_generator(seed, ctx, prompts.input_ids.device)
+        gen = row_generator(seed, ctx, prompts.input_ids.device)
         y, y_ref = sampler.sample_policy_and_mixture(prompts, 1.0, gen)  # y ~ pi, y_ref ~ mu
         r = compute_rewards(reward_fn, batch.texts, y, tokenizer)  # (B,)
         r_ref = compute_rewards(reward_fn, batch.texts, y_ref, tokenizer)  # (B,)
@@ -340,11 +347,13 @@ def run_rlhf(
         load_prompt_items,
         make_collate,
         make_policy,
+        refuse_sharded_weights,
     )
 
     if (model is None) != (tokenizer is None):
         raise ValueError("run_rlhf: pass both model and tokenizer, or neither")
     cfg.check_complete(need_prompts=train_prompts is None, need_reward=reward_fn is None)
+    refuse_sharded_weights(f"algorithm {cfg.algorithm}")
     timings: dict[str, float] = {}
     out = check_out_dir(cfg.out, cfg.loop.min_free_disk_mb * 2**20)
     loop_cfg = dataclasses.replace(cfg.loop, out_dir=str(out))

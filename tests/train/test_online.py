@@ -20,7 +20,7 @@ from nlhf.judges import CallableJudge
 from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
 from nlhf.sampling import SamplingConfig
 from nlhf.train.config import LoopConfig, OptimConfig
-from nlhf.train.online import ONLINE_ALGORITHMS, OnlineConfig, run_online, sampling_seed
+from nlhf.train.online import ONLINE_ALGORITHMS, OnlineConfig, row_seeds, run_online
 from nlhf.train.rlhf import RLHFConfig, run_rlhf
 
 
@@ -197,41 +197,50 @@ def peaked_tiny(seed=0):
     return model, tok
 
 
-def test_nash_md_gradient_accumulation_is_invariant(tmp_path):
-    """1 micro-batch of 8 prompts, 4 of 2 and 8 of 1 give the same update.
+def test_nash_md_gradient_accumulation_is_invariant(tmp_path, monkeypatch):
+    """1 micro-batch of 8 prompts, 4 of 2 and 8 of 1 give the same update, with random samples.
 
-    Sampling is greedy (top_k=1) so the samples do not depend on how the batch is split
-    (each micro-batch seeds its own generator, so stochastic samples would: see the module
-    docstring of nlhf.train.online); the importance weight pi(y)/q(y) = pi(y) then enters
-    the loss, which the peaked model keeps away from 0. The reference is another model, so
-    that the greedy y (from pi) and y' (from the mixture) differ from the first step.
+    Each prompt row samples from its own stream seeded by its global position
+    (:func:`nlhf.train.online.row_seeds`), so the samples do not depend on how the batch is
+    split. Greedy sampling (top_k=1) is checked too: the importance weight pi(y)/q(y) = pi(y)
+    then enters the loss, which the peaked model keeps away from 0. The reference is another
+    model, so that y (from pi) and y' (from the mixture) differ from the first step.
+    Negative control: one ``torch.Generator`` per micro-batch (the previous scheme) draws
+    other samples for 8 micro-batches than for one batch of 8.
     """
-    results = {}
-    for micro, accum, top_k in ((8, 1, 1), (2, 4, 1), (1, 8, 1), (8, 1, 0), (1, 8, 0)):
+    from nlhf.sampling.decode import make_generator
+    from nlhf.train import online
+
+    def train(micro, accum, top_k, name):
         model, tok = peaked_tiny(0)
-        cfg = online_cfg(tmp_path, f"acc-{micro}x{accum}-{top_k}", algorithm="nash_md", mixture_coef=0.5, tau=0.2,
+        cfg = online_cfg(tmp_path, name, algorithm="nash_md", mixture_coef=0.5, tau=0.2,
                          sampling=dict(max_new_tokens=3, top_k=top_k),
                          loop=dict(max_steps=2, micro_batch_size=micro, grad_accum_steps=accum))  # fmt: skip
         before = params(model)
         result = run_online(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS,
                             optimizer_fn=sgd, reference_model=peaked_tiny(1)[0])  # fmt: skip
         logged = [json.loads(x) for x in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
-        results[(micro, accum, top_k)] = (before, params(result.policy), logged)
-    before, ref, ref_metrics = results[(8, 1, 1)]
-    moved = max(float((ref[n] - before[n]).abs().max()) for n in ref)
-    assert moved > 1e-3  # a real update, not an invariance of zero
-    assert abs(ref_metrics[0]["win_rate"] - 0.5) > 0.01 and ref_metrics[0]["kl_k1"] > 1.0  # both terms at work
-    # negative control: with random samples, 8 micro-batches draw other samples than one batch of 8
-    _, one_batch, _ = results[(8, 1, 0)]
-    _, eight_batches, _ = results[(1, 8, 0)]
-    assert max(float((one_batch[n] - eight_batches[n]).abs().max()) for n in ref) > 1e-3
-    for key in ((2, 4, 1), (1, 8, 1)):
-        _, other, metrics = results[key]
-        for n in ref:
-            torch.testing.assert_close(other[n], ref[n], rtol=1e-5, atol=1e-6)
-        for step in (0, 1):
-            for m in ("loss", "win_rate", "kl_k1", "length", "importance_weight"):
-                assert metrics[step][m] == pytest.approx(ref_metrics[step][m], rel=1e-5, abs=1e-7)
+        return before, params(result.policy), logged
+
+    for top_k in (0, 1):
+        before, ref, ref_metrics = train(8, 1, top_k, f"a{top_k}")
+        moved = max(float((ref[n] - before[n]).abs().max()) for n in ref)
+        assert moved > 1e-3  # a real update, not an invariance of zero
+        assert abs(ref_metrics[0]["win_rate"] - 0.5) > 0.01 and ref_metrics[0]["kl_k1"] > 0.1  # both terms at work
+        for micro, accum in ((2, 4), (1, 8)):
+            _, other, metrics = train(micro, accum, top_k, f"{micro}x{accum}-{top_k}")
+            gap = max(float((other[n] - ref[n]).abs().max()) for n in ref)
+            assert gap <= 1e-5 * moved, (micro, accum, top_k, gap, moved)  # float32 rounding of other batch shapes
+            keys = ("loss", "win_rate", "kl_k1", "length") + (("importance_weight",) if top_k else ())
+            for step in (0, 1):
+                for m in keys:
+                    assert metrics[step][m] == pytest.approx(ref_metrics[step][m], rel=1e-5, abs=1e-7)
+
+    # negative control: one generator per micro-batch, seeded by its first position
+    monkeypatch.setattr(online, "row_generator", lambda seed, ctx, device: make_generator(seed + ctx.positions[0], device))
+    _, one_batch, _ = train(8, 1, 0, "neg-a")
+    _, eight_batches, _ = train(1, 8, 0, "neg-b")
+    assert max(float((one_batch[n] - eight_batches[n]).abs().max()) for n in one_batch) > 1e-3
 
 
 # ----------------------------------------------------------------------------- config and seeding
@@ -285,14 +294,18 @@ def test_mixture_coef_defaults_per_algorithm():
     assert RLHFConfig(algorithm="ppo").epochs == 4 and RLHFConfig(algorithm="rlhf_pg").epochs == 1
 
 
-def test_sampling_seed_depends_on_seed_and_stream_position_only():
+def test_row_seeds_depend_on_seed_and_each_rows_stream_position_only():
+    """A row's seed is a function of (seed, its global position): not of its micro-batch, step or process."""
     from nlhf.train.loop import StepContext
 
     a = StepContext(step=3, micro_step=1, indices=(5, 2), positions=(10, 11))
     same_position = StepContext(step=7, micro_step=0, indices=(1, 0), positions=(10, 11), process_index=1)
-    assert sampling_seed(0, a) == sampling_seed(0, same_position)
-    assert sampling_seed(0, a) != sampling_seed(1, a)
-    assert sampling_seed(0, a) != sampling_seed(0, StepContext(3, 1, (5, 2), (12, 13)))
+    assert row_seeds(0, a) == row_seeds(0, same_position)
+    assert len(set(row_seeds(0, a))) == 2  # two rows, two streams
+    halves = row_seeds(0, StepContext(3, 0, (5,), (10,))) + row_seeds(0, StepContext(3, 0, (2,), (11,), 1))
+    assert halves == row_seeds(0, a)  # split over two micro-batches / processes: the same seeds
+    assert row_seeds(0, a) != row_seeds(1, a)
+    assert row_seeds(0, a)[1] not in row_seeds(0, StepContext(3, 1, (5, 2), (12, 13)))
     evaluation = StepContext(step=3, micro_step=0, indices=(10, 11), positions=(10, 11), training=False)
-    assert sampling_seed(0, evaluation) != sampling_seed(0, a)
-    assert 0 <= sampling_seed(2**40, a) < 2**63 and not math.isnan(sampling_seed(0, a))
+    assert not set(row_seeds(0, evaluation)) & set(row_seeds(0, a))
+    assert all(0 <= s < 2**63 for s in row_seeds(2**40, a))

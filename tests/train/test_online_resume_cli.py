@@ -118,7 +118,7 @@ def test_ppo_crash_inside_an_iteration_then_resume_is_bit_identical(tmp_path, mo
         with pytest.raises(Crash):
             run_ppo(tmp_path, "crashed")
     out = tmp_path / "crashed"
-    buffer = ckpt_lib.load_checkpoint(out / "ckpt-4").extra["rollout_buffer"]
+    buffer = ckpt_lib.load_checkpoint(out / "ckpt-4").process_extra["rollout_buffer"]  # extra-0.pt
     assert sorted(buffer["slots"]) == [0, 1]  # both micro-batch slots of step 3's rollouts
     resumed = run_ppo(tmp_path, "crashed", resume=True)
     a, b = params(full.policy), params(resumed.policy)
