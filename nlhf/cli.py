@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from nlhf.config import ConfigError
     from nlhf.data.errors import PreferenceDataError
+    from nlhf.models.loading import ModelLoadError  # cheap: torch is imported lazily there
 
     try:
         result = args.func(args)
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except PreferenceDataError as exc:
         print(f"nlhf: data error: {exc}", file=sys.stderr)
+        return 2
+    except ModelLoadError as exc:
+        print(f"nlhf: model error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nlhf: interrupted", file=sys.stderr)

@@ -56,6 +56,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got null")
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error names the key and the reason
+            return _coerce(value, options[0], key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -217,7 +220,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
         data = merge(data, loaded)

@@ -30,8 +30,14 @@ Validation (each raises :class:`~nlhf.data.errors.InvalidRow` with a reason from
 :data:`~nlhf.data.errors.REASONS`): missing or null field, wrong type, a message that is
 not ``{"role": system|user|assistant|tool, "content": str}``, an empty (or whitespace-only)
 prompt or response, identical responses (compared after stripping surrounding whitespace),
-a label outside [0, 1] or NaN. Responses are kept verbatim (text formats) or as the
-message content (conversational formats).
+a label outside [0, 1] or NaN, a string that is not valid Unicode (a lone surrogate such as
+the JSON escape ``"\\ud800"``, which no tokenizer can encode: ``bad_text``). Responses are kept
+verbatim (text formats) or as the message content (conversational formats).
+
+Blank text: a prompt or response is empty when it holds nothing but whitespace, control
+characters (Unicode category Cc, e.g. NUL) and invisible format characters (category Cf:
+zero-width space and joiners, byte-order mark, direction marks). Such characters inside
+otherwise visible text are kept verbatim.
 
 Other columns with scalar values (str, int, float, bool, None) are kept in ``metadata``.
 """
@@ -39,6 +45,7 @@ Other columns with scalar values (str, int, float, bool, None) are kept in ``met
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,17 +168,43 @@ def _get(row: Mapping[str, Any], key: str) -> Any:
     return value
 
 
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: only whitespace, control (Cc) and format (Cf) characters."""
+    if not text.strip():
+        return True
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+
+
+def _blank_kind(text: str) -> str:
+    if not text:
+        return ""
+    return " (whitespace only)" if not text.strip() else " (only whitespace, control or invisible characters)"
+
+
+def check_unicode(text: str, key: str, what: str = "text") -> str:
+    """``text`` if it can be encoded as UTF-8; else ``bad_text`` (a lone surrogate from a ``\\udXXX`` escape)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRow(
+                "bad_text", key, f"{what} is not valid Unicode: lone surrogate {text[exc.start]!r} at "
+                f"character {exc.start + 1}"
+            ) from None
+    return text
+
+
 def _message(value: Any, key: str, i: int) -> Message:
     if not isinstance(value, Mapping):
         raise InvalidRow("bad_message", key, f"message {i + 1} is a {type(value).__name__}, not an object")
     role, content = value.get("role"), value.get("content")
     if role not in ROLES:
-        raise InvalidRow("bad_message", key, f"message {i + 1} has role {role!r} (expected one of {ROLES})")
+        raise InvalidRow("bad_message", key, f"message {i + 1} has role {_short(role)} (expected one of {ROLES})")
     if not isinstance(content, str):
         raise InvalidRow(
             "bad_message", key, f"message {i + 1} content must be a string, got {type(content).__name__}"
         )
-    return Message(role, content)
+    return Message(role, check_unicode(content, key, f"message {i + 1} content"))
 
 
 def messages(value: Any, key: str) -> tuple[Message, ...]:
@@ -184,12 +217,12 @@ def messages(value: Any, key: str) -> tuple[Message, ...]:
 def prompt_value(value: Any, key: str = "prompt") -> Prompt:
     """A prompt field: text or a non-empty list of messages, not blank."""
     if isinstance(value, str):
-        if not value.strip():
-            raise InvalidRow("empty_prompt", key, "empty prompt (whitespace only)" if value else "empty prompt")
-        return value
+        if is_blank(value):
+            raise InvalidRow("empty_prompt", key, f"empty prompt{_blank_kind(value)}")
+        return check_unicode(value, key, "the prompt")
     if isinstance(value, list | tuple):
         msgs = messages(value, key)
-        if not msgs or not any(m.content.strip() for m in msgs):
+        if not msgs or all(is_blank(m.content) for m in msgs):
             raise InvalidRow("empty_prompt", key, "empty prompt (no message with content)")
         return msgs
     raise InvalidRow("wrong_type", key, f"expected text or a list of messages, got {type(value).__name__}")
@@ -198,9 +231,9 @@ def prompt_value(value: Any, key: str = "prompt") -> Prompt:
 def response_text(text: Any, key: str) -> str:
     if not isinstance(text, str):
         raise InvalidRow("wrong_type", key, f"expected a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InvalidRow("empty_response", key, "empty response (whitespace only)" if text else "empty response")
-    return text
+    if is_blank(text):
+        raise InvalidRow("empty_response", key, f"empty response{_blank_kind(text)}")
+    return check_unicode(text, key, "the response")
 
 
 def label_value(value: Any, key: str = "label") -> float:
@@ -215,14 +248,24 @@ def label_value(value: Any, key: str = "label") -> float:
             value = float(word)
         except ValueError:
             raise InvalidRow(
-                "bad_label", key, f"{value!r} is neither a number in [0, 1] nor 'a' / 'b' / 'tie'"
+                "bad_label", key, f"{_short(value)} is neither a number in [0, 1] nor 'a' / 'b' / 'tie'"
             ) from None
     if not isinstance(value, int | float):
         raise InvalidRow("wrong_type", key, f"expected a number in [0, 1], got {type(value).__name__}")
+    if isinstance(value, int) and not 0 <= value <= 1:  # float(10**400) would overflow
+        raise InvalidRow("bad_label", key, f"label must be in [0, 1], got {_short(value)}")
     label = float(value)
     if math.isnan(label) or not 0.0 <= label <= 1.0:
         raise InvalidRow("bad_label", key, f"label must be in [0, 1], got {value!r}")
     return label
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to 40 characters (huge integers included: no 4300-digit str() limit hit)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _score(value: Any, key: str) -> float | None:
@@ -232,10 +275,13 @@ def _score(value: Any, key: str) -> float | None:
         try:
             return float(value)
         except ValueError:
-            raise InvalidRow("wrong_type", key, f"expected a number, got {value!r}") from None
+            raise InvalidRow("wrong_type", key, f"expected a number, got {_short(value)}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRow("wrong_type", key, f"expected a number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidRow("wrong_type", key, f"{_short(value)} is too large for a float") from None
 
 
 def _check_pair(first: str, second: str, keys: str) -> None:
@@ -328,8 +374,10 @@ def _hh(row: Mapping[str, Any]) -> Converted:
         if not isinstance(value, str):
             raise InvalidRow("wrong_type", key, f"expected an HH-RLHF transcript string, got {type(value).__name__}")
     prompt, first, second, merged = split_hh_pair(chosen, rejected)
-    if not prompt or not any(m.content.strip() for m in prompt):
+    if not prompt or all(is_blank(m.content) for m in prompt):
         raise InvalidRow("empty_prompt", "chosen", "no turns before the final Assistant turn")
+    for i, m in enumerate(prompt):
+        check_unicode(m.content, "chosen", f"prompt turn {i + 1}")
     response_text(first, "chosen")
     response_text(second, "rejected")
     _check_pair(first, second, "chosen/rejected")

@@ -8,7 +8,17 @@ unless ``format=`` names it, and validates every row. A bad row raises
 ``skip_invalid=True`` it is skipped, counted by reason in ``dataset.skipped`` and logged
 (the first 10 one by one, then a summary). Rows changed by a documented repair rule (HH
 turns merged) are counted in ``dataset.repaired``. :func:`load_prompts` reads the same
-sources for their prompts only. :func:`save_preferences` writes JSONL in the ``pairwise``
+sources for their prompts only.
+
+Duplicate rows: a row whose comparison repeats an earlier row's -- the same prompt, the
+same two responses and the same label, in either order (``(a, b, p)`` repeats ``(b, a, 1 - p)``)
+-- is counted in ``dataset.duplicates`` and logged as a warning (with the first repeat's
+row). ``duplicates="keep"`` (the default) keeps it: repeated judgements of one pair carry
+weight, and a soft label is often an average over raters written as repeated rows.
+``duplicates="drop"`` keeps only the first occurrence. Metadata and ``source`` do not take
+part in the comparison. Prompts: :func:`load_prompts` counts repeated prompts in
+``dataset.duplicates`` (logged at INFO: many datasets ask one prompt several times) and drops
+them with ``unique=True``. :func:`save_preferences` writes JSONL in the ``pairwise``
 format, which :func:`load_preferences` reads back unchanged.
 """
 
@@ -47,7 +57,8 @@ class PreferenceDataset(list):
 
     ``source``: the file or dataset name; ``format``: the format it was read as;
     ``skipped``: rows skipped by reason (``skip_invalid=True``); ``repaired``: rows changed
-    by a documented rule (e.g. ``hh_merged_turns``). Slicing keeps these attributes.
+    by a documented rule (e.g. ``hh_merged_turns``); ``duplicates``: rows that repeated an
+    earlier row (kept or dropped, module docstring). Slicing keeps these attributes.
     """
 
     def __init__(
@@ -57,12 +68,14 @@ class PreferenceDataset(list):
         format: str = "",
         skipped: Mapping[str, int] | None = None,
         repaired: Mapping[str, int] | None = None,
+        duplicates: int = 0,
     ) -> None:
         super().__init__(examples)
         self.source = source
         self.format = format
         self.skipped: Counter[str] = Counter(skipped or {})
         self.repaired: Counter[str] = Counter(repaired or {})
+        self.duplicates = duplicates
 
     @overload
     def __getitem__(self, index: SupportsIndex) -> PreferenceExample: ...
@@ -71,7 +84,7 @@ class PreferenceDataset(list):
     def __getitem__(self, index):
         item = super().__getitem__(index)
         if isinstance(index, slice):
-            return PreferenceDataset(item, self.source, self.format, self.skipped, self.repaired)
+            return PreferenceDataset(item, self.source, self.format, self.skipped, self.repaired, self.duplicates)
         return item
 
     @property
@@ -81,12 +94,12 @@ class PreferenceDataset(list):
     def __repr__(self) -> str:
         return (
             f"PreferenceDataset({len(self)} examples from {self.source!r}, format={self.format!r}, "
-            f"skipped={dict(self.skipped)}, repaired={dict(self.repaired)})"
+            f"skipped={dict(self.skipped)}, repaired={dict(self.repaired)}, duplicates={self.duplicates})"
         )
 
 
 class PromptDataset(list):
-    """A list of :class:`PromptExample` with ``source``, ``format`` and ``skipped`` like PreferenceDataset."""
+    """A list of :class:`PromptExample` with ``source``, ``format``, ``skipped``, ``duplicates`` like PreferenceDataset."""
 
     def __init__(
         self,
@@ -94,16 +107,18 @@ class PromptDataset(list):
         source: str = "",
         format: str = "",
         skipped: Mapping[str, int] | None = None,
+        duplicates: int = 0,
     ) -> None:
         super().__init__(examples)
         self.source = source
         self.format = format
         self.skipped: Counter[str] = Counter(skipped or {})
+        self.duplicates = duplicates
 
     def __getitem__(self, index):
         item = super().__getitem__(index)
         if isinstance(index, slice):
-            return PromptDataset(item, self.source, self.format, self.skipped)
+            return PromptDataset(item, self.source, self.format, self.skipped, self.duplicates)
         return item
 
     @property
@@ -125,6 +140,47 @@ def _check_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
         if not isinstance(theirs, str):
             raise TypeError(f"columns[{ours!r}] must be a column name (str), got {type(theirs).__name__}")
     return dict(columns)
+
+
+DUPLICATES = ("keep", "drop")
+
+
+def _check_limit(limit: Any) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+
+
+def comparison_key(prompt: Any, first: str, second: str, label: float) -> tuple[Any, str, str, float]:
+    """What makes two rows the same comparison: ``(a, b, p)`` and ``(b, a, 1 - p)`` share a key."""
+    if second < first:
+        return prompt, second, first, round(1.0 - label, 12)
+    return prompt, first, second, round(label, 12)
+
+
+class _Duplicates:
+    """Count rows repeating an earlier row's key; remember the first repeat for the log."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[Any, RowLocation] = {}
+        self.count = 0
+        self.example: tuple[RowLocation, RowLocation] | None = None
+
+    def seen(self, key: Any, loc: RowLocation) -> bool:
+        earlier = self.first_seen.setdefault(key, loc)
+        if earlier is loc:
+            return False
+        self.count += 1
+        if self.example is None:
+            self.example = (loc, earlier)
+        return True
+
+    def log(self, name: str, what: str, dropped: bool, level: int) -> None:
+        if self.count and self.example is not None:
+            loc, earlier = self.example
+            logger.log(
+                level, "%s: %d duplicate %s (%s; the first: %s repeats %s)", name, self.count, what,
+                "dropped" if dropped else "kept", f"{loc.unit} {loc.index}", f"{earlier.unit} {earlier.index}",
+            )
 
 
 def rename_columns(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
@@ -175,6 +231,7 @@ def load_preferences(
     columns: Mapping[str, str] | None = None,
     skip_invalid: bool = False,
     limit: int | None = None,
+    duplicates: str = "keep",
     **load_kwargs: Any,
 ) -> PreferenceDataset:
     """Load and validate preference pairs.
@@ -188,7 +245,9 @@ def load_preferences(
         columns: rename dataset columns to ours, ``{"prompt": "question", ...}``.
         skip_invalid: skip invalid rows (counted in ``.skipped`` by reason, logged) instead
             of raising :class:`PreferenceDataError`.
-        limit: stop after this many valid examples.
+        limit: stop after this many valid examples (kept ones, after dropping duplicates).
+        duplicates: ``"keep"`` (default) or ``"drop"`` rows repeating an earlier comparison;
+            either way they are counted in ``.duplicates`` and logged (module docstring).
         **load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``name=``, ``data_dir=``,
             ``cache_dir=``, ``revision=``); an error for files.
 
@@ -197,10 +256,12 @@ def load_preferences(
     """
     renames = _check_columns(columns)
     fmt = None if format is None else canonical_format(format, FORMATS)
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    _check_limit(limit)
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
     source = open_rows(path_or_name, split=split, **load_kwargs)
     tally = _Tally(skip_invalid)
+    repeats = _Duplicates()
     examples: list[PreferenceExample] = []
     repaired: Counter[str] = Counter()
     with closing(source.rows) as rows:
@@ -215,6 +276,9 @@ def load_preferences(
             except InvalidRow as problem:
                 tally.invalid(problem, loc)
                 continue
+            key = comparison_key(converted.prompt, converted.first, converted.second, converted.label)
+            if repeats.seen(key, loc) and duplicates == "drop":
+                continue
             repaired.update(converted.repairs)
             examples.append(
                 PreferenceExample(
@@ -225,7 +289,8 @@ def load_preferences(
             if limit is not None and len(examples) >= limit:
                 break
     tally.finish(source.name, len(examples), "examples")
-    return PreferenceDataset(examples, source.name, fmt or "", tally.skipped, repaired)
+    repeats.log(source.name, "rows", duplicates == "drop", logging.WARNING)
+    return PreferenceDataset(examples, source.name, fmt or "", tally.skipped, repaired, repeats.count)
 
 
 def _detect(detector: Any, row: Mapping[str, Any], loc: RowLocation) -> str:
@@ -256,12 +321,11 @@ def load_prompts(
     """
     renames = _check_columns(columns)
     fmt = None if format is None else canonical_format(format, PROMPT_FORMATS)
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    _check_limit(limit)
     source = open_rows(path_or_name, split=split, **load_kwargs)
     tally = _Tally(skip_invalid)
     prompts: list[PromptExample] = []
-    seen: set[Any] = set()
+    repeats = _Duplicates()
     with closing(source.rows) as rows:
         for loc, row in rows:
             try:
@@ -274,15 +338,14 @@ def load_prompts(
             except InvalidRow as problem:
                 tally.invalid(problem, loc)
                 continue
-            if unique:
-                if prompt in seen:
-                    continue
-                seen.add(prompt)
+            if repeats.seen(prompt, loc) and unique:
+                continue
             prompts.append(PromptExample(prompt, loc.source, metadata))
             if limit is not None and len(prompts) >= limit:
                 break
     tally.finish(source.name, len(prompts), "prompts")
-    return PromptDataset(prompts, source.name, fmt or "", tally.skipped)
+    repeats.log(source.name, "prompts", unique, logging.INFO)
+    return PromptDataset(prompts, source.name, fmt or "", tally.skipped, repeats.count)
 
 
 _RESERVED = ("prompt", "response_a", "response_b", "label")

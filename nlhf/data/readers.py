@@ -5,13 +5,17 @@ messages and an iterator of ``(RowLocation, row)``. A row that cannot be read (a
 is not JSON, a CSV row with too many cells) is yielded as an :class:`~nlhf.data.errors.InvalidRow`
 instead of a dict, so the loader can raise or skip it; problems with the whole file (missing,
 empty, truncated gzip, not UTF-8, not Parquet) raise :class:`PreferenceDataError` at once.
+JSON text is parsed strictly: an object naming a key twice, nesting too deep for Python's
+parser and integer literals over Python's 4300-digit limit are "not valid JSON" (``bad_json``
+for a JSONL line), never a silent last-key-wins nor a ``RecursionError``. CSV fields may be
+of any length (the ``csv`` module's 128 KiB field limit is raised).
 
 What ``path_or_name`` may be:
 
 * a file, by suffix: ``.jsonl`` / ``.jsonl.gz`` (one object a line; blank lines ignored;
   rows named by line), ``.json`` / ``.json.gz`` (a list of objects, or ``{"data": [...]}``),
   ``.parquet``, ``.csv`` / ``.csv.gz`` (header row; cells are strings, a cell holding a JSON
-  list such as ``[{"role": "user", ...}]`` is read as that list);
+  list of objects with a ``role`` key, such as ``[{"role": "user", ...}]``, is read as that list);
 * a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
   (``datasets.load_from_disk``);
 * any other directory: ``datasets.load_dataset(directory)`` (a folder of data files);
@@ -106,6 +110,40 @@ def _read_error(name: str, where: str, exc: BaseException) -> PreferenceDataErro
 _READ_ERRORS = (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: an object that names a key twice is refused (JSON would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"an object has the key {key!r} twice")
+            seen.add(key)
+    return obj
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads`` with every failure as a ``ValueError`` whose message says what is wrong.
+
+    Besides syntax errors: an object with a duplicate key, nesting too deep for Python's
+    parser (RecursionError), an integer literal over Python's 4300-digit limit.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except _DuplicateKey as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ValueError(f"not valid JSON ({str(exc).split(':')[0]})") from None
+
+
 def _open_binary(path: Path, name: str) -> io.BufferedIOBase:
     try:
         return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
@@ -153,9 +191,9 @@ def _jsonl_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
                 continue
             seen = True
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield loc, InvalidRow("bad_json", None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                row = _parse_json(line)
+            except ValueError as exc:
+                yield loc, InvalidRow("bad_json", None, str(exc).replace(" at line 1 column", " at column"))
                 continue
             yield loc, _object_or_invalid(row)
     if not seen:
@@ -171,12 +209,15 @@ def _object_or_invalid(row: Any) -> dict[str, Any] | InvalidRow:
 def _json_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
     try:
         with _open_text(path, name) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise PreferenceDataError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-                                  location=name) from None
+            text = f.read()
     except _READ_ERRORS as exc:
         raise _read_error(name, "while reading", exc) from None
+    if not text.strip():
+        raise PreferenceDataError("empty file (whitespace only)", location=name)
+    try:
+        data = _parse_json(text)
+    except ValueError as exc:
+        raise PreferenceDataError(str(exc), location=name) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -192,13 +233,13 @@ def _json_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
 
 
 def _csv_cell(value: Any) -> Any:
-    """CSV cells are text; a cell that is a JSON list of objects (chat messages) is parsed."""
+    """CSV cells are text; a cell that is a JSON list of objects with a ``role`` key (chat messages) is parsed."""
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
+            parsed = _parse_json(value)
+        except ValueError:
             return value
-        if isinstance(parsed, list) and all(isinstance(m, dict) for m in parsed):
+        if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and "role" in m for m in parsed):
             return parsed
     return value
 
@@ -206,7 +247,12 @@ def _csv_cell(value: Any) -> Any:
 _EXTRA = "\0extra"  # DictReader's key for cells beyond the header
 
 
+_CSV_FIELD_LIMIT = 2**31 - 1  # csv's default (128 KiB) would refuse long responses
+
+
 def _csv_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     with _open_text(path, name) as f:
         reader = csv.DictReader(f, restkey=_EXTRA)
         number = 0

@@ -69,7 +69,10 @@ def keep_first(ids: Sequence[int], n: int) -> list[int]:
 
 
 def water_fill(lengths: Sequence[int], budget: int) -> list[int]:
-    """Per-segment keeps ``k_i <= lengths[i]`` with ``sum k_i = min(budget, sum lengths)``, as equal as possible.
+    """Per-segment keeps ``k_i <= lengths[i]``, as equal as possible, spending (almost) all of ``budget``.
+
+    ``sum k_i = sum lengths`` when that fits in ``budget``; otherwise ``budget - len(lengths) <
+    sum k_i <= budget`` (tokens left over by the rule below stay unused).
 
     The level is the largest ``s`` with ``sum_i min(l_i, s) <= budget``; leftover tokens
     (fewer than the number of segments still longer than ``s``) go one each to the longest

@@ -6,7 +6,9 @@
   (THEORY.md Sec. 1);
 * :class:`RewardModel`: P(y > y' | x) = sigmoid(r(x, y) - r(x, y'));
 * :func:`build_policy` -> ``(policy, reference)`` with an explicit, frozen mu;
-  :func:`save_policy`; :class:`LoraSettings`.
+  :func:`save_policy`; :class:`LoraSettings`;
+* :class:`TabularLM` / :class:`TabularConfig`: the tabular policy softmax(theta) in the
+  causal-LM interface (model type ``nlhf_tabular``, :mod:`.tabular`).
 
 Importing this package is cheap: the names below are loaded on first use (module
 ``__getattr__``), so ``import nlhf.models`` does not import torch or transformers.
@@ -32,6 +34,8 @@ _EXPORTS = {
     "save_policy": "nlhf.models.policy",
     "tiny_causal_lm": "nlhf.models.tiny",
     "tiny_tokenizer": "nlhf.models.tiny",
+    "TabularConfig": "nlhf.models.tabular",
+    "TabularLM": "nlhf.models.tabular",
 }
 
 __all__ = [
@@ -41,6 +45,8 @@ __all__ = [
     "Reference",
     "RewardModel",
     "SequenceScorer",
+    "TabularConfig",
+    "TabularLM",
     "build_policy",
     "default_cache_dir",
     "load_backbone",
@@ -64,6 +70,7 @@ if TYPE_CHECKING:
     from nlhf.models.preference_model import PairwisePreferenceModel
     from nlhf.models.reward_model import RewardModel
     from nlhf.models.scorer import SequenceScorer
+    from nlhf.models.tabular import TabularConfig, TabularLM
     from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
 
 

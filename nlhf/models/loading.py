@@ -29,7 +29,19 @@ Cache location: ``<root>/models/<name>`` with ``<root> = $NLHF_CACHE`` if set, e
 
 Pad token: SmolLM2's tokenizer has ``pad == eos`` (``<|im_end|>``), so masks must always
 come from lengths, never from ``ids != pad``. A tokenizer with no pad token at all gets
-``pad = eos`` with a warning (the same convention, made explicit).
+``pad = eos`` with a warning (the same convention, made explicit); one with neither a pad
+nor an eos token is a :class:`ModelLoadError` (:func:`ensure_pad_token`).
+
+Errors: whatever goes wrong -- a path that does not exist, a directory without
+``config.json``, a broken config, missing or corrupt weights, a missing tokenizer, a GGUF
+file that is not GGUF or of an architecture transformers cannot read, a hub name that is not
+cached while ``HF_HUB_OFFLINE=1`` -- is raised from :func:`load_causal_lm`,
+:func:`load_encoder` and :func:`load_backbone` as a :class:`ModelLoadError` whose one-line
+message names the path or name and says why (the library's exception is chained).
+
+nlhf's own model types: a local directory whose ``config.json`` says
+``"model_type": "nlhf_tabular"`` (a saved :class:`nlhf.models.tabular.TabularLM`) is loaded
+after importing :mod:`nlhf.models.tabular`, which registers the type with transformers.
 """
 
 from __future__ import annotations
@@ -61,6 +73,29 @@ _DTYPES = ("float32", "float16", "bfloat16")
 
 class ModelLoadError(ValueError):
     """A model that cannot be loaded; the message says what was tried and why it failed."""
+
+
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    """``"Type: message"`` on one line (transformers' messages span several), cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: model_type in a local config.json -> the nlhf module that registers it with transformers' Auto classes
+CUSTOM_MODEL_TYPES = {"nlhf_tabular": "nlhf.models.tabular"}
+
+
+def _register_custom_model_type(path: Path) -> None:
+    """Import the module registering ``path``'s model type with transformers, if it is one of nlhf's own."""
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # unreadable or not a JSON object: from_pretrained reports it
+    module = CUSTOM_MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
+    if module is not None:
+        importlib.import_module(module)
 
 
 # --------------------------------------------------------------------------- locations
@@ -277,8 +312,13 @@ def convert_gguf(
     folder, fname = str(gguf_path.parent), gguf_path.name
     record = _gguf_source_record(gguf_path)
     t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    except Exception as exc:  # transformers raises ValueError, KeyError, OSError... for broken files
+        raise ModelLoadError(
+            f"{gguf_path}: transformers could not read this GGUF file (architecture {arch!r}): {_one_line(exc)}"
+        ) from exc
     state = quantized.state_dict()
     config_dict = quantized.config.to_dict()
     config_dict.pop("quantization_config", None)
@@ -382,7 +422,7 @@ def _hub_error(name: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(
         f"could not load {name!r}: it is not a local directory, not a known name "
         f"({', '.join(CAUSAL_LM_NAMES + ENCODER_NAMES)}), and loading it as a hub name failed{why}: "
-        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        f"{_one_line(exc)}"
     )
 
 
@@ -408,12 +448,14 @@ def load_causal_lm(
     local = Path(where).is_dir()
     if local and (Path(where) / "adapter_config.json").is_file() and not (Path(where) / "config.json").is_file():
         return _load_adapter_dir(Path(where), dtype=dtype, device=device, cache_dir=cache_dir)
+    if local:
+        _register_custom_model_type(Path(where))
     try:
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(where)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt weights), KeyError...
         if local:
-            raise ModelLoadError(f"could not load the causal LM in {where}: {exc}") from exc
+            raise ModelLoadError(f"could not load the causal LM in {where}: {_one_line(exc)}") from exc
         raise _hub_error(where, exc) from exc
     if getattr(model.config, "quantization_config", None) is not None and getattr(model, "hf_quantizer", None):
         warnings.warn(
@@ -428,14 +470,22 @@ def _load_adapter_dir(path: Path, *, dtype: Any, device: Any, cache_dir: Any) ->
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    cfg = json.loads((path / "adapter_config.json").read_text())
-    base_name = cfg.get("base_model_name_or_path")
+    try:
+        cfg = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}/adapter_config.json is not readable JSON: {_one_line(exc)}") from exc
+    base_name = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
     if not base_name:
         raise ModelLoadError(f"{path}/adapter_config.json has no base_model_name_or_path")
     base, tokenizer = load_causal_lm(base_name, dtype=dtype, device=device, cache_dir=cache_dir)
-    if any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(str(path)))
-    model = PeftModel.from_pretrained(base, str(path))
+    try:
+        if any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(str(path)))
+        model = PeftModel.from_pretrained(base, str(path))
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the LoRA adapter in {path} (base {base_name!r}): {_one_line(exc)}") from exc
     model.eval()
     return model, tokenizer
 
@@ -471,12 +521,14 @@ def load_encoder(
         else:
             where = name
     local = Path(where).is_dir()
+    if local:
+        _register_custom_model_type(Path(where))
     try:
         model = AutoModel.from_pretrained(where, dtype=resolve_dtype(dtype))
         tokenizer = AutoTokenizer.from_pretrained(where)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt weights), KeyError...
         if local:
-            raise ModelLoadError(f"could not load the encoder in {where}: {exc}") from exc
+            raise ModelLoadError(f"could not load the model in {where} (AutoModel): {_one_line(exc)}") from exc
         raise _hub_error(where, exc) from exc
     return _finish(model, tokenizer, dtype, device)
 

