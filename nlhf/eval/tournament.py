@@ -11,10 +11,10 @@ Sampling
     chat template with the generation prompt when the tokenizer has one; cut from the left
     to ``cfg.max_prompt_tokens`` if set) and
     left-padded (:func:`nlhf.train.online.make_collate`). Batches hold
-    ``max(1, cfg.batch_size // S)`` prompts; each batch's ``torch.Generator`` is seeded
-    from ``(cfg.seed, policy index, index of the batch's first prompt)``, so adding a
-    policy at the end of the list leaves the other policies' samples unchanged (samples
-    do depend on ``batch_size``: one generator draws one uniform per row and step).
+    ``max(1, cfg.batch_size // S)`` prompts; every response row has its own random stream
+    (:class:`nlhf.sampling.decode.RowGenerator`) seeded from ``(cfg.seed, policy index,
+    prompt index, sample index)``, so adding a policy at the end of the list leaves the
+    other policies' samples unchanged, and the samples do not depend on ``batch_size``.
     N = len(prompts) * S responses per policy; response ``r = p * S + k`` is sample k of prompt p.
 
 Win rates
@@ -132,12 +132,12 @@ def sample_responses(
     """``samples`` (default ``cfg.samples_per_prompt``) responses per prompt, prompt-major (module docstring).
 
     ``stream``: words identifying the random stream (e.g. ``(_SAMPLE, policy index)``); the
-    generator of a batch is seeded from ``(cfg.seed, *stream, first prompt index)``.
+    stream of response row (p, k) is seeded from ``(cfg.seed, *stream, p, k)``.
     ``reference_model``: mu, to record sum_t log pi - log mu per response (temperature 1).
     """
     import torch
 
-    from nlhf.sampling.decode import generate, make_generator, response_logps
+    from nlhf.sampling.decode import RowGenerator, generate, response_logps
     from nlhf.train.online import eos_id, make_collate, repeat_prompts, tokenize_prompts
 
     S = cfg.samples_per_prompt if samples is None else samples
@@ -151,7 +151,8 @@ def sample_responses(
         chunk = list(prompts[start : start + per_batch])
         batch = collate(tokenize_prompts(tokenizer, chunk, cfg.max_prompt_tokens)).prompts
         rows = repeat_prompts(batch, S).to(device)  # (b S, P): rows [i S, (i+1) S) are prompt i
-        generator = make_generator(derive_seed(cfg.seed, *stream, start), device)
+        seeds = [derive_seed(cfg.seed, *stream, start + i, k) for i in range(len(chunk)) for k in range(S)]
+        generator = RowGenerator(seeds, device=device)  # row i S + k: sample k of prompt start + i
         rollout = generate(
             model, rows.input_ids, rows.attention_mask, sampling, generator,
             eos_token_id=eos_id(tokenizer), pad_token_id=_pad_id(tokenizer),

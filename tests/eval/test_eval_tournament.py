@@ -182,6 +182,24 @@ def test_adding_a_policy_keeps_the_others_samples():
     assert any("not samples of pi" in n for n in hot.notes)
 
 
+def test_samples_do_not_depend_on_batch_size():
+    """Each response row has its own stream seeded by (seed, policy, prompt, sample): batching changes nothing."""
+    from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    pols = [PolicyEntry(f"p{s}", tiny_causal_lm(tokenizer=tok, seed=s), tok) for s in range(2)]
+    prompts = ["hi", "what is 2+2?", "name a colour", "a fourth, longer prompt here"]
+    judge = CallableJudge(longer_wins)
+    runs = [
+        run_tournament(pols, prompts, judge, TournamentConfig(samples_per_prompt=2, max_new_tokens=6, batch_size=b,
+                       bootstrap=0), reference=pols[0], progress=False)  # fmt: skip
+        for b in (2, 8)
+    ]
+    assert runs[0].responses == runs[1].responses
+    assert len(set(runs[0].responses[1])) > 1  # really sampled, not one repeated string
+    np.testing.assert_allclose(runs[0].kl, runs[1].kl, rtol=1e-5, atol=1e-6)
+
+
 def test_lora_policy_kl_uses_the_adapter_disabled_base():
     """A fresh LoRA adapter (B = 0) leaves the model unchanged: KL to its base is 0 up to rounding."""
     from nlhf.models.lora import LoraSettings, apply_lora
