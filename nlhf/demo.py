@@ -1,10 +1,12 @@
 """``nlhf demo``: one command that shows what the library does and writes a report.
 
-For now the demo is the lab showcase (:func:`run_lab_showcase`): exact equilibria of the
-lab's games, Nash-MD against multiplicative weights and mirror descent on
-rock-paper-scissors, and the PsiPO IPO/DPO bandit reproduction. The language-model
-pipeline of a later issue extends this command and can call :func:`run_lab_showcase`
-for its lab section. Nothing heavy is imported at module import time.
+``nlhf demo`` runs the NLHF pipeline end to end on a real language model under a known
+truth (:mod:`nlhf.pipeline`: reference samples, oracle labels, preference and reward
+models, Nash-MD-PG / RLHF / IPO with LoRA, a tournament under the oracle). ``nlhf demo
+--lab`` runs the exact lab showcase (:func:`run_lab_showcase`): equilibria of the lab's
+games, Nash-MD against multiplicative weights and mirror descent on rock-paper-scissors,
+and the PsiPO IPO/DPO bandit reproduction; the pipeline adds it as a section with
+``--set lab=true``. Nothing heavy is imported at module import time.
 """
 
 from __future__ import annotations
@@ -178,17 +180,21 @@ def _report(results: dict) -> str:
 
 
 def cmd_demo(args) -> int:
-    """``nlhf demo``: run the showcase and print where the report is."""
+    """``nlhf demo``: the NLHF pipeline end to end (:func:`nlhf.pipeline.run_demo`), or ``--lab`` only."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"  # the demo never contacts a model hub
     out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.device is not None or args.model is not None:
-        print(
-            f"note: --device {args.device} / --model {args.model} are not used yet (the demo currently "
-            "runs only the exact lab showcase)"
-        )
-    run_lab_showcase(
-        out, quick=args.quick, metadata={"command": "demo", "device": args.device, "model": args.model}
-    )
-    print(f"report: {out / 'report.md'}")
+    if args.lab:
+        run_lab_showcase(out, quick=args.quick, metadata={"command": "demo --lab", "device": args.device})
+        print(f"report: {out / 'report.md'}")
+        return 0
+    from nlhf.pipeline import load_demo_config, run_demo
+
+    cfg = load_demo_config(args.config, args.overrides or (), quick=args.quick, model=args.model, device=args.device)
+    summary = run_demo(cfg, out)
+    files = summary.get("files", {})
+    print(f"report: {out / 'report.md'}" + (f" and {files['html']}" if "html" in files else ""))
     return 0
 
 
@@ -198,15 +204,25 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "demo",
-        help="run the showcase and write a report (start here)",
+        help="NLHF end to end on SmolLM2-135M-Instruct under a known truth, with a report (start here)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the nlhf showcase and write report.md, results.json and plots into --out.\n\n"
-        "Currently: exact equilibria of preference games, Nash-MD vs multiplicative weights on\n"
-        "rock-paper-scissors, and the IPO-vs-DPO bandit reproduction of the PsiPO paper.",
-        epilog="example:\n  nlhf demo --quick --out runs/demo",
+        description="Sample the reference model, label pairs with a cyclic rater-population oracle, train a\n"
+        "preference model and a reward model, fine-tune the policy (LoRA) with Nash-MD-PG, RLHF and IPO,\n"
+        "and run a tournament under the oracle on held-out prompts. Writes report.md / report.html,\n"
+        "the labelled pairs, the judges, the policies and the resolved config into --out.\n\n"
+        "Every budget knob is a key of nlhf.pipeline.DemoConfig (--set key=value, --config YAML).\n"
+        "--quick is a smoke run of every stage (minutes) that makes no significance claim.\n"
+        "--lab runs only the exact theory lab showcase (seconds, no model).",
+        epilog="examples:\n  nlhf demo\n  nlhf demo --quick --out runs/demo-quick\n"
+        "  nlhf demo --set nash_steps=60 --set tau=0.02\n  nlhf demo --device cuda --model PATH_OR_CACHED_HUB_NAME\n\n"
+        "The demo runs offline (HF_HUB_OFFLINE=1): a hub name must already be in the local cache.",
     )
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<timestamp>)")
-    p.add_argument("--quick", action="store_true", help="fewer steps and seeds (seconds instead of ~10 s)")
-    p.add_argument("--device", default=None, help="accepted for the language-model demo to come; unused now")
-    p.add_argument("--model", default=None, help="accepted for the language-model demo to come; unused now")
+    p.add_argument("--quick", action="store_true", help="a smoke run of every stage (no significance claim)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="where to run (default cpu)")
+    p.add_argument("--model", default=None, help="policy base model: smollm2 (default), tiny, a path or hub name")
+    p.add_argument("--config", default=None, help="YAML file with DemoConfig keys")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="override a DemoConfig key (repeatable), e.g. --set nash_steps=60")  # fmt: skip
+    p.add_argument("--lab", action="store_true", help="run only the exact lab showcase (no language model)")
     p.set_defaults(func=cmd_demo)

@@ -1,16 +1,173 @@
-"""``nlhf demo --quick`` runs the lab showcase and writes the report, results and plots."""
+"""``nlhf demo``: the NLHF pipeline end to end on the tiny random model (CI), its pieces, and ``--lab``."""
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from scipy.special import expit
 
 from nlhf.cli import main
 
 
-def test_demo_quick_writes_report_and_results(tmp_path, capsys):
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- the whole pipeline (tiny)
+
+
+def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
+    """Every stage runs on the tiny Llama with tiny BERT judges; files, counts and labels are consistent."""
+    from nlhf.config import load_config
+    from nlhf.data import load_preferences
+    from nlhf.envs import default_rater_population
+    from nlhf.pipeline import DemoConfig
+
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    argv = ["demo", "--quick", "--model", "tiny", "--out", str(out), "--set", "judge_model=tiny", "--set", "threads=1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for i, stage in enumerate(["model + environment", "reference samples + oracle labels",
+                               "preference model + reward model", "policies (Nash-MD, RLHF, IPO)",
+                               "tournament (oracle, held-out prompts) + report"], start=1):  # fmt: skip
+        assert f"[{i}/5] {stage}: " in printed, stage
+    assert "NO significance claim" in printed
+    assert f"report: {out / 'report.md'} and {out / 'report.html'}" in printed
+
+    # the resolved config: quick settings, then the --set overrides
+    cfg = load_config(DemoConfig, out / "config.yaml")
+    assert (cfg.model, cfg.judge_model, cfg.n_train_prompts, cfg.samples_per_prompt, cfg.claims) == (
+        "tiny", "tiny", 16, 2, False)  # fmt: skip
+
+    # stage 2: 16 prompts x 2 samples; one pair per prompt, labels = Bernoulli(P*) with P* from the classes
+    samples = [json.loads(x) for x in (out / "pairs" / "reference_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 32
+    env = default_rater_population()
+    train = load_preferences(str(out / "pairs" / "train.jsonl"))
+    held = load_preferences(str(out / "pairs" / "eval.jsonl"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(train) + len(held) + sum(summary["pairs"]["dropped"].values()) == 16
+    assert {e.metadata["prompt_id"] for e in train}.isdisjoint({e.metadata["prompt_id"] for e in held})
+    for e in list(train) + list(held):
+        a, b = env.classify([e.prompt, e.prompt], [e.first, e.second])
+        assert e.metadata["p_star"] == pytest.approx(env.P[a, b], abs=1e-6)
+        assert e.label in (0.0, 1.0)  # one rater per pair in --quick
+
+    # stages 3-5: judges, three policies (LoRA adapters), the tournament under the oracle
+    for d in ("pm", "rm"):
+        assert (out / d / "nlhf_head.json").is_file()
+    for d in ("nash_md", "rlhf", "ipo"):
+        assert (out / d / "policy" / "adapter_config.json").is_file(), d
+        assert (out / d / "metrics.jsonl").stat().st_size > 0
+    t = summary["tournament"]
+    assert t["names"] == ["reference", "RLHF", "IPO", "Nash-MD"]
+    assert t["n_prompts"] == 8 and t["judge"] == "rater-population"
+    W = np.array(t["win_rate"])
+    np.testing.assert_allclose(W + W.T, 1.0, atol=1e-6)  # the oracle is exactly symmetric
+    assert t["policies"][0]["kl"] == 0.0  # the reference against itself
+    assert summary["claims"] is None and len(summary["stages"]) == 5
+    report = (out / "report.md").read_text()
+    assert "it makes no significance claim" in report and "| reference | RLHF | IPO | Nash-MD |" in report
+    assert (out / "report.html").stat().st_size > 5000 and (out / "learning_curves.png").stat().st_size > 5000
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_label_pairs_average_bernoulli_draws_of_p_star():
+    """structured vs direct has P* = 0.65 (oracles.py table); the mean of 2000 draws is within 4 sd (0.043)."""
+    from nlhf.data.schema import PromptExample
+    from nlhf.envs import default_rater_population
+    from nlhf.pipeline import label_pairs
+
+    env = default_rater_population()
+    p = PromptExample("What is photosynthesis?", metadata={"id": "x-0", "kind": "explain"})
+    structured, direct = "1. Light\n2. Water", "Photosynthesis is how plants make food."
+    responses = [[structured, direct, "same", "same ", "", direct]]  # pair 2 identical, pair 3 empty
+    examples, dropped = label_pairs(env, [p], responses, raters=2000, seed=0)
+    assert dropped == {"empty": 1, "identical": 1}
+    (e,) = examples
+    assert (e.first, e.second, e.metadata["first_class"], e.metadata["second_class"]) == (
+        structured, direct, "structured", "direct")  # fmt: skip
+    assert e.metadata["p_star"] == pytest.approx(0.65)
+    assert abs(e.label - 0.65) < 4 * (0.65 * 0.35 / 2000) ** 0.5
+
+
+def test_split_pairs_by_prompt_keeps_prompts_apart():
+    from nlhf.data.schema import PreferenceExample
+    from nlhf.pipeline import split_pairs_by_prompt
+
+    ex = [PreferenceExample(f"q{i % 10}", "a", "b", 1.0, metadata={"prompt_id": f"p{i % 10}"}) for i in range(40)]
+    train, held = split_pairs_by_prompt(ex, 0.2, seed=0)
+    assert len({e.metadata["prompt_id"] for e in held}) == 2 and len(held) == 8 and len(train) == 32
+    assert {e.metadata["prompt_id"] for e in train}.isdisjoint({e.metadata["prompt_id"] for e in held})
+
+
+def test_lora_settings_target_the_last_blocks():
+    from nlhf.models.tiny import tiny_causal_lm
+    from nlhf.pipeline import DemoConfig, lora_settings
+
+    model = tiny_causal_lm(num_layers=3)
+    s = lora_settings(DemoConfig(lora_last_layers=1, lora_modules=("q_proj", "down_proj")), model)
+    assert s.target_modules == ("layers.2.self_attn.q_proj", "layers.2.mlp.down_proj")
+    from nlhf.models.lora import apply_lora
+
+    peft_model = apply_lora(model, s, task_type="CAUSAL_LM")
+    adapted = sorted({n.split(".lora_")[0] for n, _ in peft_model.named_parameters() if "lora_A" in n})
+    assert adapted == ["base_model.model.model.layers.2.mlp.down_proj", "base_model.model.model.layers.2.self_attn.q_proj"]
+    assert lora_settings(DemoConfig(lora_last_layers=0, lora_modules=("q_proj",)), model).target_modules == ("q_proj",)
+
+
+def test_evaluate_claims_reads_the_tournament():
+    """Claim (i) needs the interval's lower end above 1/2; claim (ii) compares exploitabilities (and intervals)."""
+    from types import SimpleNamespace
+
+    from nlhf.pipeline import evaluate_claims
+
+    nan = float("nan")
+    W = np.full((4, 4), 0.5)
+    low, high = np.full((4, 4), nan), np.full((4, 4), nan)
+    W[3, 0], low[3, 0], high[3, 0] = 0.62, 0.55, 0.69  # Nash-MD (row 3) against the reference (column 0)
+    res = SimpleNamespace(names=["reference", "RLHF", "IPO", "Nash-MD"], win_rate=W, win_low=low, win_high=high,
+                          exploitability=np.array([0.2, 0.12, 0.15, 0.05]),
+                          exploit_low=np.array([0.15, 0.08, 0.1, 0.02]), exploit_high=np.array([0.25, 0.16, 0.2, 0.09]))
+    c = evaluate_claims(res, 0.95)
+    assert c["nash_vs_reference"] == {"win_rate": 0.62, "low": 0.55, "high": 0.69, "holds": True}
+    assert c["exploitability"]["holds"] is True and c["exploitability"]["intervals_separated"] is False  # 0.09 > 0.08
+    low[3, 0] = 0.49
+    res.exploitability[3] = 0.13
+    c = evaluate_claims(res, 0.95)
+    assert c["nash_vs_reference"]["holds"] is False and c["exploitability"]["holds"] is False
+
+
+def test_demo_config_layers_and_errors(tmp_path):
+    from nlhf.config import ConfigError
+    from nlhf.pipeline import QUICK, load_demo_config
+
+    assert load_demo_config().nash_steps == 30
+    quick = load_demo_config(quick=True)
+    assert quick.nash_steps == QUICK["nash_steps"] and quick.claims is False
+    yaml_file = tmp_path / "demo.yaml"
+    yaml_file.write_text("nash_steps: 7\ntau: 0.02\n")
+    cfg = load_demo_config(yaml_file, ["nash_steps=9"], quick=True, model="tiny", device=None)
+    assert (cfg.nash_steps, cfg.tau, cfg.model, cfg.device, cfg.n_train_prompts) == (9, 0.02, "tiny", "cpu", 16)
+    with pytest.raises(ConfigError, match="nash_stepz"):
+        load_demo_config(overrides=["nash_stepz=3"])
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        load_demo_config(overrides=["samples_per_prompt=3"])
+
+
+# ----------------------------------------------------------------------------- the lab showcase (nlhf demo --lab)
+
+
+def test_demo_lab_writes_report_and_results(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--lab", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "[1/3] equilibria" in printed and "[3/3] ipo-bandit" in printed
     assert f"report: {out / 'report.md'}" in printed
