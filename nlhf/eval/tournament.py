@@ -12,9 +12,13 @@ Sampling
     to ``cfg.max_prompt_tokens`` if set) and
     left-padded (:func:`nlhf.train.online.make_collate`). Batches hold
     ``max(1, cfg.batch_size // S)`` prompts; every response row has its own random stream
-    (:class:`nlhf.sampling.decode.RowGenerator`) seeded from ``(cfg.seed, policy index,
-    prompt index, sample index)``, so adding a policy at the end of the list leaves the
-    other policies' samples unchanged, and the samples do not depend on ``batch_size``.
+    (:class:`nlhf.sampling.decode.RowGenerator`) seeded from ``(cfg.seed, prompt index,
+    sample index)``, so adding a policy leaves the other policies' samples unchanged, and
+    the samples do not depend on ``batch_size``. The streams are the SAME for every policy
+    (common random numbers): sample k of prompt p uses the same uniforms under each policy,
+    so two policies that barely differ mostly give the same response and their comparison
+    is not drowned in sampling noise; comparisons on different (p, k) stay independent, which
+    is all the intervals below need.
     N = len(prompts) * S responses per policy; response ``r = p * S + k`` is sample k of prompt p.
 
 Win rates
@@ -131,7 +135,7 @@ def sample_responses(
 ) -> PolicySamples:
     """``samples`` (default ``cfg.samples_per_prompt``) responses per prompt, prompt-major (module docstring).
 
-    ``stream``: words identifying the random stream (e.g. ``(_SAMPLE, policy index)``); the
+    ``stream``: words identifying the random stream (e.g. ``(_SAMPLE,)``); the
     stream of response row (p, k) is seeded from ``(cfg.seed, *stream, p, k)``.
     ``reference_model``: mu, to record sum_t log pi - log mu per response (temperature 1).
     """
@@ -301,7 +305,7 @@ def run_tournament(
             mu, note = (None, None) if i == ref_index else _mu_for(entry, reference)
             if note:
                 notes.append(note)
-            samples.append(sample_responses(entry.model, entry.tokenizer, prompt_list, cfg, (_SAMPLE, i),
+            samples.append(sample_responses(entry.model, entry.tokenizer, prompt_list, cfg, (_SAMPLE,),
                                             reference_model=mu, bar=bar))  # fmt: skip
         bon = None
         if use_best_of_n:

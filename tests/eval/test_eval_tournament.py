@@ -197,6 +197,12 @@ def test_samples_do_not_depend_on_batch_size():
     ]
     assert runs[0].responses == runs[1].responses
     assert len(set(runs[0].responses[1])) > 1  # really sampled, not one repeated string
+    # common random numbers: the same policy under two names gives the same responses, so a tie
+    twin = [pols[0], PolicyEntry("twin", pols[0].model, pols[0].tokenizer)]
+    tie = run_tournament(twin, prompts, judge, TournamentConfig(samples_per_prompt=2, max_new_tokens=6,
+                         bootstrap=0), reference=pols[0], progress=False)  # fmt: skip
+    assert tie.responses[0] == tie.responses[1]
+    assert tie.win_rate[0, 1] == pytest.approx(0.5)
     np.testing.assert_allclose(runs[0].kl, runs[1].kl, rtol=1e-5, atol=1e-6)
 
 
