@@ -15,12 +15,17 @@ Settings (MiniLM, one epoch, cosine schedule, 10 warm-up steps, batch 8, clippin
 * ``max_length`` 256: all-MiniLM-L6-v2 was trained at 256 word pieces
   (``sentence_bert_config.json``); at 512 an epoch of the preference model took ~75 min
   on this shared 2-core machine. The truncation rule keeps both responses.
-* reward model: mean pooling (MiniLM's own), lr 1e-4; preference model: last-token
-  pooling (the final [SEP]), lr 3e-4. Chosen on a validation split of the TRAINING pairs
-  only (train on pairs 0-599, validate on 600-999, ``max_length`` 128), never on the
-  eval pairs: preference model lr 1e-4 mean 0.535 [0.485, 0.585], lr 3e-4 mean 0.55
-  [0.503, 0.598], lr 3e-4 last 0.57 [0.523, 0.618]; reward model lr 1e-4 mean 0.623
-  [0.575, 0.67]. The project defaults (lr 5e-5, batch 16, mean pooling, 512) left the
+* reward model: mean pooling (MiniLM's own), lr 1e-4; preference model: ``"segments"``
+  pooling (head on [mean of the first response's tokens; mean of the second's], the
+  preference model's default on encoders), lr 1e-4. Chosen on a validation split of the
+  TRAINING pairs only (train on pairs 0-599, validate on 600-999, ``max_length`` 128,
+  batch 8, one epoch), never on the eval pairs: preference model lr 1e-4 mean 0.535
+  [0.485, 0.585], lr 3e-4 mean 0.55 [0.503, 0.598], lr 3e-4 last 0.57 [0.523, 0.618],
+  lr 1e-4 mean with token types 0/1 for the two responses 0.59, lr 1e-4 segments 0.6525
+  (log-loss 0.643); reward model lr 1e-4 mean 0.6225 [0.575, 0.67] (log-loss 0.663).
+  A full run with last pooling at lr 3e-4 scored 0.537 [0.480, 0.595] on the eval pairs:
+  one vector pooled over the whole triple mixes the two responses, which the head must
+  then tell apart. The project defaults (lr 5e-5, batch 16, mean pooling, 512) left the
   preference model's training loss flat at 0.694 for 50 of 87 steps (800 pairs).
 
 The loop reports one number per set, so per-pair results come from loading each saved
@@ -29,7 +34,9 @@ model (``from_pretrained(out)``) and running the trainer's own collate and step 
 without gradients; their means must equal ``metrics.json`` (checked and printed as
 ``matches_metrics_json``). From those:
 
-* accuracy and log-loss of each model, each with a 95 % percentile-bootstrap interval;
+* accuracy and log-loss of each model, each with a 95 % percentile-bootstrap interval, and
+  the expected calibration error over both orientations of every pair (every HH label is
+  1; :func:`nlhf.train.calibration.both_orientations`);
 * a paired bootstrap (the same resampled pairs for both models) of
   accuracy(preference model) - accuracy(reward model);
 * training pairs per second: the loop's own ``examples_per_s`` (first step to last step,
@@ -138,18 +145,20 @@ def train_judge(kind: str, args: argparse.Namespace, train_path: Path, eval_path
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); last lines of {log}:\n"
                            + "".join(log.read_text().splitlines(keepends=True)[-30:]))  # fmt: skip
+    (out.parent / f"{kind}.run.json").write_text(json.dumps(
+        {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": round(usage.ru_maxrss / 1024.0, 1)}
+    ))  # fmt: skip
+    return load_run(kind, out)
+
+
+def load_run(kind: str, out: Path) -> dict:
+    """A finished training run of ``kind`` in ``out``: its ``<kind>.run.json`` (times, RSS), metrics and log."""
+    run = json.loads((out.parent / f"{kind}.run.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     train_logs = [
         r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r.get("split") == "train"
     ] if (out / "metrics.jsonl").is_file() else []  # fmt: skip
-    return {
-        "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mib": round(usage.ru_maxrss / 1024.0, 1),
-        "metrics": metrics,
-        "train_log": train_logs,
-        "log": str(log),
-    }
+    return {**run, "metrics": metrics, "train_log": train_logs, "log": str(out.parent / f"{kind}.log")}
 
 
 def per_pair_results(kind: str, out: Path, evaluation: list, batch: int) -> dict:
@@ -218,12 +227,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--kinds", default="pm,rm", help="comma-separated: pm (preference model), rm (reward model)"
     )
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--pooling", default="auto", choices=["auto", "mean", "last", "cls"])
+    poolings = ["auto", "mean", "last", "cls", "segments"]
+    ap.add_argument("--pooling", default="auto", choices=poolings)
     ap.add_argument("--lr", type=float, default=1e-4)
-    per_kind = {"pm": (3e-4, "last"), "rm": (None, None)}  # validated on training pairs (module docstring)
+    per_kind = {"pm": (1e-4, "segments"), "rm": (None, None)}  # validated on training pairs (module docstring)
     for kind, (lr, pooling) in per_kind.items():
         ap.add_argument(f"--{kind}-lr", type=float, default=lr, help=f"{kind} only (default: {lr or '--lr'})")
-        ap.add_argument(f"--{kind}-pooling", default=pooling, choices=["auto", "mean", "last", "cls"],
+        ap.add_argument(f"--{kind}-pooling", default=pooling, choices=poolings,
                         help=f"{kind} only (default: {pooling or '--pooling'})")  # fmt: skip
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--micro-batch", type=int, default=8)
@@ -233,6 +243,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
     ap.add_argument("--out", type=Path, default=None, help="run directory (default: a new one under /tmp)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="do not train a kind whose finished run is already in --out (OUT/<kind>/metrics.json "
+                         "and OUT/<kind>.run.json, e.g. from separate --kinds pm / --kinds rm runs linked "
+                         "together); evaluate and compare only")  # fmt: skip
     ap.add_argument("--smoke", action="store_true",
                     help="seconds: the tiny Llama of common.py, 24 training and 8 eval pairs, 3 steps")  # fmt: skip
     args = ap.parse_args(argv)
@@ -266,8 +280,11 @@ def main(argv=None) -> int:
         if k not in KIND_NAMES:
             raise SystemExit(f"--kinds: unknown kind {k!r} (use pm, rm)")
 
+    from nlhf.train.calibration import both_orientations, reliability_table
+
     n = len(evaluation)
     idx = bootstrap_indices(n, args.bootstrap, args.seed)
+    labels = np.array([e.label for e in evaluation], dtype=np.float64)  # (n,)
     per: dict[str, dict] = {}
     settings = {
         "model": args.model if not args.smoke else "tiny-llama (smoke)",
@@ -283,7 +300,10 @@ def main(argv=None) -> int:
         "threads": int(os.environ["OMP_NUM_THREADS"]),
     }
     for kind in kinds:
-        run = train_judge(kind, args, train_path, eval_path, root / kind)
+        done = (root / kind / "metrics.json").is_file() and (root / f"{kind}.run.json").is_file()
+        run = load_run(kind, root / kind) if args.reuse and done else train_judge(
+            kind, args, train_path, eval_path, root / kind
+        )
         res = per_pair_results(kind, root / kind, evaluation, 2 * args.micro_batch)
         per[kind] = res
         m = run["metrics"]
@@ -297,7 +317,7 @@ def main(argv=None) -> int:
             "log_loss": ll,
             "log_loss_ci95": percentile_interval(res["log_loss"], idx),
             "above_chance": percentile_interval(res["correct"], idx)[0] > 0.5,
-            "ece": m["ece"],
+            "ece": reliability_table(*both_orientations(res["prob"], labels)).ece,  # 10 bins, both orientations
             "matches_metrics_json": abs(acc - m["accuracy"]) < 1e-6 and abs(ll - m["log_loss"]) < 1e-5,
             "train_pairs_per_s": last.get("examples_per_s"),
             "train_pairs_per_cpu_s": n_trained / run["cpu_s"],
@@ -318,7 +338,6 @@ def main(argv=None) -> int:
 
     lengths = np.array([len(e.first) < len(e.second) for e in evaluation], dtype=np.float64)
     ties = np.array([len(e.first) == len(e.second) for e in evaluation])
-    labels = np.array([e.label for e in evaluation])
     shorter_correct = np.where(ties, 0.5, np.where((lengths == 1) == (labels > 0.5), 1.0, 0.0))
     summary: dict = {
         "name": "judges-hh-summary",

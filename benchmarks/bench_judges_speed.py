@@ -19,12 +19,19 @@ interleaved (nlhf RM, nlhf PM, TRL, nlhf RM, ...) ``--repeat`` times and medians
   the trainer's own ``_total_train_tokens`` (``attention_mask.sum()`` of every batch).
 
 Time per step: the interval between two consecutive step ends, so everything a step costs
-is in it (fetching and collating the batch: nlhf tokenises inside the step, TRL before
-training; forward, backward, clipping, the optimiser, logging); the first step (warm-up)
+is in it (fetching and padding the batch: both sides tokenise the pairs once before
+training, nlhf with ``FitConfig.pretokenize``, TRL in its constructor; forward, backward,
+clipping, the optimiser, logging); the first step (warm-up)
 is dropped. Throughput = pairs (or tokens) of the timed steps / their summed time, in wall
 seconds and in process CPU seconds (the latter robust to other jobs on a shared machine).
-Tokens are counted the same way for every side: the non-padding tokens the model reads
-(the attention-mask sum: prompt, responses, TRL's EOS; nlhf's layout markers, EOS).
+Tokens are counted the same way for every side: the non-padding tokens of the input rows
+(the attention-mask sum: prompt, responses, EOS; the PM's layout markers). The reward
+model's input is ``x y [EOS]`` like TRL's (64 tokens a row, 128 a pair); the preference
+model's rows are ``x "\\n\\nResponse A:\\n" a "\\n\\nResponse B:\\n" b [EOS]`` in both
+orders (132 tokens a row, 264 a pair), and it runs the prefix both orders share (prompt
+and first marker, 37 tokens) once per pair from a KV cache
+(:meth:`nlhf.models.scorer.SequenceScorer.score_shared_prefix`), so it computes fewer
+tokens than it reads: ``computed_tokens_per_s`` counts those (227 a pair).
 ``content_tokens_per_s`` counts only prompt and response tokens (nlhf PM: x, a, b in both
 orders = 2 x 103 per pair; RM and TRL: 2 x 63 per pair).
 
@@ -109,21 +116,31 @@ def side_ours(args: argparse.Namespace) -> None:
     ends_cpu: list[float] = []
     pairs: list[int] = []
     tokens: list[int] = []
-    step_tokens = [0]
+    step_tokens = [0, 0]  # tokens of the input rows, tokens computed (shared prefixes once)
+    computed: list[int] = []
     original_step, original_micro = loop_mod.TrainLoop._train_step, loop_mod.TrainLoop._micro_batch
 
     def micro_batch(self, micro_step):
         batch, ctx = original_micro(self, micro_step)
-        step_tokens[0] += int(batch["attention_mask"].sum())
+        from nlhf.models.scorer import shared_prefix_lengths
+
+        n = int(batch["attention_mask"].sum())
+        step_tokens[0] += n
+        prefix = None
+        model = self.accelerator.unwrap_model(self.model)
+        if args.kind == "pm" and getattr(model, "share_prompt", False) and model.backbone_kind == "causal":
+            prefix = shared_prefix_lengths(batch["input_ids"], batch["attention_mask"], batch["segment_ids"])
+        step_tokens[1] += n - (0 if prefix is None else int(prefix.sum()))
         return batch, ctx
 
     def train_step(self):
-        step_tokens[0] = 0
+        step_tokens[0] = step_tokens[1] = 0
         result = original_step(self)
         ends_wall.append(time.perf_counter())
         ends_cpu.append(time.process_time())
         pairs.append(self.global_batch)
         tokens.append(step_tokens[0])
+        computed.append(step_tokens[1])
         return result
 
     loop_mod.TrainLoop._micro_batch = micro_batch
@@ -146,9 +163,13 @@ def side_ours(args: argparse.Namespace) -> None:
     total = time.perf_counter() - t0
     content = 2 * (args.prompt_tokens + 2 * args.completion_tokens) if args.kind == "pm" else 2 * (
         args.prompt_tokens + args.completion_tokens)  # fmt: skip
+    measured = throughput(ends_wall, ends_cpu, pairs, tokens, content)
+    timed_s = measured["pairs_per_s"] and sum(pairs[WARMUP_STEPS_DROPPED:]) / measured["pairs_per_s"]
     emit({
         "name": f"nlhf-{'pairwise_preference' if args.kind == 'pm' else 'reward'}",
-        **throughput(ends_wall, ends_cpu, pairs, tokens, content),
+        **measured,
+        "computed_tokens_per_s": sum(computed[WARMUP_STEPS_DROPPED:]) / timed_s,
+        "computed_tokens_per_pair": sum(computed[WARMUP_STEPS_DROPPED:]) / sum(pairs[WARMUP_STEPS_DROPPED:]),
         "steps": len(ends_wall),
         "truncated_rate": summary.get("truncated_rate"),
         "run_fit_s": total,
@@ -306,6 +327,7 @@ def main(argv=None) -> int:
             "rm_pairs_per_cpu_s_vs_trl": rm["pairs_per_cpu_s"] / trl_rec["pairs_per_cpu_s"],
             "pm_tokens_per_s_vs_trl": pm["tokens_per_s"] / trl_rec["tokens_per_s"],
             "pm_tokens_per_cpu_s_vs_trl": pm["tokens_per_cpu_s"] / trl_rec["tokens_per_cpu_s"],
+            "pm_computed_tokens_per_s_vs_trl": pm["computed_tokens_per_s"] / trl_rec["tokens_per_s"],
             "pm_content_tokens_per_s_vs_trl": pm["content_tokens_per_s"] / trl_rec["content_tokens_per_s"],
             "pm_pairs_per_s_vs_trl": pm["pairs_per_s"] / trl_rec["pairs_per_s"],
             "rm_rss_vs_trl": rm["peak_rss_mib"] / trl_rec["peak_rss_mib"],

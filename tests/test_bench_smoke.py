@@ -68,11 +68,12 @@ def test_bench_judges_speed_smoke():
         assert (rec["steps"], rec["steps_timed"]) == (4, 3)
         assert rec["truncated_rate"] == 0.0
     # tokens the model reads per pair (byte-level tokenizer, prompt 23 and responses 40 bytes):
-    # RM 2 x (23 + len("\n\nResponse:\n") = 12 + 40 + EOS) = 152;
+    # RM 2 x (23 + 40 + EOS) = 128 (x y [EOS], TRL's layout);
     # PM 2 orders x (23 + 14 + 40 + 14 + 40 + EOS) = 264, with "\n\nResponse A:\n" = 14 bytes
-    assert rm["tokens_per_pair"] == 152.0
+    assert rm["tokens_per_pair"] == 128.0
     assert pm["tokens_per_pair"] == 264.0
-    assert rm["pairs_per_s"] * 152 == pytest.approx(rm["tokens_per_s"])
+    assert rm["pairs_per_s"] * 128 == pytest.approx(rm["tokens_per_s"])
+    assert pm["computed_tokens_per_pair"] == 227.0  # 264 minus the 37-token prefix both orders share
     summary = by_name["judges-speed-summary"]
     if trl_available():
         trl = by_name["trl"]

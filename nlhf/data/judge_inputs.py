@@ -17,9 +17,17 @@ Layouts (segments tokenised separately, without the tokenizer's own special toke
   position, where a causal model pools, is always the same token::
 
       x "\\n\\nResponse A:\\n" a "\\n\\nResponse B:\\n" b [EOS]
-      x "\\n\\nResponse:\\n" y [EOS]
+      x y [EOS]                                   (single, layout="plain": TRL's RewardTrainer input)
+      x "\\n\\nResponse:\\n" y [EOS]              (single, layout="marked": nlhf_head.json format 1)
 
   (a BOS is prepended when the tokenizer adds one to plain text, as Llama's does.)
+
+Segment ids (``EncodedInput.segment_ids``, one per token): 0 for the prompt, the special
+tokens and the markers, ``i + 1`` for the tokens of response ``i`` (1 for ``first``, 2 for
+``second``; 1 for the single response). The preference model's ``"segments"`` pooling
+reads them (:mod:`nlhf.models.scorer`); they are not a backbone input. In a triple the
+tokens before the first non-zero id (prompt and first marker) are the same in both
+orders: the shared prefix.
 
 The prompt is rendered as plain text with :func:`~nlhf.data.schema.prompt_text` (a
 conversation becomes ``"User: ...\\n\\nAssistant: ..."``), not with a chat template, so the
@@ -31,6 +39,7 @@ always fit and both orders of a pair keep the same tokens of each response.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +49,7 @@ from nlhf.data.truncation import keep_first, keep_last, segment_budgets
 
 _MARKERS_TRIPLE = ("\n\nResponse A:\n", "\n\nResponse B:\n")
 _MARKER_SINGLE = "\n\nResponse:\n"
+SINGLE_LAYOUTS = ("plain", "marked")
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class EncodedInput:
     token_type_ids: list[int] | None  # None for tokenizers without token types
     prompt_cut: int = 0  # tokens removed from the left of the prompt
     response_cuts: tuple[int, ...] = ()  # tokens removed from the right of each response
+    segment_ids: list[int] | None = None  # 0 prompt/special/marker, i + 1 for response i (module docstring)
 
     @property
     def truncated(self) -> bool:
@@ -65,6 +76,16 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
+def _encode_all(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of every text (no special tokens), each distinct text tokenised once, in ONE batched call."""
+    distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        return []
+    ids = tokenizer(distinct, add_special_tokens=False, verbose=False)["input_ids"]
+    by_text = {t: list(i) for t, i in zip(distinct, ids)}
+    return [by_text[t] for t in texts]
+
+
 def _leading_specials(tokenizer: Any) -> list[int]:
     """The tokens the tokenizer puts before plain text on its own (a BOS for Llama-style ones)."""
     with_special = list(tokenizer("a", add_special_tokens=True, verbose=False)["input_ids"])
@@ -74,14 +95,43 @@ def _leading_specials(tokenizer: Any) -> list[int]:
     return []
 
 
+_FIXED_CACHE: weakref.WeakKeyDictionary[Any, dict[str, list[int]]] = weakref.WeakKeyDictionary()
+
+
+def _fixed_tokens(tokenizer: Any) -> dict[str, list[int]]:
+    """The leading specials and the three markers of ``tokenizer``, tokenised once per tokenizer object."""
+    try:
+        return _FIXED_CACHE[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    fixed = {"leading": _leading_specials(tokenizer)}
+    for name, marker in zip(("A", "B", "single"), (*_MARKERS_TRIPLE, _MARKER_SINGLE)):
+        fixed[name] = _encode(tokenizer, marker)
+    try:
+        _FIXED_CACHE[tokenizer] = fixed
+    except TypeError:  # not weak-referenceable: recomputed on every call
+        pass
+    return fixed
+
+
 def _assemble(
     tokenizer: Any, prompt: Prompt, responses: Sequence[str], max_length: int,
-    min_prompt_tokens: int, max_response_tokens: int | None,
+    min_prompt_tokens: int, max_response_tokens: int | None, layout: str = "marked",
 ) -> EncodedInput:
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
     x = _encode(tokenizer, prompt_text(prompt))
     ys = [_encode(tokenizer, r) for r in responses]
+    return _assemble_ids(tokenizer, x, ys, max_length, min_prompt_tokens, max_response_tokens, layout)
+
+
+def _assemble_ids(
+    tokenizer: Any, x: list[int], ys: Sequence[list[int]], max_length: int,
+    min_prompt_tokens: int, max_response_tokens: int | None, layout: str = "marked",
+) -> EncodedInput:
+    """The layout of the module docstring from token ids: prompt ``x`` and one or two responses ``ys``."""
+    if layout not in SINGLE_LAYOUTS:
+        raise ValueError(f"layout must be one of {list(SINGLE_LAYOUTS)}, got {layout!r}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
     encoder = is_encoder_tokenizer(tokenizer)
     if encoder:
         cls, sep = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
@@ -90,8 +140,11 @@ def _assemble(
         eos = getattr(tokenizer, "eos_token_id", None)
         if eos is None:
             raise ValueError("a causal-LM judge tokenizer needs an eos_token_id (the sequence ends with it)")
-        markers = _MARKERS_TRIPLE if len(ys) == 2 else (_MARKER_SINGLE,)
-        head, seps, tail = _leading_specials(tokenizer), [_encode(tokenizer, m) for m in markers], [eos]
+        fixed = _fixed_tokens(tokenizer)
+        seps = [fixed["A"], fixed["B"]] if len(ys) == 2 else [fixed["single"]]
+        if len(ys) == 1 and layout == "plain":
+            seps = [[]]  # x y [EOS], as TRL's RewardTrainer
+        head, tail = fixed["leading"], [eos]
     fixed = len(head) + sum(len(s) for s in seps) + len(tail)
     p_keep, r_keeps = segment_budgets(
         len(x), [len(y) for y in ys], max_length - fixed,
@@ -101,17 +154,21 @@ def _assemble(
     ys_kept = [keep_first(y, k) for y, k in zip(ys, r_keeps)]
     ids = list(head) + x_kept
     types = [0] * len(ids)
+    segments = [0] * len(ids)
     for i, (sep, y) in enumerate(zip(seps, ys_kept)):
         # A [SEP] closes the segment before it: type 0 after the prompt, 1 after a response.
         ids += sep + y
         types += [0 if i == 0 else 1] * len(sep) + [1] * len(y)
+        segments += [0] * len(sep) + [i + 1] * len(y)
     ids += tail
     types += [1] * len(tail)
+    segments += [0] * len(tail)
     return EncodedInput(
         input_ids=ids,
         token_type_ids=types if encoder and "token_type_ids" in getattr(tokenizer, "model_input_names", ()) else None,
         prompt_cut=len(x) - len(x_kept),
         response_cuts=tuple(len(y) - len(k) for y, k in zip(ys, ys_kept)),
+        segment_ids=segments,
     )
 
 
@@ -125,10 +182,50 @@ def encode_triple(
 
 def encode_single(
     tokenizer: Any, prompt: Prompt, response: str, max_length: int,
-    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None,
+    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None, layout: str = "marked",
 ) -> EncodedInput:
-    """(prompt, response) as one sequence of at most ``max_length`` tokens, for a reward model."""
-    return _assemble(tokenizer, prompt, (response,), max_length, min_prompt_tokens, max_response_tokens)
+    """(prompt, response) as one sequence of at most ``max_length`` tokens, for a reward model.
+
+    ``layout`` (causal-LM tokenizers only; encoders always use ``[CLS] x [SEP] y [SEP]``):
+    ``"plain"`` is ``x y [EOS]`` (TRL's RewardTrainer input; what a new RewardModel uses),
+    ``"marked"`` is ``x "\\n\\nResponse:\\n" y [EOS]`` (RewardModels saved in format 1).
+    """
+    return _assemble(
+        tokenizer, prompt, (response,), max_length, min_prompt_tokens, max_response_tokens, layout
+    )
+
+
+def encode_triples(
+    tokenizer: Any, prompts: Sequence[Prompt], firsts: Sequence[str], seconds: Sequence[str], max_length: int,
+    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None,
+) -> list[EncodedInput]:
+    """``[encode_triple(tokenizer, x, a, b, max_length) for x, a, b in ...]``, with every distinct
+    text of the batch tokenised once in one batched tokenizer call (the same rows, faster)."""
+    if not len(prompts) == len(firsts) == len(seconds):
+        raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(firsts)}, second {len(seconds)}")
+    n = len(prompts)
+    ids = _encode_all(tokenizer, [prompt_text(p) for p in prompts] + list(firsts) + list(seconds))
+    return [
+        _assemble_ids(tokenizer, ids[i], (ids[n + i], ids[2 * n + i]), max_length, min_prompt_tokens,
+                      max_response_tokens)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def encode_singles(
+    tokenizer: Any, prompts: Sequence[Prompt], responses: Sequence[str], max_length: int,
+    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None, layout: str = "marked",
+) -> list[EncodedInput]:
+    """``[encode_single(tokenizer, x, y, max_length, layout=layout) for x, y in ...]``, every distinct
+    text tokenised once in one batched tokenizer call."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"batch sizes differ: prompts {len(prompts)}, responses {len(responses)}")
+    n = len(prompts)
+    ids = _encode_all(tokenizer, [prompt_text(p) for p in prompts] + list(responses))
+    return [
+        _assemble_ids(tokenizer, ids[i], (ids[n + i],), max_length, min_prompt_tokens, max_response_tokens, layout)
+        for i in range(n)
+    ]
 
 
 @dataclass
@@ -139,6 +236,7 @@ class JudgeBatch:
     attention_mask: Any  # (N, T) long, 1 on the lengths[i] real tokens
     lengths: Any  # (N,) long
     token_type_ids: Any | None = None  # (N, T) long, or None
+    segment_ids: Any | None = None  # (N, T) long (0 on padding), or None
 
     def model_inputs(self) -> dict[str, Any]:
         """Keyword arguments for a Hugging Face backbone's forward."""
@@ -149,7 +247,10 @@ class JudgeBatch:
 
     def to(self, device: Any) -> JudgeBatch:
         tt = None if self.token_type_ids is None else self.token_type_ids.to(device)
-        return JudgeBatch(self.input_ids.to(device), self.attention_mask.to(device), self.lengths.to(device), tt)
+        seg = None if self.segment_ids is None else self.segment_ids.to(device)
+        return JudgeBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.lengths.to(device), tt, seg
+        )
 
 
 def collate_encoded(
@@ -170,11 +271,15 @@ def collate_encoded(
     types = None
     if all(with_types):
         types = torch.tensor([e.token_type_ids + [0] * (T - len(e.token_type_ids)) for e in encoded], dtype=torch.long)
+    segments = None
+    if all(e.segment_ids is not None for e in encoded):
+        segments = torch.tensor([e.segment_ids + [0] * (T - len(e.segment_ids)) for e in encoded], dtype=torch.long)
     return JudgeBatch(
         input_ids=torch.tensor(ids, dtype=torch.long),  # (N, T)
         attention_mask=torch.tensor(attn, dtype=torch.long),  # (N, T)
         lengths=torch.tensor(lengths, dtype=torch.long),  # (N,)
         token_type_ids=types,  # (N, T) or None
+        segment_ids=segments,  # (N, T) or None
     )
 
 
@@ -205,6 +310,7 @@ class JudgeCollator:
     """``collate_fn`` turning PreferenceExample lists into a :class:`JudgePairBatch`.
 
     ``truncation`` counts ``rows`` encoded and rows whose ``prompt`` / ``response`` was cut.
+    ``single_layout`` is :func:`encode_single`'s ``layout`` (mode ``"single"``, causal tokenizers).
     """
 
     tokenizer: Any
@@ -213,6 +319,7 @@ class JudgeCollator:
     min_prompt_tokens: int = 64
     max_response_tokens: int | None = None
     pad_to_multiple_of: int | None = None
+    single_layout: str = "marked"
 
     def __post_init__(self) -> None:
         if self.mode not in ("triple", "single"):
@@ -226,12 +333,12 @@ class JudgeCollator:
 
         kw = {"min_prompt_tokens": self.min_prompt_tokens, "max_response_tokens": self.max_response_tokens}
         tok, L = self.tokenizer, self.max_length
+        prompts = [e.prompt for e in examples]
+        a, b = [e.first for e in examples], [e.second for e in examples]
         if self.mode == "triple":
-            rows = [encode_triple(tok, e.prompt, e.first, e.second, L, **kw) for e in examples]
-            rows += [encode_triple(tok, e.prompt, e.second, e.first, L, **kw) for e in examples]
+            rows = encode_triples(tok, prompts + prompts, a + b, b + a, L, **kw)  # (x, a, b) rows, then (x, b, a)
         else:
-            rows = [encode_single(tok, e.prompt, e.first, L, **kw) for e in examples]
-            rows += [encode_single(tok, e.prompt, e.second, L, **kw) for e in examples]
+            rows = encode_singles(tok, prompts + prompts, a + b, L, layout=self.single_layout, **kw)
         for r in rows:
             self.truncation["rows"] += 1
             self.truncation["prompt"] += r.prompt_cut > 0

@@ -32,10 +32,11 @@ class RewardModel(SequenceScorer):
     """r(x, y): a scalar head on a backbone reading (prompt, response) as one sequence."""
 
     kind = "reward"
+    default_input_layout = "plain"  # causal LMs: x y [EOS], like TRL's RewardTrainer (format 2)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Rewards (N,) float32 for a batch of (x, y) sequences (N, T)."""
-        return self.score(input_ids, attention_mask)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor | None = None) -> Tensor:
+        """Rewards (N,) float32 for a batch of (x, y) sequences (N, T) (``segment_ids``: "segments" pooling)."""
+        return self.score(input_ids, attention_mask, segment_ids)
 
     def logit(
         self,
@@ -43,11 +44,14 @@ class RewardModel(SequenceScorer):
         attention_mask_first: Tensor,
         input_ids_second: Tensor | None = None,
         attention_mask_second: Tensor | None = None,
+        *,
+        segment_ids: Tensor | None = None,
     ) -> Tensor:
         """r(x, first) - r(x, second) (B,) in ONE forward.
 
         Either two (B, T) batches, or a single (2B, T) batch whose first half holds the
-        first responses and second half the second responses.
+        first responses and second half the second responses. ``segment_ids`` ("segments"
+        pooling only) matches the single (2B, T) batch.
         """
         if input_ids_second is None:
             if input_ids_first.shape[0] % 2:
@@ -60,22 +64,36 @@ class RewardModel(SequenceScorer):
             ids, mask = pad_and_stack(
                 input_ids_first, attention_mask_first, input_ids_second, attention_mask_second, pad_id
             )  # (2B, T)
-        rewards = self.score(ids, mask)  # (2B,)
+        if segment_ids is not None and segment_ids.shape != ids.shape:
+            raise ValueError(f"segment_ids {tuple(segment_ids.shape)} must match the stacked batch {tuple(ids.shape)}")
+        rewards = self.score(ids, mask, segment_ids)  # (2B,)
         half = rewards.shape[0] // 2
         return bradley_terry_logit(rewards[:half], rewards[half:])  # (B,)
 
     def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> dict[str, Any]:
-        """Text -> ``{"input_ids": (N, T), "attention_mask": (N, T), "truncated": int}``.
+        """Text -> ``{"input_ids", "attention_mask", "segment_ids": (N, T), "truncated": int}``.
 
-        One (x, y) sequence per row, laid out and truncated to ``max_length`` by
+        One (x, y) sequence per row, laid out (``self.input_layout``: ``x y [EOS]`` for a new
+        model on a causal LM) and truncated to ``max_length`` by
         :func:`nlhf.data.judge_inputs.encode_single`.
         """
-        from nlhf.data.judge_inputs import encode_single
+        from nlhf.data.judge_inputs import encode_singles
 
         if len(prompts) != len(responses):
             raise ValueError(f"batch sizes differ: prompts {len(prompts)}, responses {len(responses)}")
         tok, n = self._require_tokenizer(), self.max_length
-        return self._collate([encode_single(tok, p, y, n) for p, y in zip(prompts, responses)])
+        return self._collate(encode_singles(tok, list(prompts), list(responses), n, layout=self.input_layout))
+
+    def encode_rows(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[Any]:
+        """The 2B ``EncodedInput`` rows of a pair batch before padding: (x, first) rows, then (x, second)."""
+        from nlhf.data.judge_inputs import encode_singles
+
+        if not len(prompts) == len(first) == len(second):
+            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
+        p = list(prompts)
+        return encode_singles(
+            self._require_tokenizer(), p + p, list(first) + list(second), self.max_length, layout=self.input_layout
+        )
 
     @torch.no_grad()
     def reward(self, prompts: Sequence[Prompt], responses: Sequence[str], *, batch_size: int = 32) -> Tensor:
@@ -88,7 +106,8 @@ class RewardModel(SequenceScorer):
             out = []
             for lo in range(0, len(prompts), batch_size):
                 enc = self.encode(prompts[lo : lo + batch_size], responses[lo : lo + batch_size])
-                out.append(self(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)).cpu())
+                ids, mask, seg = (enc[k].to(self.device) for k in ("input_ids", "attention_mask", "segment_ids"))
+                out.append(self(ids, mask, seg).cpu())
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0)

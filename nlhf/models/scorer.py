@@ -13,16 +13,42 @@ Pooling (``pooling=``):
   pad id: SmolLM2 has pad == eos, and the last real token IS an eos.
 * ``"mean"``  (default for encoders; MiniLM was trained with mean pooling): the masked mean.
 * ``"cls"``   the first position (BERT's ``[CLS]``); rows must be right-padded.
+* ``"segments"`` (default of the preference model on encoders): the masked mean of each
+  response slot's tokens, concatenated: ``[mean(slot 1); mean(slot 2)]`` (N, 2H) for the
+  triple (x, first, second), read from the ``segment_ids`` of
+  :mod:`nlhf.data.judge_inputs` (1 for the tokens of ``first``, 2 for ``second``); the
+  head is then ``Linear(2H, 1)``. A reward model has one slot (the response tokens).
+  Antisymmetry of the preference logit does not depend on the head: f(x, a, b) -
+  f(x, b, a) changes sign when a and b swap, for any f.
+
+Input layout (``input_layout``, recorded in ``nlhf_head.json``): ``"marked"`` for the
+preference model (and for reward models saved in format 1) puts text markers between the
+segments of a causal-LM input; a new reward model uses ``"plain"``, ``x y [EOS]``, like
+TRL's RewardTrainer (:func:`nlhf.data.judge_inputs.encode_single`). Encoder inputs are
+``[CLS] x [SEP] y [SEP]`` either way.
+
+Shared prompt (causal backbones, ``share_prompt=True``, the default; "last" and
+"segments" pooling): the preference model's two orders (x, a, b) and (x, b, a) begin with
+the same tokens (prompt and first marker: the tokens before the first non-zero segment
+id), so :meth:`SequenceScorer.score_shared_prefix` runs that prefix once per pair and
+continues both orders from its KV cache: the same scores and gradients as reading each
+row whole (tested), with the prefix computed once instead of twice.
 
 Directory layout written by :meth:`SequenceScorer.save_pretrained` (``save_pretrained``-
 compatible: ``AutoModel.from_pretrained(dir)`` loads the backbone alone)::
 
     config.json, model.safetensors     the backbone (HF save_pretrained, safetensors)
     tokenizer.json, ...                the tokenizer
-    head.safetensors                   the linear head: "weight" (1, H), "bias" (1,)
+    head.safetensors                   the linear head: "weight" (1, H) ((1, 2H) for the
+                                       preference model's "segments" pooling), "bias" (1,)
     adapter/                           LoRA adapter (peft), only when saved unmerged
-    nlhf_head.json                     what the head is (kind, pooling, backbone kind, LoRA);
-                                       written last, so its presence marks a complete save
+    nlhf_head.json                     what the head is (kind, pooling, input layout, backbone
+                                       kind, LoRA); written last, so its presence marks a
+                                       complete save
+
+``format_version`` 2 (this version) added ``"segments"`` pooling (head (1, 2H)) and the
+reward model's ``"plain"`` causal layout (``input_layout``); format 1 directories (no
+``input_layout``: ``"marked"``) load unchanged and score exactly as before.
 """
 
 from __future__ import annotations
@@ -39,8 +65,9 @@ from nlhf.models.lora import LoraSettings, apply_lora, base_state_dict, is_peft_
 HEAD_CONFIG = "nlhf_head.json"
 HEAD_WEIGHTS = "head.safetensors"
 ADAPTER_DIR = "adapter"
-FORMAT_VERSION = 1
-POOLINGS = ("last", "mean", "cls")
+FORMAT_VERSION = 2
+POOLINGS = ("last", "mean", "cls", "segments")
+INPUT_LAYOUTS = ("marked", "plain")
 
 
 def backbone_kind(model: Any) -> str:
@@ -68,11 +95,16 @@ def strip_lm_head(model: Any) -> Any:
     return base if base is not None else model
 
 
-def pool_hidden(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
+def pool_hidden(
+    hidden: Tensor, attention_mask: Tensor, pooling: str, segment_ids: Tensor | None = None,
+    num_segments: int = 2,
+) -> Tensor:
     """Pool hidden states (N, T, H) into one vector per row (N, H) under ``attention_mask`` (N, T).
 
     ``"last"`` reads the last position whose mask is 1 (works for right or left padding),
     ``"mean"`` the masked mean, ``"cls"`` position 0. Every row must have a real token.
+    ``"segments"`` returns (N, num_segments * H): for k = 1..num_segments the masked mean
+    over the positions with ``segment_ids == k`` (N, T) (a zero vector for an empty slot).
     """
     mask = attention_mask.to(dtype=torch.long)  # (N, T)
     lengths = mask.sum(-1)  # (N,)
@@ -85,11 +117,64 @@ def pool_hidden(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
     if pooling == "mean":
         weights = mask.to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
         return (hidden * weights).sum(1) / lengths.to(hidden.dtype).unsqueeze(-1)  # (N, H)
+    if pooling == "segments":
+        if segment_ids is None:
+            raise ValueError(
+                "'segments' pooling needs segment_ids (N, T) (1 for the first response's tokens, 2 for the "
+                "second's); the model's encode() returns them"
+            )
+        if segment_ids.shape != mask.shape:
+            raise ValueError(f"segment_ids {tuple(segment_ids.shape)} and attention_mask {tuple(mask.shape)} differ")
+        pooled = []
+        for k in range(1, num_segments + 1):
+            slot = ((segment_ids == k) & (mask > 0)).to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
+            count = slot.sum(1).clamp(min=1.0)  # (N, 1)
+            pooled.append((hidden * slot).sum(1) / count)  # (N, H)
+        return torch.cat(pooled, -1)  # (N, num_segments * H)
     if pooling == "cls":
         if bool((mask[:, 0] == 0).any()):
             raise ValueError("'cls' pooling needs right-padded rows (position 0 is padding in some row)")
         return hidden[:, 0]  # (N, H)
     raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+
+
+def cache_argument(backbone: Any) -> str | None:
+    """The keyword under which ``backbone``'s forward takes a KV cache (``"cache"`` in transformers 5,
+    ``"past_key_values"`` before), or None when it takes none."""
+    import inspect
+
+    base = backbone.get_base_model() if is_peft_model(backbone) else backbone
+    try:
+        params = inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):
+        return None
+    return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
+
+
+def _output_cache(output: Any) -> Any:
+    keys = output.keys() if hasattr(output, "keys") else ()
+    for name in ("cache", "past_key_values"):
+        if name in keys:
+            return output[name]
+    return None
+
+
+def shared_prefix_lengths(input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor) -> Tensor | None:
+    """Per pair, the length of the prefix both orders share, or None when rows i and B + i differ there.
+
+    Rows 0..B-1 are (x, a, b), rows B..2B-1 (x, b, a) (2B, T), right-padded. The prefix of
+    a row is everything before its first non-zero segment id (prompt and first marker);
+    it must be the same tokens in both orders, non-empty, and leave at least one token to continue.
+    """
+    B = input_ids.shape[0] // 2
+    T = input_ids.shape[1]
+    lengths = attention_mask.long().sum(-1)  # (2B,)
+    cols = torch.arange(T, device=input_ids.device).expand_as(input_ids)  # (2B, T)
+    first = torch.where(segment_ids != 0, cols, T).amin(-1)  # (2B,) first response token
+    if not torch.equal(first[:B], first[B:]) or bool((first >= lengths).any()) or bool((first < 1).any()):
+        return None
+    same = (input_ids[:B] == input_ids[B:]) | (cols[:B] >= first[:B].unsqueeze(1))  # (B, T)
+    return first[:B] if bool(same.all()) else None
 
 
 def pad_and_stack(
@@ -116,6 +201,8 @@ class SequenceScorer(nn.Module):
     """backbone -> pooled hidden state (N, H) -> linear head -> one float32 scalar per row (N,)."""
 
     kind: ClassVar[str] = ""
+    num_segments: ClassVar[int] = 1  # response slots of one input row ("segments" pooling)
+    default_input_layout: ClassVar[str] = "marked"
     _kinds: ClassVar[dict[str, type[SequenceScorer]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -132,6 +219,7 @@ class SequenceScorer(nn.Module):
         kind_of_backbone: str | None = None,
         max_length: int | None = None,
         lora: LoraSettings | None = None,
+        input_layout: str | None = None,
     ) -> None:
         super().__init__()
         self.backbone_kind = kind_of_backbone or backbone_kind(backbone)
@@ -139,10 +227,13 @@ class SequenceScorer(nn.Module):
             raise ValueError(f"backbone kind must be 'causal' or 'encoder', got {self.backbone_kind!r}")
         backbone = strip_lm_head(backbone)
         if pooling == "auto":
-            pooling = "last" if self.backbone_kind == "causal" else "mean"
+            pooling = self.auto_pooling(self.backbone_kind)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be 'auto' or one of {list(POOLINGS)}, got {pooling!r}")
         self.pooling = pooling
+        self.input_layout = input_layout or self.default_input_layout
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise ValueError(f"input_layout must be one of {list(INPUT_LAYOUTS)}, got {self.input_layout!r}")
         self.lora = lora
         if lora is not None and not is_peft_model(backbone):
             backbone = apply_lora(backbone, lora)
@@ -151,9 +242,15 @@ class SequenceScorer(nn.Module):
         hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None) or config.n_embd
         self.hidden_size = int(hidden)
         param = next(backbone.parameters())
-        self.head = nn.Linear(self.hidden_size, 1, device=param.device, dtype=torch.float32)
+        width = self.hidden_size * (self.num_segments if pooling == "segments" else 1)
+        self.head = nn.Linear(width, 1, device=param.device, dtype=torch.float32)  # (1, H) or (1, S * H)
         self.tokenizer = tokenizer
         self.max_length = int(max_length) if max_length is not None else self._default_max_length()
+
+    @classmethod
+    def auto_pooling(cls, kind_of_backbone: str) -> str:
+        """What ``pooling="auto"`` means: ``"last"`` for causal backbones, ``"mean"`` for encoders."""
+        return "last" if kind_of_backbone == "causal" else "mean"
 
     # ------------------------------------------------------------------ properties
 
@@ -174,8 +271,72 @@ class SequenceScorer(nn.Module):
 
     # ------------------------------------------------------------------ compute
 
-    def score(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """One scalar per row: ``head(pool(backbone(input_ids)))`` (N,) in float32."""
+    def score_shared_prefix(
+        self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor, prefix: Tensor
+    ) -> Tensor:
+        """``score`` of 2B rows (x, a, b) then (x, b, a) (2B, T), each pair's common prefix run once.
+
+        Causal backbones only. ``prefix`` (B,) from :func:`shared_prefix_lengths`. Two forwards:
+
+        1. the B prefixes, LEFT-padded to P = max prefix (every prefix ends at column P - 1),
+           ``use_cache=True``;
+        2. the 2B continuations (row 2i: pair i in order (a, b), row 2i + 1: (b, a)),
+           right-padded to C, attending to the prefix cache repeated twice
+           (``batch_repeat_interleave(2)``) under the mask ``[prefix mask | continuation
+           mask]`` with position ids ``prefix_i + j``.
+
+        Pooling ("last" or "segments") reads only continuation positions: the last real
+        token (the EOS) and every response token lie there. Same scores (and gradients,
+        which flow through the cache into the prefix forward) as :meth:`score`.
+        """
+        cache_arg = cache_argument(self.backbone)
+        if cache_arg is None:
+            raise ValueError(f"{type(self.backbone).__name__} takes no KV cache; use score()")
+        dev = input_ids.device
+        R, T = input_ids.shape  # (2B, T)
+        B = R // 2
+        lengths = attention_mask.long().sum(-1)  # (2B,)
+        P = int(prefix.max())
+        start = P - prefix  # (B,) first real column of each left-padded prefix
+        cols_p = torch.arange(P, device=dev).unsqueeze(0)  # (1, P)
+        head_mask = (cols_p >= start.unsqueeze(1)).long()  # (B, P)
+        # gather the prefixes into their left-padded places: column c <- token c - start
+        src = (cols_p - start.unsqueeze(1)).clamp(min=0)  # (B, P)
+        head_ids = torch.where(head_mask.bool(), input_ids[:B].gather(1, src), input_ids[:B, :1])  # (B, P)
+        head_pos = src  # (B, P) positions 0 .. prefix - 1 (pads clamped to 0, masked)
+        out = self.backbone(
+            input_ids=head_ids, attention_mask=head_mask, position_ids=head_pos, use_cache=True
+        )
+        cache = _output_cache(out)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            raise RuntimeError(f"{type(self.backbone).__name__} returned no repeatable KV cache")
+        cache.batch_repeat_interleave(2)  # rows 2i, 2i + 1 <- prefix i
+
+        order = torch.stack([torch.arange(B, device=dev), torch.arange(B, R, device=dev)], 1).flatten()  # (2B,)
+        pre = prefix.repeat_interleave(2)  # (2B,) prefix length of each interleaved row
+        cont_len = lengths[order] - pre  # (2B,) >= 1
+        C = int(cont_len.max())
+        cols_c = torch.arange(C, device=dev).unsqueeze(0)  # (1, C)
+        cont_mask = (cols_c < cont_len.unsqueeze(1)).long()  # (2B, C)
+        take = (pre.unsqueeze(1) + cols_c).clamp(max=T - 1)  # (2B, C) source columns
+        cont_ids = torch.where(cont_mask.bool(), input_ids[order].gather(1, take), input_ids[order][:, :1])
+        cont_seg = torch.where(cont_mask.bool(), segment_ids[order].gather(1, take), 0)  # (2B, C)
+        hidden = self.backbone(
+            input_ids=cont_ids,
+            attention_mask=torch.cat([head_mask.repeat_interleave(2, dim=0), cont_mask], 1),  # (2B, P + C)
+            position_ids=pre.unsqueeze(1) + cols_c,  # (2B, C)
+            use_cache=True,
+            **{cache_arg: cache},
+        ).last_hidden_state  # (2B, C, H)
+        pooled = pool_hidden(hidden, cont_mask, self.pooling, cont_seg, self.num_segments)  # (2B, H | S*H)
+        scores = self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (2B,) interleaved
+        return torch.cat([scores[0::2], scores[1::2]])  # (2B,) (a, b) rows, then (b, a) rows
+
+    def score(self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor | None = None) -> Tensor:
+        """One scalar per row: ``head(pool(backbone(input_ids)))`` (N,) in float32.
+
+        ``segment_ids`` (N, T) is needed by ``"segments"`` pooling only (ignored otherwise).
+        """
         if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
             raise ValueError(
                 f"input_ids and attention_mask must both be (N, T); got {tuple(input_ids.shape)} "
@@ -187,7 +348,7 @@ class SequenceScorer(nn.Module):
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, T)
             kwargs["use_cache"] = False
         hidden = self.backbone(**kwargs).last_hidden_state  # (N, T, H)
-        pooled = pool_hidden(hidden, attention_mask, self.pooling)  # (N, H)
+        pooled = pool_hidden(hidden, attention_mask, self.pooling, segment_ids, self.num_segments)  # (N, H | S*H)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (N,)
 
     def _require_tokenizer(self) -> Any:
@@ -196,6 +357,9 @@ class SequenceScorer(nn.Module):
         return self.tokenizer
 
     def _collate(self, rows: list[Any]) -> dict[str, Any]:
+        return self.collate_rows(rows)
+
+    def collate_rows(self, rows: list[Any]) -> dict[str, Any]:
         """Right-pad encoded rows (``nlhf.data.judge_inputs.EncodedInput``); masks from lengths.
 
         Token type ids are NOT passed to the backbone (all zero), in training and judging
@@ -210,6 +374,7 @@ class SequenceScorer(nn.Module):
         return {
             "input_ids": batch.input_ids,  # (N, T)
             "attention_mask": batch.attention_mask,  # (N, T), from lengths
+            "segment_ids": batch.segment_ids,  # (N, T): 0 prompt/special/marker, k for response k
             "truncated": sum(int(r.truncated) for r in rows),  # rows cut to max_length
         }
 
@@ -250,6 +415,7 @@ class SequenceScorer(nn.Module):
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "pooling": self.pooling,
+            "input_layout": self.input_layout,
             "backbone_kind": self.backbone_kind,
             "backbone_model_type": getattr(cfg, "model_type", None),
             "hidden_size": self.hidden_size,
@@ -258,18 +424,38 @@ class SequenceScorer(nn.Module):
             else {**self.lora.to_dict(), "merged": merged},
         }
 
-    def save_pretrained(self, path: str | Path, *, merge_lora: bool = False) -> Path:
+    def save_pretrained(self, path: str | Path, *, merge_lora: bool = False, state_dict: dict | None = None) -> Path:
         """Write backbone (safetensors), tokenizer, head and ``nlhf_head.json`` into ``path``.
 
         With LoRA: ``merge_lora=True`` folds the adapter into the backbone weights (a plain
         checkpoint, loaded without peft); ``False`` keeps base weights and ``adapter/``
-        separately (loaded back as a trainable LoRA model).
+        separately (loaded back as a trainable LoRA model). ``state_dict``: this module's
+        full state (``backbone.*`` and ``head.*`` keys) gathered elsewhere, e.g. by
+        ``accelerator.get_state_dict`` under FSDP, where this module only holds shards; it
+        replaces the module's own weights in the files (not supported with LoRA).
         """
         import copy
 
         from safetensors.torch import save_file
 
         path = Path(path)
+        if state_dict is not None:
+            if is_peft_model(self.backbone):
+                raise ValueError("save_pretrained(state_dict=...) is not supported for a LoRA backbone")
+            parts = {"backbone.": {}, "head.": {}}
+            for key, value in state_dict.items():
+                prefix = next((p for p in parts if key.startswith(p)), None)
+                if prefix is None:
+                    raise ValueError(f"save_pretrained: unexpected key {key!r} in state_dict")
+                parts[prefix][key[len(prefix):]] = value
+            path.mkdir(parents=True, exist_ok=True)
+            (path / HEAD_CONFIG).unlink(missing_ok=True)
+            self.backbone.save_pretrained(path, state_dict=parts["backbone."], safe_serialization=True)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(path)
+            save_file({k: v.detach().cpu().contiguous() for k, v in parts["head."].items()}, str(path / HEAD_WEIGHTS))
+            (path / HEAD_CONFIG).write_text(json.dumps(self.head_config(False), indent=2) + "\n")
+            return path
         path.mkdir(parents=True, exist_ok=True)
         (path / HEAD_CONFIG).unlink(missing_ok=True)  # the marker goes last
         merged = False
@@ -316,13 +502,24 @@ class SequenceScorer(nn.Module):
             )
         meta = json.loads((path / HEAD_CONFIG).read_text())
         kind = meta.get("kind")
+        import nlhf.models.preference_model  # noqa: F401  (the subclasses register their kinds on import)
+        import nlhf.models.reward_model  # noqa: F401
+
         target = SequenceScorer._kinds.get(kind)
         if target is None:
             raise ModelLoadError(f"{path / HEAD_CONFIG}: unknown kind {kind!r} (known: {sorted(SequenceScorer._kinds)})")
         if cls.kind and cls is not target:
             raise ModelLoadError(f"{path} holds a {kind!r} model ({target.__name__}), not a {cls.__name__}")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelLoadError(f"{path / HEAD_CONFIG}: format_version {meta['format_version']} is newer than this nlhf")
+        version = meta.get("format_version", 0)
+        if version > FORMAT_VERSION:
+            raise ModelLoadError(f"{path / HEAD_CONFIG}: format_version {version} is newer than this nlhf "
+                                 f"(reads up to {FORMAT_VERSION}); upgrade nlhf")  # fmt: skip
+        if meta.get("pooling") not in POOLINGS:
+            raise ModelLoadError(f"{path / HEAD_CONFIG}: unknown pooling {meta.get('pooling')!r} (known: {list(POOLINGS)})")
+        # format 1 had no input_layout: every causal-LM input was "marked"
+        layout = meta.get("input_layout", "marked") if version >= 2 else "marked"
+        if layout not in INPUT_LAYOUTS:
+            raise ModelLoadError(f"{path / HEAD_CONFIG}: unknown input_layout {layout!r} (known: {list(INPUT_LAYOUTS)})")
         kwargs: dict[str, Any] = {}
         if dtype is not None:
             kwargs["dtype"] = resolve_dtype(dtype)
@@ -339,7 +536,7 @@ class SequenceScorer(nn.Module):
             tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(str(path)))
         model = target(
             backbone, tokenizer, pooling=meta["pooling"], kind_of_backbone=meta["backbone_kind"],
-            max_length=meta.get("max_length"),
+            max_length=meta.get("max_length"), input_layout=layout,
         )
         model.lora = lora
         head = load_file(str(path / HEAD_WEIGHTS))

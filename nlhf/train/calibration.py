@@ -8,8 +8,20 @@ soft) ``P(first > second)``. Split [0, 1] into ``bins`` equal-width bins of ``pr
     ECE = sum_b (n_b / N) |freq_b - conf_b|
 
 (Naeini et al. 2015; Guo et al. 2017 use the same estimator on the top-class
-confidence). Over P(first > second) rather than the top class it also measures whether
-the two orders are treated alike; for a symmetric preference model the two coincide.
+confidence).
+
+Both orientations (:func:`both_orientations`, what ``nlhf train-pm`` / ``train-rm``
+report): every pair enters twice, as (a, b, label) with P(a > b) and as (b, a, 1 - label)
+with P(b > a) = 1 - P(a > b) (exact for both judges: the preference model is symmetric by
+construction, THEORY.md Sec. 1, and sigmoid(-d) = 1 - sigmoid(d) for the reward model).
+Without it, a data set whose pairs all list the chosen response first (HH-RLHF: every
+label is 1) puts the mean label at 1 in every bin, and the ECE is just 1 - mean(prob),
+a measure of confidence, not of calibration: a perfectly calibrated judge would score
+badly. Over both orientations the bins are symmetric about 1/2 (bin b mirrors bin
+bins-1-b), the mean label is 1/2 overall, and the ECE compares the predicted and the
+observed frequency of "first wins" in each bin, as intended; with hard labels it equals
+the top-class ECE of the pairs (Guo et al.), up to probabilities lying exactly on a bin
+edge.
 """
 
 from __future__ import annotations
@@ -68,6 +80,21 @@ def reliability_table(probs: Any, labels: Any, bins: int = 10) -> ReliabilityTab
     )
 
 
+def both_orientations(probs: Any, labels: Any) -> tuple[Any, Any]:
+    """Each pair as (a, b, label) and (b, a, 1 - label): returns (2N,) probs ``[p, 1 - p]`` and labels ``[y, 1 - y]``.
+
+    See the module docstring (why: with all labels 1 the one-sided ECE measures nothing).
+    Example: probs (0.8, 0.3), labels (1, 1) -> probs (0.8, 0.3, 0.2, 0.7), labels (1, 1, 0, 0).
+    """
+    import numpy as np
+
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if p.shape != y.shape:
+        raise ValueError(f"probs and labels differ in size: {p.shape[0]} vs {y.shape[0]}")
+    return np.concatenate([p, 1.0 - p]), np.concatenate([y, 1.0 - y])
+
+
 def expected_calibration_error(probs: Any, labels: Any, bins: int = 10) -> float:
     """ECE of ``probs`` against ``labels`` with ``bins`` equal-width bins (module docstring)."""
     return reliability_table(probs, labels, bins).ece
@@ -91,7 +118,7 @@ def plot_reliability(table: ReliabilityTable, path: str | Path, title: str = "")
              label="(mean prob, mean label)")  # fmt: skip
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     top.set_ylim(0, 1)
-    top.set_ylabel("P(first > second): observed")
+    top.set_ylabel("P(first > second): observed")  # over both orientations in fit.py
     top.set_title(title or f"reliability (ECE = {table.ece:.3f})")
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centers, table.count, width=width * 0.9, color="grey")
@@ -105,4 +132,10 @@ def plot_reliability(table: ReliabilityTable, path: str | Path, title: str = "")
     return path
 
 
-__all__ = ["ReliabilityTable", "reliability_table", "expected_calibration_error", "plot_reliability"]
+__all__ = [
+    "ReliabilityTable",
+    "both_orientations",
+    "reliability_table",
+    "expected_calibration_error",
+    "plot_reliability",
+]

@@ -12,7 +12,9 @@ loop (:mod:`nlhf.train.loop`):
 Both losses are per pair, so every pair weighs 1 and the loss of a step is the mean over
 all pairs of the global batch. Evaluation: accuracy, log-loss (the mean BCE against the
 label) and the expected calibration error with a reliability plot
-(:mod:`nlhf.train.calibration`). The run directory ``out`` receives ``config.yaml`` (the
+(:mod:`nlhf.train.calibration`), both over the two orientations of every pair ((a, b,
+label) and (b, a, 1 - label), :func:`~nlhf.train.calibration.both_orientations`): with
+HH-RLHF every label is 1 (chosen first), and a one-sided ECE would only measure confidence. The run directory ``out`` receives ``config.yaml`` (the
 resolved config), ``metrics.jsonl`` and ``tensorboard/`` (during training), checkpoints
 ``ckpt-<step>/``, then the model (``save_pretrained``: loadable with
 ``PairwisePreferenceModel.from_pretrained(out)`` / ``RewardModel.from_pretrained(out)``),
@@ -64,11 +66,12 @@ class FitConfig:
     eval_limit: int | None = None
     eval_fraction: float = 0.0  # held out of `data` when eval_data is not given
     max_length: int | None = None  # tokens per sequence (truncation rule: nlhf.models._encode); None: model's
-    pooling: Literal["auto", "last", "mean", "cls"] = "auto"
+    pooling: Literal["auto", "last", "mean", "cls", "segments"] = "auto"  # auto: PM segments/last, RM mean/last
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora: LoraSettings | None = None  # e.g. lora.r=8 enables LoRA
     merge_lora: bool = False  # save the LoRA adapter merged into the backbone
     calibration_bins: int = 10
+    pretokenize: bool = True  # tokenise the training pairs once before the loop (as TRL does), not in every step
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=16, log_every=10))
 
@@ -119,27 +122,56 @@ def load_fit_config(
 # ----------------------------------------------------------------------------- batches and steps
 
 
+@dataclass(frozen=True)
+class EncodedPair:
+    """A training pair tokenised before the loop (:func:`pretokenize`): the example and its two rows."""
+
+    example: Any  # PreferenceExample
+    rows: tuple[Any, Any]  # EncodedInput: PM (x, first, second), (x, second, first); RM (x, first), (x, second)
+
+
+def pretokenize(model: Any, examples: Sequence[Any], chunk: int = 256) -> list[EncodedPair]:
+    """Every pair encoded once with the model's own ``encode_rows`` (the rows ``model.encode`` pads).
+
+    ``FitConfig.pretokenize``: the loop then only pads (:func:`make_collate`), as TRL's
+    trainers tokenise the data set before training. Identical batches either way (tested).
+    """
+    out: list[EncodedPair] = []
+    for lo in range(0, len(examples), chunk):
+        ex = [examples[i] for i in range(lo, min(lo + chunk, len(examples)))]
+        rows = model.encode_rows([e.prompt for e in ex], [e.first for e in ex], [e.second for e in ex])  # (2b,)
+        out += [EncodedPair(e, (rows[i], rows[len(ex) + i])) for i, e in enumerate(ex)]
+    return out
+
+
 def make_collate(kind: str, model: Any) -> Any:
-    """``list[PreferenceExample] -> batch`` with the model's own text encoding.
+    """``list[PreferenceExample | EncodedPair] -> batch`` with the model's own text encoding.
 
     Batch: ``input_ids``/``attention_mask`` (2B, T): for the preference model rows
     0..B-1 are (x, first, second) and B..2B-1 (x, second, first); for the reward model
-    rows 0..B-1 are (x, first) and B..2B-1 (x, second). ``labels`` (B,) float32 =
-    P(first > second); ``truncated`` (): rows cut to ``max_length``.
+    rows 0..B-1 are (x, first) and B..2B-1 (x, second). ``segment_ids`` (2B, T): 0 for
+    prompt, special tokens and markers, k for the tokens of response slot k (the
+    ``"segments"`` pooling reads them). ``labels`` (B,) float32 = P(first > second);
+    ``truncated`` (): rows cut to ``max_length``. Items already tokenised
+    (:class:`EncodedPair`, from :func:`pretokenize`) are only padded.
     """
     import torch
 
-    def collate(examples: list[Any]) -> dict[str, Any]:
-        prompts = [e.prompt for e in examples]
-        first = [e.first for e in examples]
-        second = [e.second for e in examples]
-        if kind == "pm":
-            enc = model.encode(prompts, first, second)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def collate(items: list[Any]) -> dict[str, Any]:
+        if items and all(isinstance(it, EncodedPair) for it in items):
+            examples = [it.example for it in items]
+            enc = model.collate_rows([it.rows[0] for it in items] + [it.rows[1] for it in items])
         else:
-            enc = model.encode(prompts + prompts, first + second)
+            examples = items
+            rows = model.encode_rows([e.prompt for e in items], [e.first for e in items], [e.second for e in items])
+            enc = model.collate_rows(rows)  # (2B, T): as model.encode (PM) / model.encode(x + x, a + b) (RM)
         return {
             "input_ids": enc["input_ids"],  # (2B, T)
             "attention_mask": enc["attention_mask"],  # (2B, T)
+            "segment_ids": enc["segment_ids"],  # (2B, T)
             "labels": torch.tensor([float(e.label) for e in examples], dtype=torch.float32),  # (B,)
             "truncated": torch.tensor(float(enc.get("truncated", 0))),  # ()
         }
@@ -149,9 +181,10 @@ def make_collate(kind: str, model: Any) -> Any:
 
 def preference_logits(kind: str, model: Any, batch: dict[str, Any]) -> Any:
     """The logit of P(first > second) (B,), through ``model(...)`` so DDP synchronises."""
+    segments = batch.get("segment_ids")  # (2B, T)
     if kind == "pm":
-        return model(batch["input_ids"], batch["attention_mask"])  # (B,) f(x,a,b) - f(x,b,a)
-    rewards = model(batch["input_ids"], batch["attention_mask"])  # (2B,) r(x, first) then r(x, second)
+        return model(batch["input_ids"], batch["attention_mask"], segment_ids=segments)  # (B,) f(x,a,b) - f(x,b,a)
+    rewards = model(batch["input_ids"], batch["attention_mask"], segments)  # (2B,) r(x, first) then r(x, second)
     half = rewards.shape[0] // 2
     return rewards[:half], rewards[half:]
 
@@ -248,7 +281,7 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
     """
     from accelerate.utils import set_seed
 
-    from nlhf.train.calibration import plot_reliability, reliability_table
+    from nlhf.train.calibration import both_orientations, plot_reliability, reliability_table
     from nlhf.train.loop import TrainLoop, check_out_dir
 
     if kind not in KINDS:
@@ -264,14 +297,14 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
     bins = cfg.calibration_bins
 
     def eval_summary(metrics: dict[str, float], outputs: dict[str, Any]) -> dict[str, float]:
-        table = reliability_table(outputs["prob"].numpy(), outputs["label"].numpy(), bins)
-        return {"ece": table.ece}
+        table = reliability_table(*both_orientations(outputs["prob"].numpy(), outputs["label"].numpy()), bins)
+        return {"ece": table.ece}  # over both orientations of every pair
 
     loop = TrainLoop(
         loop_cfg,
         cfg.optim,
         model,
-        train,
+        pretokenize(model, train) if cfg.pretokenize else train,
         make_collate(kind, model),
         make_step(kind),
         eval_data=evaluation,
@@ -284,12 +317,14 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
         result.eval_metrics = loop.evaluate()
         result.eval_outputs = loop.eval_outputs
 
+    # FSDP: every process takes part in gathering the full weights; only the main one writes them
+    full_state = acc.get_state_dict(loop.model) if loop.is_fsdp else None
     summary: dict[str, Any] = {}
     if acc.is_main_process:
         probs, labels = result.eval_outputs["prob"].numpy(), result.eval_outputs["label"].numpy()
-        table = reliability_table(probs, labels, bins)
+        table = reliability_table(*both_orientations(probs, labels), bins)  # (2N,): (a, b, y) and (b, a, 1 - y)
         plot_reliability(table, out / RELIABILITY_PNG, title=f"{'preference' if kind == 'pm' else 'reward'} model, "
-                         f"{len(labels)} pairs (ECE = {table.ece:.3f})")  # fmt: skip
+                         f"{len(labels)} pairs x 2 orientations (ECE = {table.ece:.3f})")  # fmt: skip
         ev = result.eval_metrics
         summary = {
             "kind": "pairwise_preference" if kind == "pm" else "reward",
@@ -309,6 +344,7 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
             "nonfinite_steps": result.nonfinite_steps,
             "train": result.train_metrics,
             "calibration": {
+                "orientations": 2,  # each pair counted as (a, b, label) and (b, a, 1 - label)
                 "bins": bins,
                 "count": list(table.count),
                 "confidence": list(table.confidence),
@@ -316,7 +352,7 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
             },
             "model": cfg.model,
         }
-        acc.unwrap_model(loop.model).save_pretrained(out, merge_lora=cfg.merge_lora)
+        acc.unwrap_model(loop.model).save_pretrained(out, merge_lora=cfg.merge_lora, state_dict=full_state)
         text = json.dumps(_json_safe(summary), indent=2, allow_nan=False)
         from nlhf.train.checkpoint import write_text_atomic
 
@@ -371,6 +407,8 @@ __all__ = [
     "FitConfig",
     "load_fit_config",
     "make_collate",
+    "pretokenize",
+    "EncodedPair",
     "make_step",
     "preference_logits",
     "run_fit",

@@ -26,13 +26,18 @@ def _random_head(model: PairwisePreferenceModel, seed: int = 1) -> None:
         model.head.bias.copy_(torch.randn(1, generator=g))
 
 
-@pytest.mark.parametrize("backbone", ["causal", "encoder"])
-def test_symmetry_by_construction_on_random_weights(backbone, tiny_lm, tiny_tok, tiny_bert):
-    """P(a > b) + P(b > a) = 1 and P(a > a) = 1/2 to 1e-6, for any weights (THEORY.md Sec. 1)."""
+@pytest.mark.parametrize(
+    ("backbone", "pooling", "resolved"),
+    [("causal", "auto", "last"), ("encoder", "auto", "segments"), ("causal", "segments", "segments"),
+     ("encoder", "mean", "mean")],
+)  # fmt: skip
+def test_symmetry_by_construction_on_random_weights(backbone, pooling, resolved, tiny_lm, tiny_tok, tiny_bert):
+    """P(a > b) + P(b > a) = 1 and P(a > a) = 1/2 to 1e-6, for any weights (THEORY.md Sec. 1),
+    under the default poolings ("last" on causal LMs, "segments" on encoders) and others."""
     model_, tok = (tiny_lm, tiny_tok) if backbone == "causal" else tiny_bert
-    pm = PairwisePreferenceModel(model_, tok)
+    pm = PairwisePreferenceModel(model_, tok, pooling=pooling)
     _random_head(pm)
-    assert pm.pooling == ("last" if backbone == "causal" else "mean")
+    assert pm.pooling == resolved
     p_ab = pm.prob(PROMPTS, FIRST, SECOND)
     p_ba = pm.prob(PROMPTS, SECOND, FIRST)
     p_aa = pm.prob(PROMPTS, FIRST, FIRST)
@@ -149,7 +154,7 @@ def test_from_pretrained_errors(tmp_path, tiny_lm):
         PairwisePreferenceModel.from_pretrained(tmp_path / "plain")
 
 
-def test_encoder_backbone_round_trip(tmp_path, tiny_bert):
+def test_encoder_backbone_round_trip(tmp_path, tiny_bert):  # an old pooling still saves and loads
     bert, tok = tiny_bert
     pm = PairwisePreferenceModel(bert, tok, pooling="cls")
     _random_head(pm)
@@ -195,10 +200,10 @@ def test_lora_round_trip_unmerged_and_merged(tmp_path, tiny_lm, tiny_tok):
 
 
 def test_minilm_backbone_symmetry():
-    """The real embedded MiniLM encoder with a fresh head: symmetric, mean pooling, 512 tokens."""
+    """The real embedded MiniLM encoder with a fresh head: symmetric, segments pooling, 512 tokens."""
     pm = PairwisePreferenceModel.from_backbone("minilm")
-    assert pm.backbone_kind == "encoder" and pm.pooling == "mean" and pm.max_length == 512
-    assert pm.hidden_size == 384
+    assert pm.backbone_kind == "encoder" and pm.pooling == "segments" and pm.max_length == 512
+    assert pm.hidden_size == 384 and pm.head.weight.shape == (1, 768)
     p_ab = pm.prob(PROMPTS[:2], FIRST[:2], SECOND[:2])
     p_ba = pm.prob(PROMPTS[:2], SECOND[:2], FIRST[:2])
     torch.testing.assert_close(p_ab + p_ba, torch.ones(2), atol=1e-6, rtol=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from nlhf.models import RewardModel
@@ -55,3 +56,32 @@ def test_save_load_round_trip_and_generic_loader(tmp_path, tiny_bert):
     loaded = SequenceScorer.from_pretrained(tmp_path / "rm")  # dispatches on the saved kind
     assert type(loaded) is RewardModel
     torch.testing.assert_close(loaded.reward(PROMPTS, FIRST), rm.reward(PROMPTS, FIRST), atol=0, rtol=0)
+
+
+def test_generic_loader_in_a_fresh_process(tmp_path, tiny_bert):
+    """``SequenceScorer.from_pretrained`` finds the saved kind even when nothing imported the subclass modules."""
+    import subprocess
+    import sys
+
+    bert, tok = tiny_bert
+    _rm(bert, tok).save_pretrained(tmp_path / "rm")
+    code = (
+        "import sys; from nlhf.models.scorer import SequenceScorer; "
+        f"m = SequenceScorer.from_pretrained({str(tmp_path / 'rm')!r}); print(type(m).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "RewardModel"
+
+
+def test_save_with_a_gathered_state_dict(tmp_path, tiny_bert):
+    """``save_pretrained(state_dict=...)`` (FSDP: weights gathered by accelerate) writes exactly those weights."""
+    bert, tok = tiny_bert
+    rm = _rm(bert, tok)
+    state = {k: v.clone() + (1.0 if k.startswith("head.") else 0.0) for k, v in rm.state_dict().items()}
+    rm.save_pretrained(tmp_path / "gathered", state_dict=state)
+    loaded = SequenceScorer.from_pretrained(tmp_path / "gathered")
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, state[key], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="unexpected key 'extra.w'"):
+        rm.save_pretrained(tmp_path / "bad", state_dict={**state, "extra.w": torch.zeros(1)})

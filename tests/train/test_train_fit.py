@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nlhf.config import ConfigError
-from nlhf.train.calibration import expected_calibration_error, reliability_table
+from nlhf.train.calibration import both_orientations, expected_calibration_error, reliability_table
 from nlhf.train.cli import register
 from nlhf.train.fit import FitConfig, load_fit_config, run_fit
 from nlhf.train.loop import RunDirError
@@ -104,9 +104,10 @@ def test_train_end_to_end_beats_chance_and_reloads(task, tmp_path, kind, capsys)
     assert accuracy == pytest.approx(metrics["accuracy"])
     log_loss = -(labels * probs.log() + (1 - labels) * (1 - probs).log()).mean().item()
     assert log_loss == pytest.approx(metrics["log_loss"], rel=1e-4, abs=1e-6)
-    assert metrics["ece"] == pytest.approx(
-        expected_calibration_error(probs.numpy(), labels.numpy()), abs=1e-5
+    assert metrics["ece"] == pytest.approx(  # over both orientations of every pair
+        expected_calibration_error(*both_orientations(probs.numpy(), labels.numpy())), abs=1e-5
     )
+    assert metrics["calibration"]["orientations"] == 2 and sum(metrics["calibration"]["count"]) == 64
 
     # run directory: resolved config, logs, plot
     cfg = load_fit_config(out / "config.yaml")
@@ -202,6 +203,47 @@ def test_bad_data_and_unwritable_out_fail_before_the_model_loads(task, tmp_path,
         run_fit("rm", cfg)
 
 
+def test_ece_over_both_orientations_by_hand():
+    """probs (0.7, 0.7, 0.2), labels all 1 (chosen first, as in HH-RLHF), 2 bins.
+
+    One orientation: bin [0, .5) conf 0.2, freq 1; bin [.5, 1] conf 0.7, freq 1:
+    ECE = 1/3 * 0.8 + 2/3 * 0.3 = 7/15 (every label is 1: it only measures confidence).
+    Both orientations: probs (.7, .7, .2, .3, .3, .8), labels (1, 1, 1, 0, 0, 0):
+    bin [0, .5) = {.2: 1, .3: 0, .3: 0}: conf 0.8/3, freq 1/3, gap 1/15;
+    bin [.5, 1] = {.7: 1, .7: 1, .8: 0}: conf 2.2/3, freq 2/3, gap 1/15 -> ECE = 1/15.
+    """
+    p, y = both_orientations([0.7, 0.7, 0.2], [1, 1, 1])
+    assert p.tolist() == pytest.approx([0.7, 0.7, 0.2, 0.3, 0.3, 0.8]) and y.tolist() == [1, 1, 1, 0, 0, 0]
+    assert expected_calibration_error([0.7, 0.7, 0.2], [1, 1, 1], bins=2) == pytest.approx(7 / 15)
+    table = reliability_table(p, y, bins=2)
+    assert table.count == (3, 3) and table.frequency == pytest.approx((1 / 3, 2 / 3))
+    assert table.ece == pytest.approx(1 / 15)
+    with pytest.raises(ValueError, match="differ in size"):
+        both_orientations([0.5], [1, 0])
+
+
+def test_collate_carries_segment_ids_and_pooling_config(task):
+    """make_collate puts the model's segment ids in the batch; pooling=segments is a valid key."""
+    from nlhf.data.schema import PreferenceExample
+    from nlhf.models import PairwisePreferenceModel, RewardModel
+    from nlhf.train.fit import make_collate, preference_logits
+
+    pm = PairwisePreferenceModel.from_backbone(str(task["backbone"]), pooling="segments")
+    ex = [PreferenceExample("q", "ab", "c", 1.0)]
+    batch = make_collate("pm", pm)(ex)
+    # byte tokens: "q" + marker A (14) + "ab" + marker B (14) + "c" + EOS
+    assert batch["segment_ids"].tolist() == [[0] * 15 + [1, 1] + [0] * 14 + [2, 0],
+                                             [0] * 15 + [1] + [0] * 14 + [2, 2, 0]]  # fmt: skip
+    with torch.no_grad():
+        logit = preference_logits("pm", pm, batch)
+        direct = pm.score(batch["input_ids"], batch["attention_mask"], batch["segment_ids"])
+    torch.testing.assert_close(logit, direct[:1] - direct[1:], atol=1e-5, rtol=0)  # shared-prefix path
+    rm = RewardModel.from_backbone(str(task["backbone"]))
+    rm_batch = make_collate("rm", rm)(ex)
+    assert rm_batch["segment_ids"].tolist() == [[0, 1, 1, 0], [0, 1, 0, 0]]  # "q" "ab" EOS / "q" "c" EOS
+    assert load_fit_config(None, ["pooling=segments"], data="d", out="o").pooling == "segments"
+
+
 def test_reliability_table_by_hand():
     """probs (0.1, 0.3, 0.8, 0.9), labels (0, 1, 1, 1), 2 bins.
 
@@ -218,3 +260,23 @@ def test_reliability_table_by_hand():
     assert reliability_table([1.0], [1.0], bins=4).count == (0, 0, 0, 1)  # prob 1 falls in the last bin
     with pytest.raises(ValueError, match="row 1"):
         reliability_table([0.2, 1.2], [0, 1])
+
+
+@pytest.mark.parametrize("kind", ["pm", "rm"])
+def test_pretokenized_pairs_collate_to_the_same_batch(task, kind):
+    """pretokenize + make_collate gives exactly the batch of make_collate on the raw examples."""
+    from nlhf.data import load_preferences
+    from nlhf.models import PairwisePreferenceModel, RewardModel
+    from nlhf.train.fit import EncodedPair, make_collate, pretokenize
+
+    cls = PairwisePreferenceModel if kind == "pm" else RewardModel
+    model = cls.from_backbone(str(task["backbone"]), max_length=72)  # cuts some PM rows
+    examples = list(load_preferences(task["train"]))[:6]
+    encoded = pretokenize(model, examples, chunk=4)  # two chunks
+    assert len(encoded) == 6 and all(isinstance(e, EncodedPair) for e in encoded)
+    collate = make_collate(kind, model)
+    raw, pre = collate(examples), collate(encoded)
+    assert set(raw) == set(pre)
+    for key in ("input_ids", "attention_mask", "segment_ids", "labels", "truncated"):
+        assert torch.equal(raw[key], pre[key]), key
+    assert raw["input_ids"].shape[0] == 12
