@@ -74,14 +74,14 @@ class DemoConfig:
     n_train_prompts: int = 152  # of the 152 training prompts (round-robin over kinds); 0: all
     n_heldout_prompts: int = 48  # of the 48 held-out prompts (the claims are measured here); 0: all
     # stage 2: reference samples and oracle labels
-    samples_per_prompt: int = 4  # mu's responses per training prompt (pairs: samples / 2)
-    max_new_tokens: int = 24
-    raters_per_pair: int = 3  # Bernoulli(P*) draws per pair; the label is their mean
+    samples_per_prompt: int = 8  # mu's responses per training prompt (pairs: samples / 2)
+    max_new_tokens: int = 16
+    raters_per_pair: int = 16  # Bernoulli(P*) draws per pair; the label is their mean
     pair_eval_fraction: float = 0.15  # training prompts whose pairs only evaluate the judges
     sample_batch_rows: int = 32  # rows per decoding batch
     # stage 3: preference model and reward model
     judge_lr: float = 1e-4
-    judge_epochs: float = 3.0
+    judge_epochs: float = 2.0
     judge_batch_size: int = 16
     judge_max_length: int = 128
     # stage 4: policies (shared)
@@ -89,24 +89,24 @@ class DemoConfig:
     lora_alpha: float = 16.0
     lora_last_layers: int = 4
     lora_modules: tuple[str, ...] = ATTENTION_MODULES + MLP_MODULES
-    policy_lr: float = 2e-4
+    policy_lr: float = 1e-3
     # Nash-MD-PG (THEORY Sec. 4)
-    nash_steps: int = 30
+    nash_steps: int = 40
     nash_batch_size: int = 8  # prompts a step
     tau: float = 0.05  # KL strength of Nash-MD (preference units)
     mixture_coef: float = 0.125  # beta: weight of mu in the token-level geometric mixture
     # RLHF (THEORY Sec. 5): critic-free policy gradient (RLOO) or PPO, against the reward model
     rlhf_algorithm: Literal["rlhf_pg", "ppo"] = "rlhf_pg"
-    rlhf_steps: int = 30
+    rlhf_steps: int = 40
     rlhf_batch_size: int = 8  # prompts a step
     rlhf_group_size: int = 2  # responses per prompt (leave-one-out baseline)
     rlhf_tau: float = 0.05  # KL strength of RLHF (reward units)
     # offline IPO (THEORY Sec. 5), summed log-probs
     ipo_tau: float = 0.1
-    ipo_epochs: float = 2.0
+    ipo_epochs: float = 1.0
     ipo_batch_size: int = 8
     # stage 5: tournament under the oracle on the held-out prompts
-    eval_samples_per_prompt: int = 4
+    eval_samples_per_prompt: int = 6
     eval_batch_size: int = 16
     bootstrap: int = 1000
     confidence: float = 0.95
@@ -663,7 +663,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     train_pairs, eval_pairs = split_pairs_by_prompt(examples, cfg.pair_eval_fraction, cfg.seed)
     save_preferences(train_pairs, run / "pairs" / "train.jsonl")
     save_preferences(eval_pairs, run / "pairs" / "eval.jsonl")
-    mu_vec = np.array(list(mu.values()))
+    xs = [p.prompt for p, ys in zip(train_prompts, samples) for _ in ys]
+    mu_vec = env.class_distribution(xs, [y for ys in samples for y in ys])  # (K,) unrounded: sums to 1
     analysis: dict[str, Any] = {}
     if mu_vec.min() > 0:
         analysis["cyclic"] = environment_summary(env.game, mu_vec)

@@ -149,7 +149,7 @@ def test_demo_config_layers_and_errors(tmp_path):
     from nlhf.config import ConfigError
     from nlhf.pipeline import QUICK, load_demo_config
 
-    assert load_demo_config().nash_steps == 30
+    assert load_demo_config().nash_steps == 40
     quick = load_demo_config(quick=True)
     assert quick.nash_steps == QUICK["nash_steps"] and quick.claims is False
     yaml_file = tmp_path / "demo.yaml"
