@@ -77,6 +77,7 @@ class DemoConfig:
     samples_per_prompt: int = 8  # mu's responses per training prompt (pairs: samples / 2)
     max_new_tokens: int = 16
     raters_per_pair: int = 16  # Bernoulli(P*) draws per pair; the label is their mean
+    pairing: Literal["disjoint", "all"] = "disjoint"  # (0,1),(2,3),... or all C(S, 2) pairs of a prompt's samples
     pair_eval_fraction: float = 0.15  # training prompts whose pairs only evaluate the judges
     sample_batch_rows: int = 32  # rows per decoding batch
     # stage 3: preference model and reward model
@@ -319,9 +320,22 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Any], samples
     return out
 
 
-def label_pairs(env: Any, prompts: Sequence[Any], responses: Sequence[Sequence[str]], raters: int, seed: int
-                ) -> tuple[list[Any], dict[str, int]]:  # fmt: skip
-    """Disjoint pairs (0, 1), (2, 3), ... of each prompt's responses, labelled by ``raters`` Bernoulli(P*) draws.
+def response_pairs(n: int, pairing: str) -> list[tuple[int, int]]:
+    """Index pairs of a prompt's n responses: ``"disjoint"`` (0, 1), (2, 3), ...; ``"all"`` every i < j.
+
+    >>> response_pairs(4, "disjoint"), response_pairs(3, "all")
+    ([(0, 1), (2, 3)], [(0, 1), (0, 2), (1, 2)])
+    """
+    if pairing == "disjoint":
+        return [(j, j + 1) for j in range(0, n - 1, 2)]
+    if pairing == "all":
+        return [(i, j) for i in range(n) for j in range(i + 1, n)]
+    raise ValueError(f"pairing must be 'disjoint' or 'all', got {pairing!r}")
+
+
+def label_pairs(env: Any, prompts: Sequence[Any], responses: Sequence[Sequence[str]], raters: int, seed: int,
+                pairing: str = "disjoint") -> tuple[list[Any], dict[str, int]]:  # fmt: skip
+    """Pairs of each prompt's responses (:func:`response_pairs`), labelled by ``raters`` Bernoulli(P*) draws.
 
     label = mean of the draws = a soft P(first > second) (THEORY Sec. 1: BCE and IPO take
     soft labels). Pairs that a preference dataset cannot hold (an empty response, or two
@@ -336,8 +350,8 @@ def label_pairs(env: Any, prompts: Sequence[Any], responses: Sequence[Sequence[s
     xs, firsts, seconds, meta = [], [], [], []
     dropped = {"empty": 0, "identical": 0}
     for p, ys in zip(prompts, responses):
-        for j in range(0, len(ys) - 1, 2):
-            a, b = ys[j], ys[j + 1]
+        for i, j in response_pairs(len(ys), pairing):
+            a, b = ys[i], ys[j]
             if not a.strip() or not b.strip():
                 dropped["empty"] += 1
                 continue
@@ -659,7 +673,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
                 f.write(json.dumps({"id": p.metadata["id"], "prompt": p.prompt, "response": y,
                                     "class": env.classes[env.classify([p.prompt], [y])[0]]}) + "\n")  # fmt: skip
     mu = class_table(env, train_prompts, samples)
-    examples, dropped = label_pairs(env, train_prompts, samples, cfg.raters_per_pair, cfg.seed)
+    examples, dropped = label_pairs(env, train_prompts, samples, cfg.raters_per_pair, cfg.seed, cfg.pairing)
     train_pairs, eval_pairs = split_pairs_by_prompt(examples, cfg.pair_eval_fraction, cfg.seed)
     save_preferences(train_pairs, run / "pairs" / "train.jsonl")
     save_preferences(eval_pairs, run / "pairs" / "eval.jsonl")

@@ -96,6 +96,12 @@ def test_label_pairs_average_bernoulli_draws_of_p_star():
         structured, direct, "structured", "direct")  # fmt: skip
     assert e.metadata["p_star"] == pytest.approx(0.65)
     assert abs(e.label - 0.65) < 4 * (0.65 * 0.35 / 2000) ** 0.5
+    # all C(3, 2) pairs of three responses: structured > direct 0.65, structured vs "same" (unfocused) 0.95,
+    # direct vs "same" 0.95 (THEORY Sec. 7's population game, nlhf.envs.oracles)
+    every, dropped = label_pairs(env, [p], [[structured, direct, "same"]], raters=1, seed=0, pairing="all")
+    assert dropped == {"empty": 0, "identical": 0}
+    assert [(x.first, x.second) for x in every] == [(structured, direct), (structured, "same"), (direct, "same")]
+    assert [x.metadata["p_star"] for x in every] == pytest.approx([0.65, 0.95, 0.95])
 
 
 def test_split_pairs_by_prompt_keeps_prompts_apart():
