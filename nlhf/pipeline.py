@@ -391,13 +391,6 @@ def split_pairs_by_prompt(examples: Sequence[Any], fraction: float, seed: int) -
     return train, evaluation
 
 
-def class_table(env: Any, prompts: Sequence[Any], responses: Sequence[Sequence[str]]) -> dict[str, float]:
-    """A policy's class distribution over all its responses, {class: share}."""
-    xs = [p.prompt for p, ys in zip(prompts, responses) for _ in ys]
-    ys = [y for ys in responses for y in ys]
-    return dict(zip(env.classes, env.class_distribution(xs, ys).round(4).tolist()))
-
-
 # ----------------------------------------------------------------------------- stage 3: judges
 
 
@@ -632,7 +625,12 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     import torch
 
     from nlhf.data import save_preferences
-    from nlhf.envs import default_bradley_terry, default_rater_population, environment_summary
+    from nlhf.envs import (
+        class_distribution,
+        default_bradley_terry,
+        default_rater_population,
+        environment_summary,
+    )
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -667,18 +665,19 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     samples = sample_responses(ref_model, ref_tok, train_prompts, cfg.samples_per_prompt, cfg.max_new_tokens,
                                batch_rows=cfg.sample_batch_rows, seed=cfg.seed, desc="reference samples")  # fmt: skip
     (run / "pairs").mkdir(exist_ok=True)
+    ids = [p.metadata["id"] for p, ys in zip(train_prompts, samples) for _ in ys]
+    xs = [p.prompt for p, ys in zip(train_prompts, samples) for _ in ys]
+    flat = [y for ys in samples for y in ys]
+    classes = env.classify(xs, flat)  # (N,) class index of every reference response
     with open(run / "pairs" / "reference_samples.jsonl", "w", encoding="utf-8") as f:
-        for p, ys in zip(train_prompts, samples):
-            for y in ys:
-                f.write(json.dumps({"id": p.metadata["id"], "prompt": p.prompt, "response": y,
-                                    "class": env.classes[env.classify([p.prompt], [y])[0]]}) + "\n")  # fmt: skip
-    mu = class_table(env, train_prompts, samples)
+        for i, x, y, c in zip(ids, xs, flat, classes):
+            f.write(json.dumps({"id": i, "prompt": x, "response": y, "class": env.classes[c]}) + "\n")
     examples, dropped = label_pairs(env, train_prompts, samples, cfg.raters_per_pair, cfg.seed, cfg.pairing)
     train_pairs, eval_pairs = split_pairs_by_prompt(examples, cfg.pair_eval_fraction, cfg.seed)
     save_preferences(train_pairs, run / "pairs" / "train.jsonl")
     save_preferences(eval_pairs, run / "pairs" / "eval.jsonl")
-    xs = [p.prompt for p, ys in zip(train_prompts, samples) for _ in ys]
-    mu_vec = env.class_distribution(xs, [y for ys in samples for y in ys])  # (K,) unrounded: sums to 1
+    mu_vec = class_distribution(classes, len(env.classes))  # (K,) unrounded: sums to 1
+    mu = dict(zip(env.classes, mu_vec.round(4).tolist()))  # {class: share}, for the report
     analysis: dict[str, Any] = {}
     if mu_vec.min() > 0:
         analysis["cyclic"] = environment_summary(env.game, mu_vec)
