@@ -201,3 +201,16 @@ def test_demo_lab_writes_report_and_results(tmp_path, capsys):
     assert results["bandit"]["two"]["methods"]["ipo"]["0.1"]["mean"][0] == pytest.approx(expit(5.0), abs=1e-3)
     report = (out / "report.md").read_text()
     assert "## 3. IPO vs DPO" in report and "![dynamics](dynamics_rps.png)" in report
+
+
+def test_ipo_subset_is_a_seeded_sample_in_file_order(tmp_path):
+    """10 lines, n = 4: 4 distinct lines of the file, in file order, the same for the same seed; n = 0 or n >= 10: the file itself."""
+    from nlhf.pipeline import ipo_subset
+
+    src = tmp_path / "train.jsonl"
+    src.write_text("".join(f'{{"i": {i}}}\n' for i in range(10)))
+    out = ipo_subset(src, tmp_path / "ipo.jsonl", 4, seed=0)
+    picked = [int(line[6:-1]) for line in out.read_text().splitlines()]
+    assert len(set(picked)) == 4 and picked == sorted(picked) and set(picked) <= set(range(10))
+    assert ipo_subset(src, tmp_path / "again.jsonl", 4, seed=0).read_text() == out.read_text()
+    assert ipo_subset(src, tmp_path / "x.jsonl", 0, seed=0) == src and ipo_subset(src, tmp_path / "y.jsonl", 10, seed=0) == src

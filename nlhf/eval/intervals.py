@@ -3,8 +3,8 @@
 numpy and scipy only. Used by the tournament (:mod:`nlhf.eval.tournament`):
 
 * a win rate is reported as the mean judge probability; its interval is a binomial
-  interval on Bernoulli outcomes drawn from those probabilities (each outcome is
-  Bernoulli(E[P]) marginally, so the interval covers the population win rate);
+  interval on the fractional win count k = sum P out of n comparisons (conservative: a
+  probability in [0, 1] with mean p has variance at most p(1 - p));
 * an exploitability interval is a percentile bootstrap over prompts.
 
 Formulas (z = Phi^-1(1 - alpha/2), alpha = 1 - confidence, p = k/n):

@@ -19,12 +19,9 @@ INTERVAL_LABELS = {"wilson": "Wilson score", "clopper_pearson": "Clopper-Pearson
 SEMANTICS = (
     "Win rate (row beats column): the mean judge probability P(row's response > column's response) over "
     "every prompt and sample, sample k of one policy paired with sample k of the other on the same prompt; "
-    "the diagonal is 1/2. Interval: each comparison also yields a Bernoulli outcome drawn from the judge's "
-    "probability (seeded; one uniform per comparison serves both orders, so under a symmetric judge exactly "
-    "one of the two policies wins it); marginally that outcome is Bernoulli(E[P]), so a {interval} interval on the "
-    "number of wins covers the population win rate at {confidence:.0%}. The point estimate is the mean "
-    "probability, a lower-variance estimate of the same win rate (with few comparisons it can fall just "
-    "outside the interval, which is about the outcome count).",
+    "the diagonal is 1/2. Interval: {interval} at {confidence:.0%} on the fractional win count (each comparison "
+    "counts P(row > column) of a win) out of the number of comparisons; a probability in [0, 1] has at most the "
+    "binomial variance, so the interval is conservative (comparisons on one prompt are treated as independent).",
     "KL(pi || mu): Monte Carlo mean over the policy's own samples of sum_t [log pi(y_t | x, y_<t) - "
     "log mu(y_t | x, y_<t)] at temperature 1, with its standard error std/sqrt(n); mu is the reference "
     "policy (for a LoRA policy, its base with the adapter disabled). The reference itself has KL 0 exactly.",
@@ -75,7 +72,7 @@ class TournamentResult:
 
     names: list[str]
     win_rate: np.ndarray  # (n, n) mean judge probability P(row beats column); diagonal 1/2
-    wins: np.ndarray  # (n, n) int, Bernoulli outcomes won by the row (drawn from the judge's probabilities)
+    wins: np.ndarray  # (n, n) float, expected wins of the row: the sum of the judge's P(row > column)
     n_games: np.ndarray  # (n, n) int, comparisons per ordered pair (0 on the diagonal)
     win_low: np.ndarray  # (n, n) interval on wins / n_games (nan on the diagonal)
     win_high: np.ndarray  # (n, n)
@@ -191,7 +188,7 @@ class TournamentResult:
             "n_prompts": len(self.prompts),
             "samples_per_prompt": self.samples_per_prompt,
             "win_rate": self.win_rate,
-            "wins": self.wins.astype(int),
+            "wins": np.round(self.wins.astype(float), 4),
             "n_games": self.n_games.astype(int),
             "win_low": self.win_low,
             "win_high": self.win_high,

@@ -26,14 +26,13 @@ Win rates
     against sample k of policy j, so N comparisons per pair, in batches of
     ``cfg.batch_size``. ``win_rate[i, j]`` is the mean judge probability
     P(y_i > y_j | x) (both orders are asked: a judge that is not exactly symmetric may give
-    ``win_rate[i, j] + win_rate[j, i] != 1``); the diagonal is 1/2. For the interval, each
-    comparison also yields an outcome ``u < P`` with u uniform (numpy, seeded from
-    ``(seed, i, j)``, i < j; the reverse order uses the same u as ``u >= 1 - P(y_j > y_i)``, so
-    under a symmetric judge exactly one of the two wins each comparison and
-    ``wins[i, j] + wins[j, i] = N``): marginally a Bernoulli(E[P]) draw, so a Wilson / Clopper-Pearson
-    interval (:mod:`nlhf.eval.intervals`) on ``wins[i, j]`` out of ``n_games[i, j] = N``
-    covers the population win rate; the point estimate stays the mean probability (lower
-    variance).
+    ``win_rate[i, j] + win_rate[j, i] != 1``); the diagonal is 1/2. The interval is a Wilson
+    / Clopper-Pearson interval (:mod:`nlhf.eval.intervals`) on ``wins[i, j] = sum P`` (each
+    comparison counts as P(y_i > y_j) of a win, a fractional count) out of
+    ``n_games[i, j] = N``: centred on the point estimate, and conservative, since a
+    probability P in [0, 1] with mean p has variance at most p (1 - p), the binomial variance
+    the intervals assume (drawing a Bernoulli(P) outcome per comparison would only add coin
+    noise). Comparisons on the same prompt are treated as independent.
 
 KL(pi || mu)
     The Monte Carlo mean over the policy's own N samples of
@@ -76,7 +75,7 @@ from nlhf.eval.policies import PolicyEntry
 from nlhf.eval.result import TournamentResult
 
 # Seed-sequence tags: each random stream of the tournament is seeded from (seed, tag, ...).
-_SAMPLE, _BEST_OF_N, _OUTCOME, _BOOTSTRAP = 0, 1, 2, 3
+_SAMPLE, _BEST_OF_N, _BOOTSTRAP = 0, 1, 3  # (2 was the old outcome draws)
 
 
 def derive_seed(*words: int) -> int:
@@ -335,20 +334,17 @@ def run_tournament(
 
     # 3. Win rates and their intervals
     win_rate = pair_probs.mean(axis=2)  # (n, n)
-    wins = np.zeros((n, n), dtype=np.int64)
-    n_games = np.zeros((n, n), dtype=np.int64)
+    wins = pair_probs.sum(axis=2)  # (n, n) expected wins: each comparison counts P(row > column)
+    np.fill_diagonal(wins, 0.0)  # a policy plays no games against itself
+    n_games = np.where(np.eye(n, dtype=bool), 0, N).astype(np.int64)  # (n, n)
     win_low = np.full((n, n), np.nan)
     win_high = np.full((n, n), np.nan)
     for i in range(n):
-        for j in range(i + 1, n):
-            # one uniform per comparison for both orders: i wins when u < P(y_i > y_j), j wins when
-            # u >= 1 - P(y_j > y_i); for a symmetric judge exactly one of them wins each comparison
-            u = np.random.default_rng(derive_seed(cfg.seed, _OUTCOME, i, j)).random(N)  # (N,)
-            wins[i, j] = int((u < pair_probs[i, j]).sum())
-            wins[j, i] = int((u >= 1.0 - pair_probs[j, i]).sum())
-            for a, b in ((i, j), (j, i)):
-                n_games[a, b] = N
-                win_low[a, b], win_high[a, b] = binomial_interval(wins[a, b], N, cfg.interval, cfg.confidence)
+        for j in range(n):
+            if i != j:
+                win_low[i, j], win_high[i, j] = binomial_interval(
+                    float(np.clip(wins[i, j], 0.0, N)), N, cfg.interval, cfg.confidence
+                )
 
     # 4. KL, length, truncation
     kl = np.full(n, np.nan)

@@ -53,7 +53,7 @@ def win_rate_table_html(result: Any) -> str:
                 continue
             p = result.win_rate[i, j]
             ci = f"[{_num(result.win_low[i, j])}, {_num(result.win_high[i, j])}]"
-            title = f"{int(result.wins[i, j])} of {int(result.n_games[i, j])} sampled outcomes won"
+            title = f"{float(result.wins[i, j]):.1f} expected wins of {int(result.n_games[i, j])} comparisons"
             cells.append(
                 f'<td style="background:{_cell_color(p)}" title="{escape(title)}">{_num(p)}'
                 f'<span class="ci">{ci}</span></td>'

@@ -15,7 +15,8 @@ THEORY.md Sec. 4 and 6. The pieces:
   softmax((1 - mixture_coef) logits_pi + mixture_coef logits_mu), one cache per model;
   with a second model that is not mu (an EMA copy) and ``mixture_coef=1`` it samples that model;
 * :func:`sample_policy_and_mixture`: Nash-MD-PG's pair (y with log pi and log mu of its
-  tokens, and y') from one loop over 2B rows;
+  tokens, and y') from one loop (policy on 2B rows, reference on the B rows of y', then
+  one teacher-forced forward of the reference for log mu of y);
 * :func:`response_logps`: a trainer's (differentiable) re-scoring of a rollout;
 * :class:`Sampler`: the interface the trainers use; :class:`HFSampler` implements it with
   the functions above. A faster backend (vLLM on GPUs) can be added later as another

@@ -32,17 +32,21 @@ with transformers 5 passes one cache to both models, which then attend to each o
 states; its correct configuration, ``use_cache=False``, recomputes the whole prefix at
 every step: quadratic. See PEER-TRL.md.)
 
-:func:`sample_policy_and_mixture` runs both models once per step on 2B rows (B continuing
-the policy sample y, B continuing the mixture sample y'), so one loop gives y with log pi
-and log mu of its tokens (the KL term of Nash-MD-PG) and y' ~ pi^(1-beta) mu^beta (token
-level) together.
+:func:`sample_policy_and_mixture` runs the policy once per step on 2B rows (B continuing
+the policy sample y, B continuing the mixture sample y') and the reference on the B rows of
+y' only, so one loop gives y with log pi of its tokens and y' ~ pi^(1-beta) mu^beta (token
+level); log mu of y (the KL term of Nash-MD-PG) comes from one teacher-forced forward of mu
+after the loop, cheaper than B more rows at every step.
 
-Cost note: finished rows stay in the batch until every row has finished (no compaction).
+Cost notes: rows that repeat a prompt (same ids and mask: Nash-MD's y and y' rows, k
+samples of one prompt) are prefilled once and their cache rows copied (``_CachedLM.prefill``);
+finished rows stay in the batch until every row has finished (no compaction).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import math
@@ -342,6 +346,38 @@ def _new_cache(model: Any) -> Any:
         return DynamicCache()
 
 
+def _distinct_rows(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """(first, inverse): row indices of the distinct (ids, mask) rows and, per row, its distinct row's
+    position in ``first`` (``rows == rows[first][inverse]``); ``(None, None)`` when no row repeats."""
+    B = prompt_ids.shape[0]
+    if B < 2:
+        return None, None
+    key = torch.where(prompt_mask.bool(), prompt_ids, torch.full_like(prompt_ids, -1))  # (B, P): pads ignored
+    unique, inverse = torch.unique(key, dim=0, return_inverse=True)  # (U, P), (B,)
+    U = unique.shape[0]
+    if U == B:
+        return None, None
+    first = torch.full((U,), B, dtype=torch.long, device=prompt_ids.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(B, device=prompt_ids.device), reduce="amin")  # (U,)
+    order = torch.argsort(first)  # keep the distinct rows in batch order
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(U, device=order.device)
+    return first[order], rank[inverse]
+
+
+def _selectable(cache: Any) -> bool:
+    from transformers import DynamicCache
+
+    return type(cache) is DynamicCache and hasattr(cache, "batch_select_indices")
+
+
+def _cache_rows_are(cache: Any, rows: int) -> bool:
+    """Whether every layer of the cache holds ``rows`` rows (False for an empty cache)."""
+    layers = getattr(cache, "layers", None) or []
+    keys = [getattr(layer, "keys", None) for layer in layers]
+    return bool(keys) and all(k is not None and k.dim() > 0 and k.shape[0] == rows for k in keys)
+
+
 class _CachedLM:
     """One causal LM with its own KV cache over B rows of left-padded prompts.
 
@@ -360,20 +396,37 @@ class _CachedLM:
         self.width = P  # tokens in the cache so far
         self.next_position = prompt_mask.long().sum(dim=-1, keepdim=True)  # (B, 1)
 
-    def _forward(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+    def _forward(self, input_ids: Tensor, position_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         kwargs = {self.cache_kw: self.cache, "use_cache": True}
         if self.keeps_logits:
             kwargs["logits_to_keep"] = 1
         out = self.model(
             input_ids=input_ids,
-            attention_mask=self.mask[:, : self.width],
+            attention_mask=self.mask[:, : self.width] if attention_mask is None else attention_mask,
             position_ids=position_ids,
             **kwargs,
         )
         return out.logits[:, -1].float()  # (B, V)
 
     def prefill(self, prompt_ids: Tensor) -> Tensor:
-        return self._forward(prompt_ids, position_ids_from_mask(self.mask[:, : self.width]))
+        """Run the prompts; rows repeating an earlier row's prompt (same ids and mask) are run once.
+
+        Trainers and samplers often repeat a prompt (Nash-MD's y and y' rows, k samples per
+        prompt): the distinct rows are prefilled and the cache rows copied
+        (``DynamicCache.batch_select_indices``), the same keys and values for a fraction of
+        the work. Models whose cache is not a plain ``DynamicCache`` run every row.
+        """
+        mask = self.mask[:, : self.width]  # (B, P)
+        positions = position_ids_from_mask(mask)  # (B, P)
+        first, inverse = _distinct_rows(prompt_ids, mask)
+        if first is None or not _selectable(self.cache):
+            return self._forward(prompt_ids, positions)
+        logits = self._forward(prompt_ids[first], positions[first], mask[first])  # (U, V)
+        if not _cache_rows_are(self.cache, first.numel()):  # the model kept no per-row cache: run every row
+            self.cache = _new_cache(_unwrap(self.model))
+            return self._forward(prompt_ids, positions)
+        self.cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...)
+        return logits[inverse]  # (B, V)
 
     def step(self, tokens: Tensor) -> Tensor:
         self.width += 1
@@ -673,18 +726,23 @@ def sample_policy_and_mixture(
 ) -> tuple[Rollout, Rollout]:
     """Nash-MD-PG's two samples per prompt from one decode loop: y ~ pi and y' ~ pi^(1-beta) mu^beta.
 
-    Policy and reference each run once per step on 2B rows with their own cache: rows
-    ``0..B-1`` continue y (sampled from ``process_logits(logits_pi)``), rows ``B..2B-1``
-    continue y' (from ``process_logits(mixture_logits(logits_pi, logits_mu, beta))``). y and
-    y' are drawn with independent uniforms (2B per step), so they are independent given x.
-    With a :class:`RowGenerator` of B rows, y and y' of prompt b use two sub-streams of row b's.
+    Each step the policy runs once on 2B rows and the reference once on B rows, each model
+    with its own cache: rows ``0..B-1`` continue y (sampled from
+    ``process_logits(logits_pi)``), rows ``B..2B-1`` continue y' (from
+    ``process_logits(mixture_logits(logits_pi, logits_mu, beta))``); only y' needs the
+    reference while decoding. The reference's log-probs of y then come from ONE
+    teacher-forced forward of mu on the finished y (cheaper than B more rows at every
+    step). The prompt is prefilled once per model (the 2B policy rows share it, see
+    ``_CachedLM.prefill``). y and y' are drawn with independent uniforms (2B per step), so
+    they are independent given x. With a :class:`RowGenerator` of B rows, y and y' of
+    prompt b use two sub-streams of row b's.
 
     Returns:
         ``(policy_rollout, mixture_rollout)``, both with ``sampling_logps``, ``policy_logps``
         and ``ref_logps`` (temperature 1, under ``policy`` and ``ref``). For y these give the
-        per-token log-ratio log pi - log mu of Nash-MD-PG's KL term with no extra forward of
-        the reference (THEORY.md Sec. 4). ``beta = 0`` is SelfPlay's pair, ``beta = 1``
-        BestResponse's. Arguments as in :func:`sample_mixture`.
+        per-token log-ratio log pi - log mu of Nash-MD-PG's KL term (THEORY.md Sec. 4).
+        ``beta = 0`` is SelfPlay's pair, ``beta = 1`` BestResponse's. Arguments as in
+        :func:`sample_mixture`.
     """
     beta = _check_mixture_coef("sample_policy_and_mixture", mixture_coef)
     where = "sample_policy_and_mixture"
@@ -699,11 +757,11 @@ def sample_policy_and_mixture(
     mixture_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with _sampling_mode(policy, ref):
         policy_lm = _CachedLM(policy, both_mask, cfg.max_new_tokens)
-        ref_lm = _CachedLM(ref, both_mask, cfg.max_new_tokens)
+        ref_lm = _CachedLM(ref, prompt_mask, cfg.max_new_tokens)  # y' rows only
         policy_logits = policy_lm.prefill(both_ids)  # (2B, V)
-        ref_logits = ref_lm.prefill(both_ids)  # (2B, V)
+        ref_logits = ref_lm.prefill(prompt_ids)  # (B, V)
         for t in range(cfg.max_new_tokens):
-            mixed = mixture_logits(policy_logits[B:], ref_logits[B:], beta)  # (B, V)
+            mixed = mixture_logits(policy_logits[B:], ref_logits, beta)  # (B, V)
             sampled_from = torch.cat([policy_logits[:B], mixed], dim=0)  # (2B, V)
             processed = process_logits(sampled_from, cfg.temperature, cfg.top_k, cfg.top_p)  # (2B, V)
             tokens, sampling_logps = sample_tokens(processed, generator)  # (2B,), (2B,)
@@ -712,21 +770,21 @@ def sample_policy_and_mixture(
                 sampling_logps[:B],
                 policy_logits[:B],
                 policy_logps=_token_logps(policy_logits[:B], tokens[:B]),
-                ref_logps=_token_logps(ref_logits[:B], tokens[:B]),
             )
             mixture_tokens = mixture_rec.add(
                 tokens[B:],
                 sampling_logps[B:],
                 mixed,
                 policy_logps=_token_logps(policy_logits[B:], tokens[B:]),
-                ref_logps=_token_logps(ref_logits[B:], tokens[B:]),
+                ref_logps=_token_logps(ref_logits, tokens[B:]),
             )
             if (policy_rec.done and mixture_rec.done) or t == cfg.max_new_tokens - 1:
                 break
-            both_tokens = torch.cat([policy_tokens, mixture_tokens], dim=0)  # (2B,)
-            policy_logits = policy_lm.step(both_tokens)  # (2B, V)
-            ref_logits = ref_lm.step(both_tokens)  # (2B, V)
-    return policy_rec.build(prompt_ids, prompt_mask), mixture_rec.build(prompt_ids, prompt_mask)
+            policy_logits = policy_lm.step(torch.cat([policy_tokens, mixture_tokens], dim=0))  # (2B, V)
+            ref_logits = ref_lm.step(mixture_tokens)  # (B, V)
+        y = policy_rec.build(prompt_ids, prompt_mask)
+        y = dataclasses.replace(y, ref_logps=response_logps(ref, y))  # (B, R) log mu of y: one teacher-forced forward
+    return y, mixture_rec.build(prompt_ids, prompt_mask)
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ one explicit step function per algorithm does, for each micro-batch of B prompts
    model through ``sigmoid(r - r')``, an oracle), on the decoded response texts;
 3. recompute log pi of the sampled tokens WITH gradient (one forward of the policy at
    temperature 1: :func:`nlhf.sampling.response_logps`); mu's log-probs come from the
-   sampler (Nash-MD-PG's decode loop runs mu anyway) or from one no-grad forward;
+   sampler (Nash-MD-PG's sampler adds them with one teacher-forced forward of mu) or from one
+   no-grad forward;
 4. the loss of :mod:`nlhf.losses.nash`, one value per prompt, weight 1 each (the loop
    divides the global sum by the global number of prompts, so accumulation and processes
    do not change the update).

@@ -252,3 +252,22 @@ def test_bad_input_is_named():
         TournamentConfig(samples_per_prompt=0)
     with pytest.raises(ConfigError, match="max_prompt_tokens"):
         TournamentConfig(max_prompt_tokens=0)
+
+
+def test_win_interval_is_on_the_fractional_win_count():
+    """A judge that says 0.7 for every comparison: 5 prompts x 4 samples = 20 comparisons.
+
+    wins = 20 x 0.7 = 14 expected wins (no coin flips), so the interval is Wilson(14, 20),
+    centred on the point estimate's side: z = 1.959964, centre (0.7 + z^2/40) / (1 + z^2/20)
+    = 0.796039 / 1.192079 = 0.667774, half-width z sqrt(0.21/20 + z^2/1600) / 1.192079
+    = 1.959964 x 0.113582 / 1.192079 = 0.186747 -> [0.481027, 0.854521]. Clopper-Pearson
+    on the same fractional count is wider and contains it.
+    """
+    pols = [tabular_entry("p", pure(2)), tabular_entry("q", pure(1))]
+    judge = CallableJudge(lambda x, a, b: 0.7, name="constant")
+    r = run_tournament(pols, ["x"] * 5, judge, CFG, progress=False)
+    assert r.win_rate[0, 1] == pytest.approx(0.7) and r.wins[0, 1] == pytest.approx(14.0)
+    assert r.win_low[0, 1] == pytest.approx(0.481027, abs=2e-5) and r.win_high[0, 1] == pytest.approx(0.854521, abs=2e-5)
+    cp = run_tournament(pols, ["x"] * 5, judge, TournamentConfig(**{**CFG.__dict__, "interval": "clopper_pearson"}),
+                        progress=False)  # fmt: skip
+    assert cp.win_low[0, 1] < r.win_low[0, 1] < 0.7 < r.win_high[0, 1] < cp.win_high[0, 1]

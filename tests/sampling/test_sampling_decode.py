@@ -185,3 +185,47 @@ def test_bad_inputs_are_refused_with_the_row(policy, batch):
         generate(no_eos, batch.input_ids, batch.attention_mask, cfg)
     # ... unless it is given, or stopping is off
     assert generate(no_eos, batch.input_ids, batch.attention_mask, cfg, eos_token_id=EOS).response_ids.shape[0] == 4
+
+
+def test_repeated_prompts_are_prefilled_once(policy, monkeypatch):
+    """Rows repeating a prompt share one prefill; the cache copy gives the same samples and logits.
+
+    Batch [p0, p1, p0, p2, p1] (left-padded): the prefill forward must see the 3 distinct
+    rows only, and the rollout (tokens, per-step logits, log-probs) must equal the one with
+    the de-duplication switched off (every row prefilled), same RowGenerator seeds.
+    """
+    import nlhf.sampling.decode as decode
+
+    rows = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[1]]
+    b = collate_prompts(rows, pad_token_id=PAD)
+    cfg = SamplingConfig(max_new_tokens=8)
+    seen: list[int] = []
+    real_forward = decode._CachedLM._forward
+
+    def counting(self, input_ids, position_ids, attention_mask=None):
+        seen.append(int(input_ids.shape[0]))
+        return real_forward(self, input_ids, position_ids, attention_mask)
+
+    monkeypatch.setattr(decode._CachedLM, "_forward", counting)
+    shared = generate(policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True)
+    assert seen[0] == 3 and set(seen[1:]) == {5}  # prefill on 3 distinct rows, then every row steps
+    seen.clear()
+    monkeypatch.setattr(decode, "_distinct_rows", lambda ids, mask: (None, None))
+    alone = generate(policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True)
+    assert seen[0] == 5
+    assert torch.equal(shared.response_ids, alone.response_ids)
+    torch.testing.assert_close(shared.step_logits, alone.step_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.policy_logps, alone.policy_logps, atol=1e-5, rtol=1e-5)
+    # the rows of a repeated prompt start from the same distribution
+    torch.testing.assert_close(shared.step_logits[0, 0], shared.step_logits[2, 0])
+
+
+def test_distinct_rows_ignore_pad_ids_but_not_positions():
+    """Same tokens under the mask -> one row; a different pad id is ignored; a shifted prompt is another row."""
+    from nlhf.sampling.decode import _distinct_rows
+
+    ids = torch.tensor([[0, 5, 6], [1, 2, 3], [9, 5, 6], [5, 6, 0], [1, 2, 3]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [1, 1, 0], [1, 1, 1]])
+    first, inverse = _distinct_rows(ids, mask)
+    assert first.tolist() == [0, 1, 3] and inverse.tolist() == [0, 1, 0, 2, 1]
+    assert _distinct_rows(ids[:2], mask[:2]) == (None, None)
