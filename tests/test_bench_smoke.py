@@ -5,6 +5,8 @@
 there, synthetic pairs otherwise), 3 steps. ``benchmarks/bench_judges_speed.py --smoke``:
 4 steps of each side; the TRL side runs when TRL is installed in /tmp/trl116 and is
 skipped with a printed reason otherwise (the smoke run never installs it).
+``benchmarks/demo_oracle_ablation.py --smoke``: the demo's Nash-MD stage judged by the oracle,
+on the tiny random model, 2 steps.
 """
 
 from __future__ import annotations
@@ -83,3 +85,18 @@ def test_bench_judges_speed_smoke():
     else:
         assert "peer skipped: TRL" in stdout
         assert summary["peer"].startswith("skipped")
+
+
+def test_demo_oracle_ablation_smoke(tmp_path):
+    """The oracle-judge ablation of the demo, tiny model, 2 steps: one record whose win rate is pi^T P* mu."""
+    import numpy as np
+
+    from nlhf.envs import default_rater_population
+
+    records, _ = _run("demo_oracle_ablation.py", "--out", str(tmp_path))
+    (rec,) = [r for r in records if r.get("name") == "demo_oracle_ablation"]
+    pi, mu = np.array(rec["pi_class_mix"]), np.array(rec["mu_class_mix"])
+    assert rec["steps"] == 2 and rec["heldout_responses_per_policy"] == 8
+    assert abs(pi.sum() - 1) < 1e-3 and abs(mu.sum() - 1) < 1e-3
+    P = default_rater_population().game.P
+    assert rec["win_pi_vs_mu_class_level"] == pytest.approx(float(pi @ P @ mu), abs=2e-3)
