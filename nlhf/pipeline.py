@@ -77,8 +77,9 @@ class DemoConfig:
     samples_per_prompt: int = 8  # mu's responses per training prompt
     max_new_tokens: int = 16
     raters_per_pair: int = 16  # Bernoulli(P*) draws per pair; the label is their mean
-    # "all": every C(S, 2) pair of a prompt's samples (28 at S = 8; the judges see 7x the pairs for the same
-    # sampling cost: sign agreement with P* on the held-out pair slice 0.661 vs 0.589 with "disjoint" (0,1),(2,3),..)
+    # "all": every C(S, 2) pair of a prompt's samples (28 at S = 8: the judges see 7x the pairs for the same
+    # sampling cost; PM sign agreement with P* on the held-out pair slice 0.638 in the default run, against 0.589
+    # with "disjoint" pairs (0,1),(2,3),.. and 2 epochs)
     pairing: Literal["disjoint", "all"] = "all"
     pair_eval_fraction: float = 0.15  # training prompts whose pairs only evaluate the judges
     sample_batch_rows: int = 32  # rows per decoding batch
@@ -497,7 +498,8 @@ def ipo_subset(src: Path, dst: Path, n: int, seed: int) -> Path:
 
 
 def train_ipo(cfg: DemoConfig, run: Path) -> Any:
-    """Offline IPO (LoRA, summed log-probs, soft labels) on ``pairs/train.jsonl`` (THEORY Sec. 5, PsiPO Eq. 17)."""
+    """Offline IPO (LoRA, summed log-probs, soft labels) on ``cfg.ipo_pairs`` of ``pairs/train.jsonl`` (THEORY Sec. 5,
+    PsiPO Eq. 17)."""
     from nlhf.train.offline import OfflineConfig, run_offline
 
     data = ipo_subset(run / "pairs" / "train.jsonl", run / "pairs" / "ipo_train.jsonl", cfg.ipo_pairs, cfg.seed)
