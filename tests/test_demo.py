@@ -4,18 +4,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from scipy.special import expit
 
 from nlhf.cli import main
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 # ----------------------------------------------------------------------------- the whole pipeline (tiny)

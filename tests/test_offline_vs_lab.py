@@ -30,11 +30,8 @@ ACTIONS, D1 = bandit_dataset("D1")  # ("a", "b", "c"), [(0, 1), (1, 2), (0, 2)]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 def d1_examples(label: float = 1.0) -> list[PreferenceExample]:

@@ -58,11 +58,8 @@ TOLERANCE = 0.02  # total variation
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 def rps_setting():

@@ -151,7 +151,8 @@ def cache_argument(backbone: Any) -> str | None:
     return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
 
 
-def _output_cache(output: Any) -> Any:
+def output_cache(output: Any) -> Any:
+    """The KV cache a Hugging Face model output returned (``cache`` or ``past_key_values``), else None."""
     keys = output.keys() if hasattr(output, "keys") else ()
     for name in ("cache", "past_key_values"):
         if name in keys:
@@ -307,7 +308,7 @@ class SequenceScorer(nn.Module):
         out = self.backbone(
             input_ids=head_ids, attention_mask=head_mask, position_ids=head_pos, use_cache=True
         )
-        cache = _output_cache(out)
+        cache = output_cache(out)
         if cache is None or not hasattr(cache, "batch_repeat_interleave"):
             raise RuntimeError(f"{type(self.backbone).__name__} returned no repeatable KV cache")
         cache.batch_repeat_interleave(2)  # rows 2i, 2i + 1 <- prefix i

@@ -331,14 +331,6 @@ def prompt_sharing(model: Any) -> PromptSharing | None:
     return PromptSharing(cache_arg, "logits_to_keep" in params)
 
 
-def _output_cache(output: Any) -> Any:
-    keys = output.keys() if hasattr(output, "keys") else ()
-    for name in ("cache", "past_key_values"):
-        if name in keys:
-            return output[name]
-    return None
-
-
 def shared_prompt_logps(model: Any, batch: dict[str, Any], reduction: str, sharing: PromptSharing) -> Any:
     """Completion log-probs of both responses of B pairs, running each prompt ONCE: (2B,) firsts then seconds.
 
@@ -363,6 +355,7 @@ def shared_prompt_logps(model: Any, batch: dict[str, Any], reduction: str, shari
     import torch
 
     from nlhf.logprobs import token_logps
+    from nlhf.models.scorer import output_cache
 
     prompt_ids, plen = batch["prompt_ids"], batch["prompt_lengths"]  # (B, P) left-padded, (B,)
     comp_ids, clen = batch["completion_ids"], batch["completion_lengths"]  # (R, C) right-padded, (R,)
@@ -380,7 +373,7 @@ def shared_prompt_logps(model: Any, batch: dict[str, Any], reduction: str, shari
         if padded:
             head_kw["attention_mask"] = head_mask
             head_kw["position_ids"] = (torch.arange(P - 1, device=dev).unsqueeze(0) - start.unsqueeze(1)).clamp(min=0)
-        cache = _output_cache(model(input_ids=prompt_ids[:, :-1], use_cache=True, **head_kw))
+        cache = output_cache(model(input_ids=prompt_ids[:, :-1], use_cache=True, **head_kw))
         if cache is None or not hasattr(cache, "batch_repeat_interleave"):
             raise RuntimeError(
                 f"{type(model).__name__} returned no repeatable KV cache; set share_prompt=false for this model"

@@ -18,11 +18,8 @@ from nlhf.train.offline import OfflineConfig, run_offline
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 # Eight pairs; prompts and responses of unequal lengths (1 to 38 bytes = tokens, + EOS).

@@ -25,11 +25,8 @@ from nlhf.train.rlhf import RLHFConfig, run_rlhf
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 PROMPTS = ["Hi", "What is 2 + 2?", "Name a colour", "Say yes", "Count to three", "?", "Capital of France?", "Why"]
