@@ -138,7 +138,8 @@ def tokenize_pair(
     )
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Any) -> int:
+    """The id rows are padded with (pad, else EOS); padding is masked by lengths, so its value is irrelevant."""
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
@@ -229,7 +230,7 @@ class PairCollator:
                 if cut:
                     self.truncation[name] += 1
                     self.truncation[f"{name}_tokens"] += cut
-        return collate_pairs(pairs, _pad_id(self.tokenizer), self.pad_to_multiple_of)
+        return collate_pairs(pairs, pad_token_id(self.tokenizer), self.pad_to_multiple_of)
 
 
 @dataclass
@@ -300,4 +301,4 @@ class PromptCollator:
                 self.truncation["prompt_tokens"] += len(full) - len(kept)
             ids.append(kept)
             sources.append(getattr(item, "source", ""))
-        return collate_prompts(ids, _pad_id(self.tokenizer), self.pad_to_multiple_of, sources)
+        return collate_prompts(ids, pad_token_id(self.tokenizer), self.pad_to_multiple_of, sources)

@@ -28,10 +28,10 @@ import gzip
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
-from typing import Any, SupportsIndex, overload
+from typing import Any, Self, SupportsIndex, TypeVar, overload
 
 from nlhf.data.errors import InvalidRow, PreferenceDataError, RowLocation
 from nlhf.data.formats import (
@@ -52,7 +52,51 @@ logger = logging.getLogger("nlhf.data")
 _LOG_EACH = 10  # rows logged one by one before only the summary is logged
 
 
-class PreferenceDataset(list):
+_E = TypeVar("_E")
+
+
+class _LoadedList(list[_E]):
+    """A list of examples that remembers where it came from (the two datasets below).
+
+    ``source``: the file or dataset name; ``format``: the format it was read as;
+    ``skipped``: rows skipped by reason (``skip_invalid=True``); ``duplicates``: rows that
+    repeated an earlier row (module docstring). Slicing keeps these attributes (:meth:`_like`).
+    """
+
+    def __init__(
+        self,
+        examples: Iterable[_E] = (),
+        source: str = "",
+        format: str = "",
+        skipped: Mapping[str, int] | None = None,
+        duplicates: int = 0,
+    ) -> None:
+        super().__init__(examples)
+        self.source = source
+        self.format = format
+        self.skipped: Counter[str] = Counter(skipped or {})
+        self.duplicates = duplicates
+
+    def _like(self, examples: list[_E]) -> Self:
+        """A dataset of ``examples`` with this one's attributes."""
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> _E: ...
+    @overload
+    def __getitem__(self, index: slice) -> Self: ...
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if isinstance(index, slice):
+            return self._like(item)
+        return item
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+class PreferenceDataset(_LoadedList[PreferenceExample]):
     """A list of :class:`PreferenceExample` that remembers where it came from.
 
     ``source``: the file or dataset name; ``format``: the format it was read as;
@@ -70,26 +114,11 @@ class PreferenceDataset(list):
         repaired: Mapping[str, int] | None = None,
         duplicates: int = 0,
     ) -> None:
-        super().__init__(examples)
-        self.source = source
-        self.format = format
-        self.skipped: Counter[str] = Counter(skipped or {})
+        super().__init__(examples, source, format, skipped, duplicates)
         self.repaired: Counter[str] = Counter(repaired or {})
-        self.duplicates = duplicates
 
-    @overload
-    def __getitem__(self, index: SupportsIndex) -> PreferenceExample: ...
-    @overload
-    def __getitem__(self, index: slice) -> PreferenceDataset: ...
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
-        if isinstance(index, slice):
-            return PreferenceDataset(item, self.source, self.format, self.skipped, self.repaired, self.duplicates)
-        return item
-
-    @property
-    def num_skipped(self) -> int:
-        return sum(self.skipped.values())
+    def _like(self, examples: list[PreferenceExample]) -> PreferenceDataset:
+        return PreferenceDataset(examples, self.source, self.format, self.skipped, self.repaired, self.duplicates)
 
     def __repr__(self) -> str:
         return (
@@ -98,32 +127,11 @@ class PreferenceDataset(list):
         )
 
 
-class PromptDataset(list):
+class PromptDataset(_LoadedList[PromptExample]):
     """A list of :class:`PromptExample` with ``source``, ``format``, ``skipped``, ``duplicates`` like PreferenceDataset."""
 
-    def __init__(
-        self,
-        examples: Iterable[PromptExample] = (),
-        source: str = "",
-        format: str = "",
-        skipped: Mapping[str, int] | None = None,
-        duplicates: int = 0,
-    ) -> None:
-        super().__init__(examples)
-        self.source = source
-        self.format = format
-        self.skipped: Counter[str] = Counter(skipped or {})
-        self.duplicates = duplicates
-
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
-        if isinstance(index, slice):
-            return PromptDataset(item, self.source, self.format, self.skipped, self.duplicates)
-        return item
-
-    @property
-    def num_skipped(self) -> int:
-        return sum(self.skipped.values())
+    def _like(self, examples: list[PromptExample]) -> PromptDataset:
+        return PromptDataset(examples, self.source, self.format, self.skipped, self.duplicates)
 
     def __repr__(self) -> str:
         return f"PromptDataset({len(self)} prompts from {self.source!r}, skipped={dict(self.skipped)})"
@@ -224,6 +232,34 @@ class _Tally:
             raise PreferenceDataError(f"no valid {what}{detail}", location=name)
 
 
+class _Converter:
+    """Rows -> ``convert(row, format)``, columns renamed first; invalid rows go to the tally.
+
+    A row is invalid when the reader marked it (an :class:`InvalidRow`), a renamed column is
+    missing, or ``convert`` refuses it. ``format`` None: ``detect`` names it from the first
+    row that gets that far (a failure there is never skipped: :func:`_detect`); ``.format``
+    then holds it.
+    """
+
+    def __init__(self, renames: dict[str, str], format: str | None, detect: Any, convert: Any, tally: _Tally) -> None:
+        self.renames, self.format, self.detect, self.convert, self.tally = renames, format, detect, convert, tally
+
+    def rows(self, rows: Iterable[tuple[RowLocation, Any]]) -> Iterator[tuple[RowLocation, Any]]:
+        """``(loc, converted)`` for each valid row of ``rows``."""
+        for loc, row in rows:
+            try:
+                if isinstance(row, InvalidRow):
+                    raise row
+                row = rename_columns(row, self.renames)
+                if self.format is None:
+                    self.format = _detect(self.detect, row, loc)
+                converted = self.convert(row, self.format)
+            except InvalidRow as problem:
+                self.tally.invalid(problem, loc)
+                continue
+            yield loc, converted
+
+
 def load_preferences(
     path_or_name: str | Path,
     format: str | None = None,
@@ -261,21 +297,12 @@ def load_preferences(
         raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
     source = open_rows(path_or_name, split=split, **load_kwargs)
     tally = _Tally(skip_invalid)
+    converter = _Converter(renames, fmt, detect_format, convert_row, tally)
     repeats = _Duplicates()
     examples: list[PreferenceExample] = []
     repaired: Counter[str] = Counter()
     with closing(source.rows) as rows:
-        for loc, row in rows:
-            try:
-                if isinstance(row, InvalidRow):
-                    raise row
-                row = rename_columns(row, renames)
-                if fmt is None:
-                    fmt = _detect(detect_format, row, loc)
-                converted = convert_row(row, fmt)
-            except InvalidRow as problem:
-                tally.invalid(problem, loc)
-                continue
+        for loc, converted in converter.rows(rows):
             key = comparison_key(converted.prompt, converted.first, converted.second, converted.label)
             if repeats.seen(key, loc) and duplicates == "drop":
                 continue
@@ -290,7 +317,7 @@ def load_preferences(
                 break
     tally.finish(source.name, len(examples), "examples")
     repeats.log(source.name, "rows", duplicates == "drop", logging.WARNING)
-    return PreferenceDataset(examples, source.name, fmt or "", tally.skipped, repaired, repeats.count)
+    return PreferenceDataset(examples, source.name, converter.format or "", tally.skipped, repaired, repeats.count)
 
 
 def _detect(detector: Any, row: Mapping[str, Any], loc: RowLocation) -> str:
@@ -324,20 +351,11 @@ def load_prompts(
     _check_limit(limit)
     source = open_rows(path_or_name, split=split, **load_kwargs)
     tally = _Tally(skip_invalid)
+    converter = _Converter(renames, fmt, detect_prompt_format, convert_prompt_row, tally)
     prompts: list[PromptExample] = []
     repeats = _Duplicates()
     with closing(source.rows) as rows:
-        for loc, row in rows:
-            try:
-                if isinstance(row, InvalidRow):
-                    raise row
-                row = rename_columns(row, renames)
-                if fmt is None:
-                    fmt = _detect(detect_prompt_format, row, loc)
-                prompt, metadata = convert_prompt_row(row, fmt)
-            except InvalidRow as problem:
-                tally.invalid(problem, loc)
-                continue
+        for loc, (prompt, metadata) in converter.rows(rows):
             if repeats.seen(prompt, loc) and unique:
                 continue
             prompts.append(PromptExample(prompt, loc.source, metadata))
@@ -345,7 +363,7 @@ def load_prompts(
                 break
     tally.finish(source.name, len(prompts), "prompts")
     repeats.log(source.name, "prompts", unique, logging.INFO)
-    return PromptDataset(prompts, source.name, fmt or "", tally.skipped, repeats.count)
+    return PromptDataset(prompts, source.name, converter.format or "", tally.skipped, repeats.count)
 
 
 _RESERVED = ("prompt", "response_a", "response_b", "label")

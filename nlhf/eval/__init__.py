@@ -25,8 +25,9 @@ a tournament runs or a report is drawn.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nlhf._lazy import lazy_exports
 
 _EXPORTS = {
     "TournamentConfig": "nlhf.eval.config",
@@ -69,15 +70,4 @@ if TYPE_CHECKING:
     from nlhf.eval.tournament import is_class_judge, run_tournament
     from nlhf.report import write_report
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nlhf.eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

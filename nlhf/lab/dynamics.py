@@ -86,6 +86,23 @@ def _game_matrix(game) -> np.ndarray:
     return as_game(game).A  # P - 1/2: the 1/2 cancels in every normaliser below
 
 
+def _start(game, mu, tau: float, steps: int, eta: StepSchedule, pi0) -> tuple[np.ndarray, ...]:
+    """What every trajectory starts from: ``(A, etas, log_mu, log_pi_0, out)``, checked in this order.
+
+    A = P - 1/2 (n, n); etas (T,) from :func:`step_sizes`; log mu (n,); log pi_0 (n,) (mu
+    unless ``pi0``); ``out`` (T+1, n) the trajectory to fill, row 0 already pi_0.
+    """
+    A = _game_matrix(game)  # (n, n)
+    n = A.shape[0]
+    mu = check_distribution(mu, "mu", n, positive=True)
+    etas = step_sizes(eta, tau, steps)
+    log_mu = np.log(mu)
+    log_pi = _initial_log_policy(pi0, mu, n)
+    out = np.empty((steps + 1, n))
+    out[0] = np.exp(log_pi)
+    return A, etas, log_mu, log_pi, out
+
+
 def nash_md(game, mu, tau: float, steps: int, eta: StepSchedule = None, pi0=None) -> np.ndarray:
     """Exact tabular Nash-MD (NLHF Eq. 3-5; THEORY Sec. 3). Returns (T+1, n): pi_0 .. pi_T.
 
@@ -97,14 +114,7 @@ def nash_md(game, mu, tau: float, steps: int, eta: StepSchedule = None, pi0=None
     constant eta it converges to ``pg_stationary_point(game, mu, tau, beta=eta*tau)``.
     """
     tau = check_tau(tau)
-    A = _game_matrix(game)  # (n, n)
-    n = A.shape[0]
-    mu = check_distribution(mu, "mu", n, positive=True)
-    etas = step_sizes(eta, tau, steps)
-    log_mu = np.log(mu)
-    log_pi = _initial_log_policy(pi0, mu, n)
-    out = np.empty((steps + 1, n))
-    out[0] = np.exp(log_pi)
+    A, etas, log_mu, log_pi, out = _start(game, mu, tau, steps, eta, pi0)  # (n, n), (T,), (n,), (n,), (T+1, n)
     for t in range(steps):
         e = etas[t]
         beta_t = e * tau
@@ -131,14 +141,7 @@ def fixed_mixture_dynamics(
     """
     tau = check_tau(tau, allow_zero=True)
     beta = check_beta(beta)
-    A = _game_matrix(game)
-    n = A.shape[0]
-    mu = check_distribution(mu, "mu", n, positive=True)
-    etas = step_sizes(eta, tau, steps)
-    log_mu = np.log(mu)
-    log_pi = _initial_log_policy(pi0, mu, n)
-    out = np.empty((steps + 1, n))
-    out[0] = np.exp(log_pi)
+    A, etas, log_mu, log_pi, out = _start(game, mu, tau, steps, eta, pi0)
     for t in range(steps):
         e = etas[t]
         if beta == 0.0:
@@ -185,15 +188,8 @@ def ema_opponent_dynamics(
     tau = check_tau(tau, allow_zero=True)
     if not (0.0 <= ema_decay < 1.0):
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
-    A = _game_matrix(game)
-    n = A.shape[0]
-    mu = check_distribution(mu, "mu", n, positive=True)
-    etas = step_sizes(eta, tau, steps)
-    log_mu = np.log(mu)
-    log_pi = _initial_log_policy(pi0, mu, n)
+    A, etas, log_mu, log_pi, out = _start(game, mu, tau, steps, eta, pi0)
     log_bar = log_pi.copy()
-    out = np.empty((steps + 1, n))
-    out[0] = np.exp(log_pi)
     for t in range(steps):
         e = etas[t]
         opponent = np.exp(log_bar - _lse(log_bar))

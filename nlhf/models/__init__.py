@@ -16,8 +16,9 @@ Importing this package is cheap: the names below are loaded on first use (module
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nlhf._lazy import lazy_exports
 
 _EXPORTS = {
     "load_causal_lm": "nlhf.models.loading",
@@ -73,15 +74,4 @@ if TYPE_CHECKING:
     from nlhf.models.tabular import TabularConfig, TabularLM
     from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nlhf.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

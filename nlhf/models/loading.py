@@ -426,6 +426,28 @@ def _hub_error(name: str, exc: Exception) -> ModelLoadError:
     )
 
 
+def _from_pretrained(auto_class: Any, where: str, dtype: Any, what: str) -> tuple[Any, Any]:
+    """``(auto_class.from_pretrained(where), its tokenizer)``; a failure is a :class:`ModelLoadError`.
+
+    A local directory's custom model type (``nlhf_tabular``) is registered first; its load
+    error (a bad ``dtype`` included) reads ``could not load <what>: ...``, a hub name's is
+    :func:`_hub_error`.
+    """
+    from transformers import AutoTokenizer
+
+    local = Path(where).is_dir()
+    if local:
+        _register_custom_model_type(Path(where))
+    try:
+        model = auto_class.from_pretrained(where, dtype=resolve_dtype(dtype))
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt weights), KeyError...
+        if local:
+            raise ModelLoadError(f"could not load {what}: {_one_line(exc)}") from exc
+        raise _hub_error(where, exc) from exc
+    return model, tokenizer
+
+
 def load_causal_lm(
     name_or_path: str | os.PathLike[str],
     *,
@@ -441,22 +463,14 @@ def load_causal_lm(
     ``gguf_file=``), or a hub name. GGUF checkpoints are converted once and cached (module
     docstring). The tokenizer always has a pad token (pad = eos when it had none).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     where = resolve_causal_lm_path(name_or_path, gguf_file=gguf_file, cache_dir=cache_dir)
     torch_dtype = resolve_dtype(dtype)
     local = Path(where).is_dir()
     if local and (Path(where) / "adapter_config.json").is_file() and not (Path(where) / "config.json").is_file():
         return _load_adapter_dir(Path(where), dtype=dtype, device=device, cache_dir=cache_dir)
-    if local:
-        _register_custom_model_type(Path(where))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(where)
-    except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt weights), KeyError...
-        if local:
-            raise ModelLoadError(f"could not load the causal LM in {where}: {_one_line(exc)}") from exc
-        raise _hub_error(where, exc) from exc
+    model, tokenizer = _from_pretrained(AutoModelForCausalLM, where, torch_dtype, f"the causal LM in {where}")
     if getattr(model.config, "quantization_config", None) is not None and getattr(model, "hf_quantizer", None):
         warnings.warn(
             f"{where}: model is quantised ({model.config.quantization_config}); it may not be trainable",
@@ -501,7 +515,7 @@ def load_encoder(
     ``"minilm"`` is the embedded all-MiniLM-L6-v2 (BertModel, 22.7M parameters, max 512
     tokens); otherwise a local ``save_pretrained`` directory or a hub name.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     name = str(name_or_path)
     if name in CAUSAL_LM_NAMES:
@@ -520,16 +534,7 @@ def load_encoder(
             )
         else:
             where = name
-    local = Path(where).is_dir()
-    if local:
-        _register_custom_model_type(Path(where))
-    try:
-        model = AutoModel.from_pretrained(where, dtype=resolve_dtype(dtype))
-        tokenizer = AutoTokenizer.from_pretrained(where)
-    except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt weights), KeyError...
-        if local:
-            raise ModelLoadError(f"could not load the model in {where} (AutoModel): {_one_line(exc)}") from exc
-        raise _hub_error(where, exc) from exc
+    model, tokenizer = _from_pretrained(AutoModel, where, dtype, f"the model in {where} (AutoModel)")
     return _finish(model, tokenizer, dtype, device)
 
 

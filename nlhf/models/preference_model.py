@@ -26,7 +26,13 @@ import torch
 from torch import Tensor
 
 from nlhf.data.schema import Prompt
-from nlhf.models.scorer import SequenceScorer, cache_argument, pad_and_stack, shared_prefix_lengths
+from nlhf.models.scorer import (
+    SequenceScorer,
+    cache_argument,
+    check_batch_sizes,
+    pad_and_stack,
+    shared_prefix_lengths,
+)
 
 
 def preference_logit(score_ab: Tensor, score_ba: Tensor) -> Tensor:
@@ -132,8 +138,7 @@ class PairwisePreferenceModel(SequenceScorer):
         """The 2B ``EncodedInput`` rows of :meth:`encode` before padding: (x, a, b) rows, then (x, b, a)."""
         from nlhf.data.judge_inputs import encode_triples
 
-        if not len(prompts) == len(first) == len(second):
-            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
+        check_batch_sizes(prompts=prompts, first=first, second=second)
         p, a, b = list(prompts), list(first), list(second)
         return encode_triples(self._require_tokenizer(), p + p, a + b, b + a, self.max_length)
 
@@ -147,20 +152,14 @@ class PairwisePreferenceModel(SequenceScorer):
         batch_size: int = 16,
     ) -> Tensor:
         """P(first > second | prompt) for text inputs (B,) float32 on CPU, in eval mode, no grad."""
-        if not len(prompts) == len(first) == len(second):
-            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
-            for lo in range(0, len(prompts), batch_size):
-                hi = lo + batch_size
-                enc = self.encode(prompts[lo:hi], first[lo:hi], second[lo:hi])
-                logits = self(
-                    enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device),
-                    segment_ids=enc["segment_ids"].to(self.device),
-                )  # (b,)
-                out.append(torch.sigmoid(logits).cpu())
-        finally:
-            self.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0)
+        check_batch_sizes(prompts=prompts, first=first, second=second)
+
+        def probs(lo: int, hi: int) -> Tensor:
+            enc = self.encode(prompts[lo:hi], first[lo:hi], second[lo:hi])
+            logits = self(
+                enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device),
+                segment_ids=enc["segment_ids"].to(self.device),
+            )  # (b,)
+            return torch.sigmoid(logits)
+
+        return self._scored_in_batches(len(prompts), batch_size, probs)

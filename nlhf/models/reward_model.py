@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from nlhf.data.schema import Prompt
-from nlhf.models.scorer import SequenceScorer, pad_and_stack
+from nlhf.models.scorer import SequenceScorer, check_batch_sizes, pad_and_stack
 
 
 def bradley_terry_logit(reward_first: Tensor, reward_second: Tensor) -> Tensor:
@@ -79,8 +79,7 @@ class RewardModel(SequenceScorer):
         """
         from nlhf.data.judge_inputs import encode_singles
 
-        if len(prompts) != len(responses):
-            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, responses {len(responses)}")
+        check_batch_sizes(prompts=prompts, responses=responses)
         tok, n = self._require_tokenizer(), self.max_length
         return self._collate(encode_singles(tok, list(prompts), list(responses), n, layout=self.input_layout))
 
@@ -88,8 +87,7 @@ class RewardModel(SequenceScorer):
         """The 2B ``EncodedInput`` rows of a pair batch before padding: (x, first) rows, then (x, second)."""
         from nlhf.data.judge_inputs import encode_singles
 
-        if not len(prompts) == len(first) == len(second):
-            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
+        check_batch_sizes(prompts=prompts, first=first, second=second)
         p = list(prompts)
         return encode_singles(
             self._require_tokenizer(), p + p, list(first) + list(second), self.max_length, layout=self.input_layout
@@ -98,19 +96,14 @@ class RewardModel(SequenceScorer):
     @torch.no_grad()
     def reward(self, prompts: Sequence[Prompt], responses: Sequence[str], *, batch_size: int = 32) -> Tensor:
         """r(x, y) for text inputs (N,) float32 on CPU, in eval mode, no grad."""
-        if len(prompts) != len(responses):
-            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, responses {len(responses)}")
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
-            for lo in range(0, len(prompts), batch_size):
-                enc = self.encode(prompts[lo : lo + batch_size], responses[lo : lo + batch_size])
-                ids, mask, seg = (enc[k].to(self.device) for k in ("input_ids", "attention_mask", "segment_ids"))
-                out.append(self(ids, mask, seg).cpu())
-        finally:
-            self.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0)
+        check_batch_sizes(prompts=prompts, responses=responses)
+
+        def rewards(lo: int, hi: int) -> Tensor:
+            enc = self.encode(prompts[lo:hi], responses[lo:hi])
+            ids, mask, seg = (enc[k].to(self.device) for k in ("input_ids", "attention_mask", "segment_ids"))
+            return self(ids, mask, seg)
+
+        return self._scored_in_batches(len(prompts), batch_size, rewards)
 
     @torch.no_grad()
     def prob(
@@ -122,8 +115,7 @@ class RewardModel(SequenceScorer):
         batch_size: int = 16,
     ) -> Tensor:
         """P(first > second | prompt) = sigmoid(r(x, first) - r(x, second)) (B,) on CPU."""
-        if not len(prompts) == len(first) == len(second):
-            raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(first)}, second {len(second)}")
+        check_batch_sizes(prompts=prompts, first=first, second=second)
         out = []
         for lo in range(0, len(prompts), batch_size):
             hi = lo + batch_size

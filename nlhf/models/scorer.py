@@ -54,6 +54,7 @@ reward model's ``"plain"`` causal layout (``input_layout``); format 1 directorie
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -176,6 +177,12 @@ def shared_prefix_lengths(input_ids: Tensor, attention_mask: Tensor, segment_ids
         return None
     same = (input_ids[:B] == input_ids[B:]) | (cols[:B] >= first[:B].unsqueeze(1))  # (B, T)
     return first[:B] if bool(same.all()) else None
+
+
+def check_batch_sizes(**columns: Sequence[Any]) -> None:
+    """A ValueError ``batch sizes differ: prompts 3, first 3, second 2`` unless all ``columns`` are as long."""
+    if len({len(v) for v in columns.values()}) > 1:
+        raise ValueError("batch sizes differ: " + ", ".join(f"{k} {len(v)}" for k, v in columns.items()))
 
 
 def pad_and_stack(
@@ -351,6 +358,20 @@ class SequenceScorer(nn.Module):
         hidden = self.backbone(**kwargs).last_hidden_state  # (N, T, H)
         pooled = pool_hidden(hidden, attention_mask, self.pooling, segment_ids, self.num_segments)  # (N, H | S*H)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (N,)
+
+    def _scored_in_batches(self, n: int, batch_size: int, score_rows: Callable[[int, int], Tensor]) -> Tensor:
+        """``score_rows(lo, hi)`` (b,) for the rows [lo, hi) of each batch of ``n``, in eval mode, concatenated on CPU (n,).
+
+        The training flag is restored after (also on an error); ``n == 0`` gives an empty tensor.
+        Call it under ``torch.no_grad()``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = [score_rows(lo, lo + batch_size).cpu() for lo in range(0, n, batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)
 
     def _require_tokenizer(self) -> Any:
         if self.tokenizer is None:

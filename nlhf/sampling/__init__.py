@@ -28,8 +28,9 @@ Importing this package is cheap: names are loaded on first use, and torch only w
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nlhf._lazy import lazy_exports
 
 _EXPORTS = {
     "SamplingConfig": "nlhf.sampling.config",
@@ -82,15 +83,4 @@ if TYPE_CHECKING:
     from nlhf.sampling.rollout import Rollout
     from nlhf.sampling.sampler import HFSampler, Sampler
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nlhf.sampling' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

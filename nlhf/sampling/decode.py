@@ -577,6 +577,22 @@ def _special_ids(
     return stop_ids, int(pad_token_id)
 
 
+def _decode_setup(
+    where: str, model: Any, prompt_ids: Tensor, prompt_mask: Tensor, cfg: SamplingConfig, generator: Any,
+    eos_token_id: int | Sequence[int] | None, pad_token_id: int | None, rows_per_prompt: int = 1,
+) -> tuple[Tensor | None, int, Any]:
+    """What every sampler starts from: ``(stop ids or None, pad id, the stream to draw from)``.
+
+    Checks the prompts, resolves the special ids from the arguments or ``model``'s configs,
+    seeds a fresh ``torch.Generator`` from ``cfg.seed`` when ``generator`` is None, and opens
+    the stream over ``rows_per_prompt * B`` decode rows (:func:`_stream`).
+    """
+    _check_prompts(where, prompt_ids, prompt_mask)
+    stop_ids, pad_id = _special_ids(where, model, cfg, eos_token_id, pad_token_id, prompt_ids.device)
+    generator = generator if generator is not None else make_generator(cfg.seed)
+    return stop_ids, pad_id, _stream(generator, rows_per_prompt * prompt_ids.shape[0], where)
+
+
 # --------------------------------------------------------------------------------------
 # The samplers
 # --------------------------------------------------------------------------------------
@@ -594,11 +610,9 @@ def _generate(
     where: str,
     logps_name: str,
 ) -> Rollout:
-    _check_prompts(where, prompt_ids, prompt_mask)
-    stop_ids, pad_id = _special_ids(where, model, cfg, eos_token_id, pad_token_id, prompt_ids.device)
-    generator = generator if generator is not None else make_generator(cfg.seed)
+    stop_ids, pad_id, generator = _decode_setup(where, model, prompt_ids, prompt_mask, cfg, generator, eos_token_id,
+                                                pad_token_id)  # fmt: skip
     B = prompt_ids.shape[0]
-    generator = _stream(generator, B, where)
     recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with _sampling_mode(model):
         lm = _CachedLM(model, prompt_mask, cfg.max_new_tokens)
@@ -682,11 +696,9 @@ def sample_mixture(
             model, prompt_ids, prompt_mask, cfg, generator, eos_token_id, pad_token_id, return_step_logits,
             "sample_mixture", name,
         )
-    _check_prompts("sample_mixture", prompt_ids, prompt_mask)
-    stop_ids, pad_id = _special_ids("sample_mixture", policy, cfg, eos_token_id, pad_token_id, prompt_ids.device)
-    generator = generator if generator is not None else make_generator(cfg.seed)
+    stop_ids, pad_id, generator = _decode_setup("sample_mixture", policy, prompt_ids, prompt_mask, cfg, generator,
+                                                eos_token_id, pad_token_id)  # fmt: skip
     B = prompt_ids.shape[0]
-    generator = _stream(generator, B, "sample_mixture")
     recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with _sampling_mode(policy, ref):
         policy_lm = _CachedLM(policy, prompt_mask, cfg.max_new_tokens)
@@ -746,11 +758,10 @@ def sample_policy_and_mixture(
     """
     beta = _check_mixture_coef("sample_policy_and_mixture", mixture_coef)
     where = "sample_policy_and_mixture"
-    _check_prompts(where, prompt_ids, prompt_mask)
-    stop_ids, pad_id = _special_ids(where, policy, cfg, eos_token_id, pad_token_id, prompt_ids.device)
-    generator = generator if generator is not None else make_generator(cfg.seed)
+    # a RowGenerator of B rows: y and y' on two sub-streams
+    stop_ids, pad_id, generator = _decode_setup(where, policy, prompt_ids, prompt_mask, cfg, generator, eos_token_id,
+                                                pad_token_id, rows_per_prompt=2)  # fmt: skip
     B = prompt_ids.shape[0]
-    generator = _stream(generator, 2 * B, where)  # a RowGenerator of B rows: y and y' on two sub-streams
     both_ids = torch.cat([prompt_ids, prompt_ids], dim=0)  # (2B, P)
     both_mask = torch.cat([prompt_mask, prompt_mask], dim=0)  # (2B, P)
     policy_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)

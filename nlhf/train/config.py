@@ -4,12 +4,13 @@ Both are frozen dataclasses resolved through :mod:`nlhf.config` (YAML plus ``key
 overrides; unknown keys and wrong types are rejected there). Range checks live in
 ``__post_init__`` and name the offending key, so a bad config fails before any model loads.
 Every trainer (``fit.py``, ``offline.py``, ``online.py``, ``rlhf.py``) nests these two.
+:func:`check_required` and :func:`check_prompt_settings` are checks the trainers' own configs share.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from nlhf.config import check
 
@@ -121,3 +122,29 @@ class LoopConfig:
     @property
     def eval_micro_batch_size(self) -> int:
         return self.eval_batch_size or self.micro_batch_size
+
+
+def check_required(cfg: Any, **hints: str | None) -> None:
+    """``<key>: required (<hint>)`` (a ConfigError) for the first key of ``hints`` whose field ``cfg`` leaves empty.
+
+    The trainers' ``check_complete`` (called before any data or model loads); keys are checked
+    in the order given, and a key whose hint is None is not checked (a value passed in Python instead).
+    """
+    for key, hint in hints.items():
+        if hint is not None:
+            check(bool(getattr(cfg, key)), key, f"required ({hint})")
+
+
+def check_prompt_settings(cfg: Any, batch_size_key: str) -> None:
+    """Range checks of the prompt-fed trainers' configs (``OnlineConfig``, ``RLHFConfig``), in this order.
+
+    ``limit`` and ``eval_limit`` > 0 (or None), ``max_prompt_tokens`` >= 1 (or None), the judge's
+    or reward model's batch size ``batch_size_key`` >= 1, and ``loop.out_dir`` empty or ``out``.
+    """
+    check(cfg.limit is None or cfg.limit > 0, "limit", f"must be > 0, got {cfg.limit}")
+    check(cfg.eval_limit is None or cfg.eval_limit > 0, "eval_limit", f"must be > 0, got {cfg.eval_limit}")
+    check(cfg.max_prompt_tokens is None or cfg.max_prompt_tokens >= 1, "max_prompt_tokens",
+          f"must be >= 1, got {cfg.max_prompt_tokens}")  # fmt: skip
+    batch_size = getattr(cfg, batch_size_key)
+    check(batch_size >= 1, batch_size_key, f"must be >= 1, got {batch_size}")
+    check(not cfg.loop.out_dir or cfg.loop.out_dir == cfg.out, "loop.out_dir", "set `out` (--out) instead")

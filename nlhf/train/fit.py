@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from nlhf.config import check, load_config, to_dict
 from nlhf.models.lora import LoraSettings
-from nlhf.train.config import LoopConfig, OptimConfig
+from nlhf.train.config import LoopConfig, OptimConfig, check_required
 
 KINDS = ("pm", "rm")
 METRICS_JSON = "metrics.json"
@@ -99,9 +99,7 @@ class FitConfig:
 
     def check_complete(self) -> None:
         """The fields without a usable default (called before any data or model loads)."""
-        check(bool(self.data), "data", "required (--data TRAIN)")
-        check(bool(self.out), "out", "required (--out DIR)")
-        check(bool(self.model), "model", "required (--model minilm|smollm2|PATH)")
+        check_required(self, data="--data TRAIN", out="--out DIR", model="--model minilm|smollm2|PATH")
 
 
 def load_fit_config(

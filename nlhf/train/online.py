@@ -89,7 +89,7 @@ from typing import Any, Literal
 from nlhf.config import check
 from nlhf.models.lora import LoraSettings
 from nlhf.sampling.config import SamplingConfig
-from nlhf.train.config import LoopConfig, OptimConfig
+from nlhf.train.config import LoopConfig, OptimConfig, check_prompt_settings, check_required
 
 ONLINE_ALGORITHMS = ("nash_md", "self_play", "best_response", "nash_ema", "online_ipo", "ipo_md")
 NASH_PG_ALGORITHMS = ("nash_md", "self_play", "best_response", "nash_ema")  # the Nash-MD-PG loss
@@ -162,12 +162,7 @@ class OnlineConfig:
                   "ipo_md samples the geometric mixture itself: it needs temperature 1, top_k 0 and top_p 1 "
                   f"(got temperature={self.sampling.temperature}, top_k={self.sampling.top_k}, "
                   f"top_p={self.sampling.top_p})")  # fmt: skip
-        check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
-        check(self.eval_limit is None or self.eval_limit > 0, "eval_limit", f"must be > 0, got {self.eval_limit}")
-        check(self.max_prompt_tokens is None or self.max_prompt_tokens >= 1, "max_prompt_tokens",
-              f"must be >= 1, got {self.max_prompt_tokens}")  # fmt: skip
-        check(self.judge_batch_size >= 1, "judge_batch_size", f"must be >= 1, got {self.judge_batch_size}")
-        check(not self.loop.out_dir or self.loop.out_dir == self.out, "loop.out_dir", "set `out` (--out) instead")
+        check_prompt_settings(self, "judge_batch_size")
 
     @property
     def beta(self) -> float:
@@ -180,12 +175,9 @@ class OnlineConfig:
 
     def check_complete(self, *, need_prompts: bool = True, need_judge: bool = True) -> None:
         """The fields without a usable default (called before any data or model loads)."""
-        if need_prompts:
-            check(bool(self.prompts), "prompts", "required (--prompts FILE)")
-        if need_judge:
-            check(bool(self.judge), "judge", "required (--judge DIR: a model saved by nlhf train-pm or train-rm)")
-        check(bool(self.out), "out", "required (--out DIR)")
-        check(bool(self.model), "model", "required (--model smollm2|tiny|PATH)")
+        check_required(self, prompts="--prompts FILE" if need_prompts else None,
+                       judge="--judge DIR: a model saved by nlhf train-pm or train-rm" if need_judge else None,
+                       out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
 
 
 def load_online_config(config_path: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any) -> OnlineConfig:
@@ -521,6 +513,23 @@ def _split_rollout(rollout: Any, B: int) -> tuple[Any, Any]:
     return part(slice(0, B)), part(slice(B, 2 * B))
 
 
+def sample_against_reference(sampler: Any, batch: Any, ctx: Any, seed: int, exact: bool) -> tuple[Any, Any, dict]:
+    """Evaluation's samples of each prompt: ``(y, y_ref, metrics of y)``, y ~ pi and y_ref ~ mu.
+
+    One decode loop (mixture_coef 1) on the rows' own streams (:func:`row_generator`). The
+    metrics (B,): ``kl_k1``, ``kl_k3`` (weighted by pi/q when the sampling is not ``exact``),
+    ``length`` and ``truncated``. Used by the online and the RLHF trainers' evaluation.
+    """
+    import torch
+
+    prompts = batch.prompts
+    gen = row_generator(seed, ctx, prompts.input_ids.device)
+    y, y_ref = sampler.sample_policy_and_mixture(prompts, 1.0, gen)  # y ~ pi, y_ref ~ mu
+    weight = None if exact else torch.exp(log_importance_weight(y.policy_logps, y.sampling_logps, y.response_mask))
+    k1, k3 = weighted_kl(y.policy_logps, y.ref_logps, y.response_mask, weight)
+    return y, y_ref, {"kl_k1": k1, "kl_k3": k3, **rollout_metrics(y)}
+
+
 def make_eval_step(cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any) -> Callable[..., Any]:
     """Evaluation: y ~ pi against y_ref ~ mu (one decode loop, mixture_coef 1); win rate, KL, length."""
     import torch
@@ -529,14 +538,9 @@ def make_eval_step(cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any) 
     exact = cfg.sampling.is_exact
 
     def eval_step(model: Any, batch: OnlineBatch, ctx: Any) -> Any:
-        prompts = batch.prompts
-        gen = row_generator(seed, ctx, prompts.input_ids.device)
-        y, y_ref = sampler.sample_policy_and_mixture(prompts, 1.0, gen)  # y ~ pi, y_ref ~ mu
+        y, y_ref, y_metrics = sample_against_reference(sampler, batch, ctx, seed, exact)
         preference = judge_preference(judge, batch.texts, y, y_ref, tokenizer)  # (B,)
-        weight = None if exact else torch.exp(log_importance_weight(y.policy_logps, y.sampling_logps, y.response_mask))
-        k1, k3 = weighted_kl(y.policy_logps, y.ref_logps, y.response_mask, weight)
-        metrics = {"win_rate_vs_ref": preference, "kl_k1": k1, "kl_k3": k3, **rollout_metrics(y)}
-        return step_output(torch.zeros_like(preference), metrics)
+        return step_output(torch.zeros_like(preference), {"win_rate_vs_ref": preference, **y_metrics})
 
     return eval_step
 
@@ -739,17 +743,24 @@ def run_online(
     return OnlineResult(trained, tokenizer, summary, result, out, policy_dir, timings, opponent)
 
 
-def summary_line(result: OnlineResult) -> str:
-    """The one JSON line ``nlhf train <online family>`` prints at the end."""
+def summary_json(result: OnlineResult, keys: Sequence[str], metrics: Sequence[str]) -> str:
+    """A trainer's final JSON line: ``out``, the summary's ``keys``, ``<split>_<metric>`` of the train
+    and eval ``metrics`` that are there, and ``policy``; empty on processes other than the main one."""
     s = result.summary
     if not s:
         return ""
-    shown = {k: s.get(k) for k in ("algorithm", "tau", "mixture_coef", "steps")}
+    shown = {k: s.get(k) for k in keys}
     for split in ("train", "eval"):
-        for key in ("loss", "win_rate", "win_rate_vs_ref", "kl_k3", "length", "truncated"):
+        for key in metrics:
             if key in (s.get(split) or {}):
                 shown[f"{split}_{key}"] = s[split][key]
     return json.dumps({"out": str(result.out_dir), **shown, "policy": s.get("policy_dir")})
+
+
+def summary_line(result: OnlineResult) -> str:
+    """The one JSON line ``nlhf train <online family>`` prints at the end."""
+    return summary_json(result, ("algorithm", "tau", "mixture_coef", "steps"),
+                        ("loss", "win_rate", "win_rate_vs_ref", "kl_k3", "length", "truncated"))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- command line
@@ -816,6 +827,7 @@ __all__ = [
     "log_importance_weight",
     "weighted_kl",
     "make_step",
+    "sample_against_reference",
     "make_eval_step",
     "make_policy",
     "run_online",

@@ -50,7 +50,6 @@ Importing this module is cheap (no torch): the CLI reads :data:`RLHF_FAMILIES`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ from typing import Any, Literal
 from nlhf.config import check
 from nlhf.models.lora import LoraSettings
 from nlhf.sampling.config import SamplingConfig
-from nlhf.train.config import LoopConfig, OptimConfig
+from nlhf.train.config import LoopConfig, OptimConfig, check_prompt_settings, check_required
 
 RLHF_ALGORITHMS = ("ppo", "rlhf_pg")
 
@@ -113,12 +112,7 @@ class RLHFConfig:
         check(0.0 < self.clip_eps < 1.0, "clip_eps", f"must be in (0, 1), got {self.clip_eps}")
         check(self.max_importance_weight is None or self.max_importance_weight > 0, "max_importance_weight",
               f"must be > 0 (or null), got {self.max_importance_weight}")  # fmt: skip
-        check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
-        check(self.eval_limit is None or self.eval_limit > 0, "eval_limit", f"must be > 0, got {self.eval_limit}")
-        check(self.max_prompt_tokens is None or self.max_prompt_tokens >= 1, "max_prompt_tokens",
-              f"must be >= 1, got {self.max_prompt_tokens}")  # fmt: skip
-        check(self.reward_batch_size >= 1, "reward_batch_size", f"must be >= 1, got {self.reward_batch_size}")
-        check(not self.loop.out_dir or self.loop.out_dir == self.out, "loop.out_dir", "set `out` (--out) instead")
+        check_prompt_settings(self, "reward_batch_size")
 
     @property
     def epochs(self) -> int:
@@ -128,12 +122,10 @@ class RLHFConfig:
         return 4 if self.ppo_epochs is None else self.ppo_epochs
 
     def check_complete(self, *, need_prompts: bool = True, need_reward: bool = True) -> None:
-        if need_prompts:
-            check(bool(self.prompts), "prompts", "required (--prompts FILE)")
-        if need_reward:
-            check(bool(self.reward), "reward", "required (--reward DIR: a model saved by nlhf train-rm)")
-        check(bool(self.out), "out", "required (--out DIR)")
-        check(bool(self.model), "model", "required (--model smollm2|tiny|PATH)")
+        """The fields without a usable default (called before any data or model loads)."""
+        check_required(self, prompts="--prompts FILE" if need_prompts else None,
+                       reward="--reward DIR: a model saved by nlhf train-rm" if need_reward else None,
+                       out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
 
 
 def load_rlhf_config(config_path: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any) -> RLHFConfig:
@@ -291,26 +283,15 @@ def make_eval_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any],
     """Evaluation: y ~ pi and y_ref ~ mu per prompt (one decode loop); reward, reward gain, KL, length."""
     import torch
 
-    from nlhf.train.online import (
-        log_importance_weight,
-        rollout_metrics,
-        row_generator,
-        step_output,
-        weighted_kl,
-    )
+    from nlhf.train.online import sample_against_reference, step_output
 
     seed, exact = cfg.loop.seed, cfg.sampling.is_exact
 
     def eval_step(model: Any, batch: Any, ctx: Any) -> Any:
-        prompts = batch.prompts
-        gen = row_generator(seed, ctx, prompts.input_ids.device)
-        y, y_ref = sampler.sample_policy_and_mixture(prompts, 1.0, gen)  # y ~ pi, y_ref ~ mu
+        y, y_ref, y_metrics = sample_against_reference(sampler, batch, ctx, seed, exact)
         r = compute_rewards(reward_fn, batch.texts, y, tokenizer)  # (B,)
         r_ref = compute_rewards(reward_fn, batch.texts, y_ref, tokenizer)  # (B,)
-        weight = None if exact else torch.exp(log_importance_weight(y.policy_logps, y.sampling_logps, y.response_mask))
-        k1, k3 = weighted_kl(y.policy_logps, y.ref_logps, y.response_mask, weight)
-        metrics = {"reward": r, "reward_vs_ref": r - r_ref, "kl_k1": k1, "kl_k3": k3, **rollout_metrics(y)}
-        return step_output(torch.zeros_like(r), metrics)
+        return step_output(torch.zeros_like(r), {"reward": r, "reward_vs_ref": r - r_ref, **y_metrics})
 
     return eval_step
 
@@ -407,15 +388,10 @@ def run_rlhf(
 
 def summary_line(result: Any) -> str:
     """The one JSON line ``nlhf train ppo|rlhf-pg`` prints at the end."""
-    s = result.summary
-    if not s:
-        return ""
-    shown = {k: s.get(k) for k in ("algorithm", "tau", "group_size", "steps")}
-    for split in ("train", "eval"):
-        for key in ("loss", "reward", "reward_vs_ref", "kl_k3", "length", "truncated"):
-            if key in (s.get(split) or {}):
-                shown[f"{split}_{key}"] = s[split][key]
-    return json.dumps({"out": str(result.out_dir), **shown, "policy": s.get("policy_dir")})
+    from nlhf.train.online import summary_json
+
+    return summary_json(result, ("algorithm", "tau", "group_size", "steps"),
+                        ("loss", "reward", "reward_vs_ref", "kl_k3", "length", "truncated"))  # fmt: skip
 
 
 _ROW = dict(module="nlhf.train.rlhf", config_class="RLHFConfig", run="run_rlhf", summary="summary_line",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import pytest
 import torch
 from test_offline import PAIRS, config, params, run  # tests/train is on sys.path (pytest's prepend mode)
+from trainer_runs import full_then_crashed, train_losses
 
 from nlhf.config import ConfigError
 from nlhf.train import checkpoint as ckpt_lib
@@ -20,31 +22,6 @@ def _one_thread(one_thread):
     """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
-class Crash(RuntimeError):
-    pass
-
-
-def crashing_step(at_step: int, _real=offline.make_step):
-    """``make_step`` whose step raises in the middle of optimiser step ``at_step`` (after one micro-batch)."""
-
-    def factory(cfg, sharing=None):
-        real = _real(cfg, sharing)
-
-        def step(model, batch, ctx):
-            if ctx.step == at_step and ctx.micro_step == 1:
-                raise Crash(f"killed in step {at_step}")
-            return real(model, batch, ctx)
-
-        return step
-
-    return factory
-
-
-def train_losses(out) -> list[float]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if r["split"] == "train"]
-
-
 def resume_config(tmp_path, name, resume=False):
     # 10 pairs, global batch 2 x 2: 8 steps straddle epochs; AdamW with warm-up and cosine decay.
     return config(
@@ -54,19 +31,18 @@ def resume_config(tmp_path, name, resume=False):
     )  # fmt: skip
 
 
-def test_crash_then_resume_is_bit_identical_and_reuses_the_reference_cache(tmp_path, monkeypatch):
-    data = PAIRS + PAIRS[:2]
-    full = run(resume_config(tmp_path, "full"), examples=data)
+def run_ipo(tmp_path, name, resume=False):
+    """IPO on 10 pairs (the 8 of test_offline and 2 again) with :func:`resume_config`."""
+    return run(resume_config(tmp_path, name, resume=resume), examples=PAIRS + PAIRS[:2])
 
-    with monkeypatch.context() as m:
-        m.setattr(offline, "make_step", crashing_step(5))
-        with pytest.raises(Crash):
-            run(resume_config(tmp_path, "crashed"), examples=data)
+
+def test_crash_then_resume_is_bit_identical_and_reuses_the_reference_cache(tmp_path, monkeypatch):
+    full = full_then_crashed(monkeypatch, offline, partial(run_ipo, tmp_path))
     out = tmp_path / "crashed"
     assert ckpt_lib.find_latest(out).name == "ckpt-4"
     at_4 = ckpt_lib.load_checkpoint(out / "ckpt-4").model_state
 
-    resumed = run(resume_config(tmp_path, "crashed", resume=True), examples=data)
+    resumed = run_ipo(tmp_path, "crashed", resume=True)
     assert resumed.summary["ref_logps"] == "cached"  # read from ref_logps.pt, not recomputed
     a, b = params(full.policy), params(resumed.policy)
     assert all(torch.equal(a[n], b[n]) for n in a)
@@ -76,17 +52,12 @@ def test_crash_then_resume_is_bit_identical_and_reuses_the_reference_cache(tmp_p
 
 def test_resume_with_a_changed_reference_cache_differs(tmp_path, monkeypatch):
     """Negative control: resuming with altered cached reference log-probs changes the result."""
-    data = PAIRS + PAIRS[:2]
-    full = run(resume_config(tmp_path, "full"), examples=data)
-    with monkeypatch.context() as m:
-        m.setattr(offline, "make_step", crashing_step(5))
-        with pytest.raises(Crash):
-            run(resume_config(tmp_path, "crashed"), examples=data)
+    full = full_then_crashed(monkeypatch, offline, partial(run_ipo, tmp_path))
     cache_path = tmp_path / "crashed" / offline.REF_CACHE
     cache = torch.load(cache_path, weights_only=True)
     cache["train"] = cache["train"] + torch.tensor([0.5, 0.0])  # mu(first) x e^0.5 in the cache
     torch.save(cache, cache_path)
-    resumed = run(resume_config(tmp_path, "crashed", resume=True), examples=data)
+    resumed = run_ipo(tmp_path, "crashed", resume=True)
     a, b = params(full.policy), params(resumed.policy)
     assert not all(torch.equal(a[n], b[n]) for n in a)
 

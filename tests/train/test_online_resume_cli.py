@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import pytest
 import torch
 from test_online import LENGTH_JUDGE, PROMPTS, minus_length, online_cfg, params, rlhf_cfg, tiny
+from trainer_runs import full_then_crashed, train_losses
 
 from nlhf.config import ConfigError
 from nlhf.train import checkpoint as ckpt_lib
@@ -27,32 +29,6 @@ from nlhf.train import online, rlhf
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     """Every test here runs on one torch thread (tests/conftest.py)."""
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def crashing(module, at_step: int):
-    """``module.make_step`` whose step raises in the middle of optimiser step ``at_step`` (after one micro-batch)."""
-    real = module.make_step
-
-    def factory(*args, **kwargs):
-        step_fn = real(*args, **kwargs)
-
-        def step(model, batch, ctx):
-            if ctx.step == at_step and ctx.micro_step == 1:
-                raise Crash(f"killed in step {at_step}")
-            return step_fn(model, batch, ctx)
-
-        return step
-
-    return factory
-
-
-def train_losses(out) -> list[float]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if r["split"] == "train"]
 
 
 RESUME_LOOP = dict(max_steps=8, micro_batch_size=2, grad_accum_steps=2, save_every=2, keep_last=2, log_every=1)
@@ -67,11 +43,7 @@ def run_ema(tmp_path, name, resume=False):
 
 
 def test_nash_ema_crash_then_resume_is_bit_identical(tmp_path, monkeypatch):
-    full = run_ema(tmp_path, "full")
-    with monkeypatch.context() as m:
-        m.setattr(online, "make_step", crashing(online, 5))
-        with pytest.raises(Crash):
-            run_ema(tmp_path, "crashed")
+    full = full_then_crashed(monkeypatch, online, partial(run_ema, tmp_path))
     out = tmp_path / "crashed"
     assert ckpt_lib.find_latest(out).name == "ckpt-4"
     saved = ckpt_lib.load_checkpoint(out / "ckpt-4").extra["ema_opponent"]
@@ -87,11 +59,7 @@ def test_nash_ema_crash_then_resume_is_bit_identical(tmp_path, monkeypatch):
 
 
 def test_negative_control_resume_without_the_ema_state_differs(tmp_path, monkeypatch):
-    full = run_ema(tmp_path, "full")
-    with monkeypatch.context() as m:
-        m.setattr(online, "make_step", crashing(online, 5))
-        with pytest.raises(Crash):
-            run_ema(tmp_path, "crashed")
+    full = full_then_crashed(monkeypatch, online, partial(run_ema, tmp_path))
     with monkeypatch.context() as m:
         m.setattr(online.EmaOpponent, "load_state_dict", lambda self, state: None)  # the EMA restarts at theta_0
         resumed = run_ema(tmp_path, "crashed", resume=True)
@@ -109,11 +77,7 @@ def run_ppo(tmp_path, name, resume=False):
 
 def test_ppo_crash_inside_an_iteration_then_resume_is_bit_identical(tmp_path, monkeypatch):
     """Fresh rollouts at steps 0, 3, 6; the crash at step 5 resumes at 4, which trains on step 3's buffered rollouts."""
-    full = run_ppo(tmp_path, "full")
-    with monkeypatch.context() as m:
-        m.setattr(rlhf, "make_step", crashing(rlhf, 5))
-        with pytest.raises(Crash):
-            run_ppo(tmp_path, "crashed")
+    full = full_then_crashed(monkeypatch, rlhf, partial(run_ppo, tmp_path))
     out = tmp_path / "crashed"
     buffer = ckpt_lib.load_checkpoint(out / "ckpt-4").process_extra["rollout_buffer"]  # extra-0.pt
     assert sorted(buffer["slots"]) == [0, 1]  # both micro-batch slots of step 3's rollouts

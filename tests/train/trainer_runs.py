@@ -18,6 +18,10 @@ and ``train_gpu_smoke.py``; not a test module).
   micro-batch's forward), between two checkpoints.
 
 It returns the final trainable parameters (CPU tensors) and the train / eval metrics.
+
+The in-process crash-and-resume tests (``test_offline_resume_cli.py``,
+``test_online_resume_cli.py``) share :class:`Crash`, :func:`crashing_step`,
+:func:`full_then_crashed` and :func:`train_losses`.
 """
 
 from __future__ import annotations
@@ -159,6 +163,47 @@ def killing_step(step_fn: Any, kill_at: int) -> Any:
         return out
 
     return step
+
+
+class Crash(RuntimeError):
+    """What :func:`crashing_step`'s step raises."""
+
+
+def crashing_step(module: Any, at_step: int) -> Any:
+    """``module.make_step`` whose step raises :class:`Crash` in the middle of optimiser step ``at_step``
+    (at its second micro-batch, so the run needs ``grad_accum_steps >= 2``)."""
+    real = module.make_step
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        step_fn = real(*args, **kwargs)
+
+        def step(model: Any, batch: Any, ctx: Any) -> Any:
+            if ctx.step == at_step and ctx.micro_step == 1:
+                raise Crash(f"killed in step {at_step}")
+            return step_fn(model, batch, ctx)
+
+        return step
+
+    return factory
+
+
+def full_then_crashed(monkeypatch: Any, module: Any, run: Any, at_step: int = 5) -> Any:
+    """``run("full")``, then ``run("crashed")`` with ``module.make_step`` crashing in step ``at_step``
+    (:func:`crashing_step`; the crash must happen). Returns the full run's result."""
+    import pytest
+
+    full = run("full")
+    with monkeypatch.context() as m:
+        m.setattr(module, "make_step", crashing_step(module, at_step))
+        with pytest.raises(Crash):
+            run("crashed")
+    return full
+
+
+def train_losses(out: Path) -> list[float]:
+    """The train ``loss`` of every logged step in ``out/metrics.jsonl``."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if r["split"] == "train"]
 
 
 class _Patches:
