@@ -7,10 +7,12 @@ A short file on the shared loop (:mod:`nlhf.train.loop`), composition not inheri
 2. the policy pi and the explicit reference mu come from :func:`nlhf.models.build_policy`
    (a frozen copy, or the base model with the LoRA adapter disabled: never the adapted
    model);
-3. mu's sequence log-probs of both responses of every pair are computed ONCE, before the
-   first step (batched, length-sorted, no grad) and cached (also on disk, ``ref_logps.pt``,
-   so a resumed run does not recompute them). The full fine-tuning reference copy is then
-   released unless the evaluation needs it for the KL;
+3. mu's sequence log-probs of both responses of every pair the run will read are computed
+   ONCE, before the first step (batched, length-sorted, no grad) and cached (also on disk,
+   ``ref_logps.pt``, so a resumed run does not recompute them). A run shorter than an epoch
+   (``loop.max_steps``, ``loop.epochs < 1``) reads a known part of the data (the stream is
+   seeded, :func:`visited_indices`) and computes mu's log-probs for that part only. The
+   full fine-tuning reference copy is then released unless the evaluation needs it for the KL;
 4. each step scores both responses of B pairs with the policy, takes
    :func:`nlhf.logprobs.seq_logps` with the configured reduction, and the loss of
    :mod:`nlhf.losses.pairwise` per pair. By default each prompt is run ONCE for its two
@@ -68,8 +70,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nlhf.config import check
+from nlhf.data.collate import pad_token_id  # noqa: F401  (re-exported: online.py, rlhf.py, pipeline.py)
 from nlhf.models.lora import LoraSettings
-from nlhf.train.config import LoopConfig, OptimConfig
+from nlhf.train.config import LoopConfig, OptimConfig, check_required
 
 OFFLINE_LOSSES = ("dpo", "ipo", "cdpo")
 METRICS_JSON = "metrics.json"
@@ -137,9 +140,7 @@ class OfflineConfig:
 
     def check_complete(self) -> None:
         """The fields without a usable default (called before any data or model loads)."""
-        check(bool(self.data), "data", "required (--data TRAIN)")
-        check(bool(self.out), "out", "required (--out DIR)")
-        check(bool(self.model), "model", "required (--model smollm2|tiny|PATH)")
+        check_required(self, data="--data TRAIN", out="--out DIR", model="--model smollm2|tiny|PATH")
 
 
 def load_offline_config(
@@ -206,30 +207,75 @@ def tokenize_examples(tokenizer: Any, examples: Sequence[Any], cfg: OfflineConfi
     return pairs, cut
 
 
-def pad_token_id(tokenizer: Any) -> int:
-    """The id rows are padded with (pad, else EOS); padding is masked by lengths, so its value is irrelevant."""
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(tokenizer, "eos_token_id", None)
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad_token_id nor an eos_token_id to pad with")
-    return int(pad)
-
-
 class RefLogps:
-    """The cache of mu's sequence log-probs: per split a (N, 2) float32 tensor (first, second)."""
+    """The cache of mu's sequence log-probs: per split a (N, 2) float32 tensor (first, second).
+
+    ``done[split]`` (N,) bool, when set, marks the rows computed: a run that reads only part
+    of the data (``loop.max_steps`` or ``loop.epochs`` under one epoch) computes mu's
+    log-probs for the pairs it will read and no others (:func:`visited_indices`).
+    """
 
     def __init__(self) -> None:
         self.table: dict[str, Any] = {}
+        self.done: dict[str, Any] = {}
 
     def lookup(self, items: Sequence[OfflineItem]) -> Any:
-        """(B, 2) cached values of ``items`` (all from one split)."""
+        """(B, 2) cached values of ``items`` (all from one split); an error for a row never computed."""
         import torch
 
         split = items[0].split
         if split not in self.table:
             raise RuntimeError(f"reference log-probs of the {split} pairs were not computed before the step")
-        return self.table[split][torch.tensor([it.index for it in items])]  # (B, 2)
+        rows = torch.tensor([it.index for it in items])  # (B,)
+        done = self.done.get(split)
+        if done is not None and not bool(done[rows].all()):
+            missing = [it.index for it in items if not bool(done[it.index])]
+            raise RuntimeError(
+                f"reference log-probs of {split} pairs {missing} were not computed: the run reads pairs the "
+                "precompute did not plan for (visited_indices)"
+            )
+        return self.table[split][rows]  # (B, 2)
+
+
+def visited_indices(n: int, seed: int, positions: int) -> list[int]:
+    """The dataset indices, sorted, that a run reading the first ``positions`` places of the data stream sees.
+
+    The stream is :func:`nlhf.train.loop.stream_indices`'s: epoch 0's seeded permutation of
+    the ``n`` examples, then epoch 1's, ... So a run of at least one epoch sees every
+    example, and a shorter one (``positions < n``) the first ``positions`` of epoch 0's
+    permutation.
+    """
+    from nlhf.train.loop import epoch_permutation
+
+    if positions >= n:
+        return list(range(n))
+    return sorted(epoch_permutation(n, seed, 0)[:positions])
+
+
+def fill_reference_logps(
+    ref: RefLogps, name: str, pairs: Sequence[Any], needed: Sequence[int], cached: dict[str, Any], compute: Callable
+) -> int:
+    """Put mu's log-probs of ``pairs[needed]`` into ``ref`` (split ``name``); returns how many were computed.
+
+    Rows already in ``cached`` (a ``ref_logps.pt`` of the same fingerprint: ``cached[name]``
+    (N, 2) and ``cached[name + ":done"]`` (N,) bool; a cache without the mask is complete)
+    are reused; the others are computed with ``compute(list_of_pairs) -> (k, 2)``.
+    """
+    import torch
+
+    n = len(pairs)
+    table, done = cached.get(name), cached.get(f"{name}:done")
+    if table is None or tuple(table.shape) != (n, 2):
+        table, done = torch.zeros(n, 2, dtype=torch.float32), torch.zeros(n, dtype=torch.bool)
+    elif done is None or tuple(done.shape) != (n,):
+        done = torch.ones(n, dtype=torch.bool)
+    todo = [i for i in needed if not bool(done[i])]
+    if todo:
+        rows = torch.tensor(todo)
+        table[rows] = compute([pairs[i] for i in todo])
+        done[rows] = True
+    ref.table[name], ref.done[name] = table, done
+    return len(todo)
 
 
 def collate_shared_prompt(pairs: Sequence[Any], pad_token_id: int) -> dict[str, Any]:
@@ -763,18 +809,20 @@ def run_offline(
     )
     timings["loop_setup"] = time.perf_counter() - t0
 
+    #    Only the pairs the run will read: all of them from one epoch on, fewer for a shorter run.
     t0 = time.perf_counter()
     cache_path = out / REF_CACHE
-    cached = _load_ref_cache(cache_path, fingerprint)
-    if cached is not None:
-        ref.table = {name: cached[name] for name in splits}
-    else:
-        for name, pairs in splits.items():
-            ref.table[name] = reference_logps(
-                reference, pairs, pad_id, cfg.reduction, cfg.ref_batch_size, acc.device, sharing
-            )
-        if acc.is_main_process:
-            _save_ref_cache(cache_path, fingerprint, ref.table)
+    cached = _load_ref_cache(cache_path, fingerprint) or {}
+    needed = {"train": visited_indices(len(train_pairs), cfg.loop.seed, loop.max_steps * loop.global_batch)}
+    computed = 0
+    for name, pairs in splits.items():
+        computed += fill_reference_logps(
+            ref, name, pairs, needed.get(name, range(len(pairs))), cached,
+            lambda chunk: reference_logps(reference, chunk, pad_id, cfg.reduction, cfg.ref_batch_size, acc.device,
+                                          sharing),
+        )  # fmt: skip
+    if computed and acc.is_main_process:
+        _save_ref_cache(cache_path, fingerprint, {**ref.table, **{f"{k}:done": v for k, v in ref.done.items()}})
     timings["ref_precompute"] = time.perf_counter() - t0
     if not keep_reference:
         del reference  # the frozen copy (full fine-tuning) is not needed any more
@@ -805,7 +853,8 @@ def run_offline(
             "steps": result.step,
             "updates": result.updates,
             "nonfinite_steps": result.nonfinite_steps,
-            "ref_logps": "cached" if cached is not None else "computed",
+            "ref_logps": "computed" if computed else "cached",
+            "ref_pairs_computed": computed,  # pairs (train + eval) whose mu log-probs this run computed
             "share_prompt": sharing is not None,
             "truncated": {"pairs": len(train_pairs), **dict(cut)},
             "train": result.train_metrics,
