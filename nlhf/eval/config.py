@@ -34,6 +34,7 @@ class TournamentConfig:
     max_prompt_tokens: int | None = None  # prompts cut from the left to this many tokens; None: no cut
     interval: Literal["wilson", "clopper_pearson"] = "wilson"
     confidence: float = 0.95
+    cluster_prompts: bool = True  # win intervals on the effective number of comparisons (samples of a prompt correlate)
     bootstrap: int = 1000  # resamples (over prompts) for the exploitability intervals
     best_of_n: int = 4  # reference best-of-n exploiter (judges that are not class-level); 0: off
     seed: int = 0

@@ -5,6 +5,10 @@ numpy and scipy only. Used by the tournament (:mod:`nlhf.eval.tournament`):
 * a win rate is reported as the mean judge probability; its interval is a binomial
   interval on the fractional win count k = sum P out of n comparisons (conservative: a
   probability in [0, 1] with mean p has variance at most p(1 - p));
+* the S comparisons of one prompt are not independent (a prompt that favours one policy
+  favours it in all its samples): :func:`effective_comparisons` turns the n = G S
+  comparisons of G prompts into the effective number n_eff <= n that the spread of the
+  per-prompt means supports, and the interval is taken on p n_eff out of n_eff;
 * an exploitability interval is a percentile bootstrap over prompts.
 
 Formulas (z = Phi^-1(1 - alpha/2), alpha = 1 - confidence, p = k/n):
@@ -68,6 +72,40 @@ def binomial_interval(k: float, n: float, method: str = "wilson", confidence: fl
     if method == "clopper_pearson":
         return clopper_pearson_interval(k, n, confidence)
     raise ValueError(f"interval method must be 'wilson' or 'clopper_pearson', got {method!r}")
+
+
+def effective_comparisons(values: np.ndarray) -> float:
+    """Effective number of comparisons of a mean over (G, S) values clustered by row (prompt).
+
+    ``values[g, s]`` is comparison s of prompt g (a judge probability in [0, 1]). The mean
+    p over the G S values has the cluster-robust variance v = var_g(m_g) / G, with m_g the
+    mean of row g and var the unbiased variance over the G rows (balanced rows: the mean of
+    row means is p). A binomial proportion of n_eff trials has variance p (1 - p) / n_eff, so
+
+        n_eff = p (1 - p) / v, clipped to [1, G S].
+
+    Rows that agree (v small, e.g. every prompt gives 0.7) keep n_eff = G S: the
+    conservative binomial bound of the module docstring; rows that disagree (each prompt
+    all 1 or all 0) give about G - 1, one comparison per prompt. One row (G = 1) gives 1
+    when S > 1: the spread between prompts cannot be estimated from one prompt. Worked
+    example: rows (1, 1), (1, 0), (0, 0): p = 1/2, row means (1, 1/2, 0), var = 1/4,
+    v = 1/12, n_eff = (1/4) / (1/12) = 3 of 6.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"effective_comparisons needs a non-empty (prompts, samples) array, got shape {values.shape}")
+    G, S = values.shape
+    n = float(G * S)
+    if S == 1:  # no clusters
+        return n
+    if G == 1:
+        return 1.0
+    p = float(values.mean())
+    v = float(values.mean(axis=1).var(ddof=1)) / G
+    binomial = p * (1.0 - p)
+    if v <= 0.0 or binomial <= 0.0:
+        return n
+    return float(min(n, max(1.0, binomial / v)))
 
 
 def bootstrap_interval(

@@ -21,13 +21,20 @@ SEMANTICS = (
     "every prompt and sample, sample k of one policy paired with sample k of the other on the same prompt; "
     "the diagonal is 1/2. Interval: {interval} at {confidence:.0%} on the fractional win count (each comparison "
     "counts P(row > column) of a win) out of the number of comparisons; a probability in [0, 1] has at most the "
-    "binomial variance, so the interval is conservative (comparisons on one prompt are treated as independent).",
+    "binomial variance, so the interval is conservative. {clustering}",
     "KL(pi || mu): Monte Carlo mean over the policy's own samples of sum_t [log pi(y_t | x, y_<t) - "
     "log mu(y_t | x, y_<t)] at temperature 1, with its standard error std/sqrt(n); mu is the reference "
     "policy (for a LoRA policy, its base with the adapter disabled). The reference itself has KL 0 exactly.",
     "Length: response tokens including the end-of-turn token; truncated: the fraction of responses that hit "
     "max_new_tokens without ending.",
 )
+
+CLUSTERING = {
+    True: "The samples of one prompt are correlated: the interval counts the effective number of comparisons "
+    "(n_effective: p(1 - p) over the variance of the mean of the per-prompt means, at most the number of "
+    "comparisons), never narrower than counting them as independent.",
+    False: "Comparisons on one prompt are treated as independent (cluster_prompts=false).",
+}
 
 EXPLOIT_SEMANTICS = {
     "class_exact": "Exploitability (exact, class level): max over response classes y of P*(y > pi) - 1/2 on the "
@@ -97,6 +104,7 @@ class TournamentResult:
     exploit_details: dict[str, Any] = field(default_factory=dict)  # pool_best, pool_best_name, best_of_n_win
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    n_effective: np.ndarray | None = None  # (n, n) float, comparisons the interval counts (None: n_games)
 
     # ------------------------------------------------------------------ access
 
@@ -146,8 +154,8 @@ class TournamentResult:
     def semantics(self) -> list[str]:
         """How each number was computed, in words (for the report)."""
         lines = [
-            SEMANTICS[0].format(interval=INTERVAL_LABELS.get(self.interval, self.interval),
-                                confidence=self.confidence),  # fmt: skip
+            SEMANTICS[0].format(interval=INTERVAL_LABELS.get(self.interval, self.interval), confidence=self.confidence,
+                                clustering=CLUSTERING[bool(getattr(self.config, "cluster_prompts", False))]),  # fmt: skip
             SEMANTICS[1],
             SEMANTICS[2],
             EXPLOIT_SEMANTICS.get(self.exploitability_method, self.exploitability_method),
@@ -190,6 +198,7 @@ class TournamentResult:
             "win_rate": self.win_rate,
             "wins": np.round(self.wins.astype(float), 4),
             "n_games": self.n_games.astype(int),
+            "n_effective": np.round(self.n_effective, 2) if self.n_effective is not None else None,
             "win_low": self.win_low,
             "win_high": self.win_high,
             "policies": policies,

@@ -32,7 +32,12 @@ Win rates
     ``n_games[i, j] = N``: centred on the point estimate, and conservative, since a
     probability P in [0, 1] with mean p has variance at most p (1 - p), the binomial variance
     the intervals assume (drawing a Bernoulli(P) outcome per comparison would only add coin
-    noise). Comparisons on the same prompt are treated as independent.
+    noise). The S comparisons of one prompt are correlated (the same prompt favours the same
+    policy): with ``cfg.cluster_prompts`` (the default) the interval is taken on
+    ``win_rate * n_effective`` out of ``n_effective[i, j]``
+    (:func:`nlhf.eval.intervals.effective_comparisons`: the number of comparisons the
+    spread of the per-prompt means supports, at most N), so it is never narrower than the
+    independent one and wider when prompts disagree; without it n_effective = N.
 
 KL(pi || mu)
     The Monte Carlo mean over the policy's own N samples of
@@ -69,8 +74,9 @@ from typing import Any
 
 import numpy as np
 
+from nlhf.data.collate import pad_token_id
 from nlhf.eval.config import TournamentConfig
-from nlhf.eval.intervals import binomial_interval, bootstrap_interval
+from nlhf.eval.intervals import binomial_interval, bootstrap_interval, effective_comparisons
 from nlhf.eval.policies import PolicyEntry
 from nlhf.eval.result import TournamentResult
 
@@ -112,15 +118,6 @@ def _model_device(model: Any) -> Any:
     return next(model.parameters()).device
 
 
-def _pad_id(tokenizer: Any) -> int:
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(tokenizer, "eos_token_id", None)
-    if pad is None:
-        raise ValueError("the policy's tokenizer has neither a pad nor an eos token")
-    return int(pad)
-
-
 def sample_responses(
     model: Any,
     tokenizer: Any,
@@ -146,7 +143,7 @@ def sample_responses(
     S = cfg.samples_per_prompt if samples is None else samples
     sampling = cfg.sampling()
     device = _model_device(model)
-    collate = make_collate(_pad_id(tokenizer))
+    collate = make_collate(pad_token_id(tokenizer))
     per_batch = max(1, cfg.batch_size // S)
     texts: list[str] = []
     lengths, truncated, ratios = [], [], []
@@ -158,7 +155,7 @@ def sample_responses(
         generator = RowGenerator(seeds, device=device)  # row i S + k: sample k of prompt start + i
         rollout = generate(
             model, rows.input_ids, rows.attention_mask, sampling, generator,
-            eos_token_id=eos_id(tokenizer), pad_token_id=_pad_id(tokenizer),
+            eos_token_id=eos_id(tokenizer), pad_token_id=pad_token_id(tokenizer),
         )  # fmt: skip
         texts.extend(rollout.response_texts(tokenizer))
         lengths.append(rollout.response_lengths.cpu().numpy())
@@ -337,13 +334,17 @@ def run_tournament(
     wins = pair_probs.sum(axis=2)  # (n, n) expected wins: each comparison counts P(row > column)
     np.fill_diagonal(wins, 0.0)  # a policy plays no games against itself
     n_games = np.where(np.eye(n, dtype=bool), 0, N).astype(np.int64)  # (n, n)
+    n_effective = n_games.astype(np.float64)  # (n, n) comparisons the interval counts
     win_low = np.full((n, n), np.nan)
     win_high = np.full((n, n), np.nan)
     for i in range(n):
         for j in range(n):
             if i != j:
+                if cfg.cluster_prompts:  # the S samples of a prompt are one cluster
+                    n_effective[i, j] = effective_comparisons(pair_probs[i, j].reshape(n_prompts, S))
+                m = n_effective[i, j]
                 win_low[i, j], win_high[i, j] = binomial_interval(
-                    float(np.clip(wins[i, j], 0.0, N)), N, cfg.interval, cfg.confidence
+                    float(np.clip(win_rate[i, j] * m, 0.0, m)), m, cfg.interval, cfg.confidence
                 )
 
     # 4. KL, length, truncation
@@ -422,6 +423,7 @@ def run_tournament(
         win_rate=win_rate,
         wins=wins,
         n_games=n_games,
+        n_effective=n_effective,
         win_low=win_low,
         win_high=win_high,
         kl=kl,

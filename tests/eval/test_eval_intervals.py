@@ -9,6 +9,7 @@ from nlhf.eval.intervals import (
     binomial_interval,
     bootstrap_interval,
     clopper_pearson_interval,
+    effective_comparisons,
     normal_quantile,
     wilson_interval,
 )
@@ -71,3 +72,25 @@ def test_bootstrap_interval_of_a_mean():
     assert low < x.mean() < high
     assert (high - low) == pytest.approx(2 * 1.959964 * se, rel=0.15)
     assert all(math.isnan(v) for v in bootstrap_interval(lambda idx: 0.0, 5, 0, rng))
+
+
+def test_effective_comparisons_worked_examples():
+    """n_eff = p(1 - p) / (var(row means) / G), clipped to [1, G S].
+
+    * rows (1, 1), (1, 0), (0, 0): p = 1/2, row means (1, 1/2, 0) with unbiased variance
+      ((1/2)^2 + 0 + (1/2)^2) / 2 = 1/4, v = 1/12, n_eff = (1/4) / (1/12) = 3 of 6;
+    * rows (1, 1), (0, 0): row means (1, 0), variance 1/2, v = 1/4, n_eff = 1 of 4 (two
+      prompts that disagree completely are worth about one comparison);
+    * rows (1, 0), (1, 0): the prompts agree (v = 0): all 4 comparisons count;
+    * one prompt with 4 samples: 1 (nothing is known about other prompts); one sample per
+      prompt: no clusters, G.
+    """
+    assert effective_comparisons(np.array([[1, 1], [1, 0], [0, 0]])) == pytest.approx(3.0)
+    assert effective_comparisons(np.array([[1, 1], [0, 0]])) == pytest.approx(1.0)
+    assert effective_comparisons(np.array([[1, 0], [1, 0]])) == 4.0
+    assert effective_comparisons(np.array([[0.7, 0.2, 0.9, 0.4]])) == 1.0
+    assert effective_comparisons(np.array([[1.0], [0.0], [1.0]])) == 3.0
+    # p(1 - p) / v above G S (consistent fractional probabilities) is clipped to G S
+    assert effective_comparisons(np.array([[0.9, 0.7], [0.7, 0.9], [0.8, 0.8]])) == 6.0
+    with pytest.raises(ValueError, match="non-empty"):
+        effective_comparisons(np.zeros((0, 3)))

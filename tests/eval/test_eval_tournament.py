@@ -271,3 +271,29 @@ def test_win_interval_is_on_the_fractional_win_count():
     cp = run_tournament(pols, ["x"] * 5, judge, TournamentConfig(**{**CFG.__dict__, "interval": "clopper_pearson"}),
                         progress=False)  # fmt: skip
     assert cp.win_low[0, 1] < r.win_low[0, 1] < 0.7 < r.win_high[0, 1] < cp.win_high[0, 1]
+
+
+def test_win_interval_counts_the_samples_of_a_prompt_as_one_cluster():
+    """A judge that favours p on the first 3 of 6 prompts and q on the others, for every sample.
+
+    6 prompts x 4 samples = 24 comparisons with P in {1, 0}: win rate 1/2. The per-prompt
+    means are (1, 1, 1, 0, 0, 0): unbiased variance 0.3, v = 0.3 / 6 = 0.05, so
+    n_eff = 0.25 / 0.05 = 5 and the interval is Wilson(2.5, 5): z = 1.959964, centre 1/2,
+    half-width z sqrt(0.05 + z^2/100) / (1 + z^2/5) = 1.959964 x 0.297346 / 1.768292 =
+    0.329576 -> [0.170424, 0.829576]. Counted as 24 independent comparisons (the negative
+    control, cluster_prompts=False) it would be Wilson(12, 24) = [0.314274, 0.685726].
+    """
+    prompts = [f"x{i}" for i in range(6)]
+    tok = tabular_tokenizer(ACTIONS, prompts)
+    pols = [PolicyEntry(name, tabular_lm(3, 6, logits=torch.tensor([pure(k)] * 6)), tok)
+            for name, k in (("p", 2), ("q", 1))]  # fmt: skip
+    judge = CallableJudge(lambda x, a, b: float((int(x[1]) < 3) == (len(a) > len(b))), name="by prompt")
+    r = run_tournament(pols, prompts, judge, CFG, progress=False)
+    assert r.win_rate[0, 1] == pytest.approx(0.5) and r.n_effective[0, 1] == pytest.approx(5.0)
+    assert r.win_low[0, 1] == pytest.approx(0.170424, abs=2e-5) and r.win_high[0, 1] == pytest.approx(0.829576, abs=2e-5)
+    naive = run_tournament(pols, prompts, judge, TournamentConfig(**{**CFG.__dict__, "cluster_prompts": False}),
+                           progress=False)  # fmt: skip
+    assert naive.n_effective[0, 1] == 24.0
+    assert naive.win_low[0, 1] == pytest.approx(0.314274, abs=2e-5) and naive.win_high[0, 1] == pytest.approx(0.685726, abs=2e-5)
+    assert "effective number of comparisons" in r.to_markdown() and "independent" in naive.to_markdown()
+    assert r.to_dict()["n_effective"][0][1] == 5.0
