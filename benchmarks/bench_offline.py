@@ -21,6 +21,10 @@ Wall time per epoch, reference log-probs included:
   needs, both timed by wrapping them).
 
 Targets (issue 4): nlhf <= 0.8 x TRL default, <= 1.0 x TRL precompute, peak RSS <= TRL's.
+The summary also gives the ratio of the two sides' matrix multiply-adds (``matmul_macs``,
+from the model config and the lengths): the ratio both would show at equal speed per
+multiply-add. For one epoch nothing is recomputed on either side, so the only arithmetic
+nlhf saves is the prompt run once per pair instead of twice: 0.79 at the default shape.
 TRL is installed into /tmp/trl116 (``pip install --no-deps --target``) when missing and
 put on ``PYTHONPATH`` for the peer's subprocesses only. The summary line also records the
 1-minute load average before and after (the machine is shared).
@@ -148,6 +152,42 @@ def peer(args: argparse.Namespace) -> None:
     emit({"name": "trl-precompute-time", **spent})
 
 
+# ----------------------------------------------------------------------------- the arithmetic floor
+
+
+def matmul_macs(model_dir: Path, prompt_tokens: int, completion_tokens: int) -> dict:
+    """Multiply-adds of the linear layers (and LM head) per pair and epoch, for each side, from the config.
+
+    Attention scores, norms and activations are left out (about a tenth of the work at this
+    shape). Each response is ``completion_tokens`` + EOS tokens; no padding (the pairs have
+    equal lengths). A backward pass costs twice its forward.
+
+    * TRL (default and precompute alike): the policy runs the 2 rows ``prompt + response``
+      forward and backward (logits at every position), the reference forward once.
+    * nlhf (``share_prompt``): the prompt minus its last token once, without logits, then the
+      2 rows ``[last prompt token, response minus EOS]`` on its KV cache (logits at every
+      position); the reference forward once; the backward of the prompt part stops at the
+      last layer's key/value projections (nothing else of that layer at those positions
+      reaches the loss).
+    """
+    cfg = json.loads((model_dir / "config.json").read_text())
+    h, inter, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    heads = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or h // heads
+    kv = h * cfg.get("num_key_value_heads", heads) * head_dim * 2  # k and v projections
+    layer = kv + 2 * h * heads * head_dim + 3 * h * inter  # q, o, and the gated MLP
+    token = layers * layer + h * vocab  # one position through the model and its logits
+    response = completion_tokens + 1  # + EOS
+    trl_rows = 2 * (prompt_tokens + response)
+    trl = trl_rows * token * (1 + 2 + 1)  # policy forward + backward, reference forward
+    head = prompt_tokens - 1  # prompt minus its last token: cache only, no logits
+    nlhf_forward = head * layers * layer + 2 * response * token
+    nlhf_backward = 2 * (2 * response * token + head * ((layers - 1) * layer + kv))
+    nlhf = 2 * nlhf_forward + nlhf_backward  # reference forward, policy forward, policy backward
+    return {"nlhf_mmacs_per_pair": round(nlhf / 1e6, 2), "trl_mmacs_per_pair": round(trl / 1e6, 2),
+            "ratio": round(nlhf / trl, 3)}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- the driver
 
 
@@ -219,6 +259,7 @@ def drive(args: argparse.Namespace) -> None:
             "rss_vs_trl": round(rss["nlhf"] / min(rss["trl-default"], rss["trl-precompute"]), 3),
         }
     ok = all(summary[loss][key] <= target for loss in summary for key, target in TARGETS.items())
+    floor = matmul_macs(model, args.prompt_tokens, args.completion_tokens)
     emit({
         "name": "bench_offline_summary",
         "pairs": args.pairs,
@@ -229,6 +270,7 @@ def drive(args: argparse.Namespace) -> None:
         "reduction": args.reduction,
         "targets": TARGETS,
         "results": summary,
+        "matmul_macs": floor,  # the ratio both sides would show at equal speed per multiply-add
         "load_1min_before": round(load_before, 2),
         "load_1min_after": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
