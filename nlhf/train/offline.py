@@ -265,17 +265,17 @@ def fill_reference_logps(
 
     n = len(pairs)
     table, done = cached.get(name), cached.get(f"{name}:done")
-    if table is None or tuple(table.shape) != (n, 2):
+    if table is None or tuple(table.shape) != (n, 2) or (done is not None and tuple(done.shape) != (n,)):
         table, done = torch.zeros(n, 2, dtype=torch.float32), torch.zeros(n, dtype=torch.bool)
-    elif done is None or tuple(done.shape) != (n,):
+    elif done is None:  # a cache written before the mask existed holds every row
         done = torch.ones(n, dtype=torch.bool)
-    todo = [i for i in needed if not bool(done[i])]
-    if todo:
-        rows = torch.tensor(todo)
-        table[rows] = compute([pairs[i] for i in todo])
+    wanted = torch.as_tensor(list(needed), dtype=torch.long)  # (k,)
+    rows = wanted[~done[wanted]]  # (k',) the ones not cached
+    if len(rows):
+        table[rows] = compute([pairs[i] for i in rows.tolist()])
         done[rows] = True
     ref.table[name], ref.done[name] = table, done
-    return len(todo)
+    return len(rows)
 
 
 def collate_shared_prompt(pairs: Sequence[Any], pad_token_id: int) -> dict[str, Any]:
