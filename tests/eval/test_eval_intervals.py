@@ -94,3 +94,24 @@ def test_effective_comparisons_worked_examples():
     assert effective_comparisons(np.array([[0.9, 0.7], [0.7, 0.9], [0.8, 0.8]])) == 6.0
     with pytest.raises(ValueError, match="non-empty"):
         effective_comparisons(np.zeros((0, 3)))
+
+
+def test_clustered_interval_keeps_its_coverage_where_the_independent_one_loses_it():
+    """Simulation with a known truth: 30 prompts x 8 samples, each prompt with its own win probability.
+
+    q_g ~ Beta(2.2, 1.8) (mean 0.55, a strong prompt effect), outcomes Bernoulli(q_g); 400
+    replications, seed 0. The Wilson interval on the effective number of comparisons covers
+    0.55 in 94% of them (nominal 95%); counting the 240 comparisons as independent covers it
+    in 82% only.
+    """
+    rng = np.random.default_rng(0)
+    hits = {"clustered": 0, "independent": 0}
+    for _ in range(400):
+        q = rng.beta(2.2, 1.8, size=30)  # (G,)
+        values = (rng.random((30, 8)) < q[:, None]).astype(float)  # (G, S)
+        p = values.mean()
+        for kind, n in (("clustered", effective_comparisons(values)), ("independent", values.size)):
+            low, high = wilson_interval(p * n, n)
+            hits[kind] += low <= 0.55 <= high
+    assert hits["clustered"] / 400 >= 0.92
+    assert hits["independent"] / 400 <= 0.86
