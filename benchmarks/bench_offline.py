@@ -1,6 +1,6 @@
 """Offline DPO and IPO, nlhf against TRL 1.16's DPOTrainer, in one run; one JSON line each.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_offline.py [--pairs 128] [--repeat 3]
+    OMP_NUM_THREADS=1 python benchmarks/bench_offline.py [--pairs 128] [--repeat 5]
 
 Both sides (PEER-TRL.md): the tiny Llama of ``common.py`` (hidden 256, 4 layers, ~4.3M
 parameters), the same pairs (prompt 23 tokens, responses 40 tokens, + EOS), batch 8,
@@ -250,6 +250,8 @@ def drive(args: argparse.Namespace) -> None:
         rss = {k: max(r["peak_rss_mib"] for r in runs[k]) for k in kinds}
         summary[loss] = {
             "epoch_s": {k: round(v, 3) for k, v in med.items()},
+            "epoch_s_range": {k: [round(min(r["epoch_s"] for r in runs[k]), 3),
+                                  round(max(r["epoch_s"] for r in runs[k]), 3)] for k in kinds},  # fmt: skip
             "vs_trl_default": round(med["nlhf"] / med["trl-default"], 3),
             "vs_trl_precompute": round(med["nlhf"] / med["trl-precompute"], 3),
             "epoch_cpu_s": {k: round(v, 3) for k, v in cpu.items()},
@@ -297,7 +299,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=128, help="pairs in the epoch (steps = pairs / batch)")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each side; the median is reported")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each side; the median is reported")
     ap.add_argument("--losses", nargs="+", default=["dpo", "ipo"], choices=["dpo", "ipo"])
     ap.add_argument("--prompt-tokens", type=int, default=23, help="prompt length (PEER-TRL.md: 23)")
     ap.add_argument("--completion-tokens", type=int, default=40, help="response length (PEER-TRL.md: 40)")

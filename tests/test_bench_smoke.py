@@ -100,3 +100,24 @@ def test_demo_oracle_ablation_smoke(tmp_path):
     assert abs(pi.sum() - 1) < 1e-3 and abs(mu.sum() - 1) < 1e-3
     P = default_rater_population().game.P
     assert rec["win_pi_vs_mu_class_level"] == pytest.approx(float(pi @ P @ mu), abs=2e-3)
+
+
+def test_offline_matmul_macs_by_hand(tmp_path):
+    """``bench_offline.matmul_macs`` on the benchmark Llama (hidden 256, MLP 1024, 4 layers, 4 heads, vocab 259).
+
+    Per position: one layer = q, o (256 x 256 each) + k, v (256 x 256 each) + the gated MLP
+    (3 x 256 x 1024) = 1,048,576; the model = 4 layers + the head 256 x 259 = 4,260,608.
+    TRL: 2 rows of 23 + 41 positions, policy forward + backward (x 3) and reference forward:
+    128 x 4 x 4,260,608 = 2,181,431,296. nlhf: forward = 22 x 4 x 1,048,576 (prompt, no
+    logits) + 82 x 4,260,608 = 441,644,544, twice (reference and policy); backward =
+    2 x (82 x 4,260,608 + 22 x (3 x 1,048,576 + 131,072)) = 842,918,912; total
+    1,726,208,000, ratio 0.791.
+    """
+    from bench_offline import matmul_macs
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "vocab_size": 259,
+        "num_attention_heads": 4, "num_key_value_heads": 4,
+    }))  # fmt: skip
+    assert matmul_macs(tmp_path, 23, 40) == {"nlhf_mmacs_per_pair": 1726.21, "trl_mmacs_per_pair": 2181.43,
+                                             "ratio": 0.791}  # fmt: skip
