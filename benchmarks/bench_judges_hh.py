@@ -230,7 +230,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     poolings = ["auto", "mean", "last", "cls", "segments"]
     ap.add_argument("--pooling", default="auto", choices=poolings)
     ap.add_argument("--lr", type=float, default=1e-4)
-    per_kind = {"pm": (1e-4, "segments"), "rm": (None, None)}  # validated on training pairs (module docstring)
+    per_kind = {
+        "pm": (1e-4, "segments"),
+        "rm": (None, None),
+    }  # validated on training pairs (module docstring)
     for kind, (lr, pooling) in per_kind.items():
         ap.add_argument(f"--{kind}-lr", type=float, default=lr, help=f"{kind} only (default: {lr or '--lr'})")
         ap.add_argument(f"--{kind}-pooling", default=pooling, choices=poolings,
@@ -301,8 +304,10 @@ def main(argv=None) -> int:
     }
     for kind in kinds:
         done = (root / kind / "metrics.json").is_file() and (root / f"{kind}.run.json").is_file()
-        run = load_run(kind, root / kind) if args.reuse and done else train_judge(
-            kind, args, train_path, eval_path, root / kind
+        run = (
+            load_run(kind, root / kind)
+            if args.reuse and done
+            else train_judge(kind, args, train_path, eval_path, root / kind)
         )
         res = per_pair_results(kind, root / kind, evaluation, 2 * args.micro_batch)
         per[kind] = res

@@ -85,7 +85,9 @@ class SeqClsRewardModel:
 
         tok = AutoTokenizer.from_pretrained(path)
         cls = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-        rm = RewardModel(cls.model, tok, pooling="last", kind_of_backbone="causal", max_length=PROMPT_TOKENS + 256)
+        rm = RewardModel(
+            cls.model, tok, pooling="last", kind_of_backbone="causal", max_length=PROMPT_TOKENS + 256
+        )
         with torch.no_grad():  # the same linear head (no bias) as the classifier's score layer
             head = rm.head if hasattr(rm, "head") else None
             if head is None or head.weight.shape != cls.score.weight.shape:
@@ -139,9 +141,19 @@ def run_nlhf(args) -> None:
         loop=LoopConfig(max_steps=args.steps, micro_batch_size=BATCH, log_every=10_000, progress=False,
                         tensorboard=False, min_free_disk_mb=1, overwrite=True, eval_at_end=False),
     )  # fmt: skip
-    result = run_online(cfg, model=model, tokenizer=tok, judge=judge, train_prompts=prompts(BATCH * args.steps))
-    emit(summarise("nlhf", times, tokens=args.tokens, batch=BATCH, median_cpu_s_per_step=median_tail(cpu),
-                   length=result.summary["train"].get("length")))
+    result = run_online(
+        cfg, model=model, tokenizer=tok, judge=judge, train_prompts=prompts(BATCH * args.steps)
+    )
+    emit(
+        summarise(
+            "nlhf",
+            times,
+            tokens=args.tokens,
+            batch=BATCH,
+            median_cpu_s_per_step=median_tail(cpu),
+            length=result.summary["train"].get("length"),
+        )
+    )
 
 
 def run_trl(args) -> None:
@@ -186,8 +198,15 @@ def run_trl(args) -> None:
     trainer = NashMDTrainer(model=model, ref_model=ref, reward_funcs=rm, args=cfg, train_dataset=data,
                             processing_class=tok, callbacks=[StepTimer()])  # fmt: skip
     trainer.train()
-    emit(summarise(f"{args.case}-{trl.__version__}", times, tokens=args.tokens, batch=BATCH,
-                   median_cpu_s_per_step=median_tail(cpu)))
+    emit(
+        summarise(
+            f"{args.case}-{trl.__version__}",
+            times,
+            tokens=args.tokens,
+            batch=BATCH,
+            median_cpu_s_per_step=median_tail(cpu),
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- driver
@@ -218,7 +237,9 @@ def main() -> None:
     ap.add_argument("--model", default="/tmp/nlhf-bench/tiny-llama")
     ap.add_argument("--reward", default="/tmp/nlhf-bench/tiny-llama-rm")
     ap.add_argument("--out", default="/tmp/nlhf-bench-nash-md")
-    ap.add_argument("--trl", default=None, help="directory with trl==1.13.0 (pip install --no-deps --target DIR)")
+    ap.add_argument(
+        "--trl", default=None, help="directory with trl==1.13.0 (pip install --no-deps --target DIR)"
+    )
     ap.add_argument("--cases", nargs="+", default=["nlhf", "trl-uncached", "trl-cached"])
     args = ap.parse_args()
     if args.mode == "_child":
@@ -241,7 +262,9 @@ def main() -> None:
         for peer in ("trl-uncached", "trl-cached"):
             theirs = results.get((peer, tokens), {})
             if "median_s_per_step" in ours and "median_s_per_step" in theirs:
-                summary[f"time_nlhf/{peer}@{tokens}"] = round(ours["median_s_per_step"] / theirs["median_s_per_step"], 3)
+                summary[f"time_nlhf/{peer}@{tokens}"] = round(
+                    ours["median_s_per_step"] / theirs["median_s_per_step"], 3
+                )
                 summary[f"cpu_nlhf/{peer}@{tokens}"] = round(
                     ours["median_cpu_s_per_step"] / theirs["median_cpu_s_per_step"], 3
                 )

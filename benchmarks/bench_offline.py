@@ -59,7 +59,16 @@ def ensure_trl() -> None:
     if (TRL_DIR / "trl" / "__init__.py").is_file():
         return
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(TRL_DIR), f"trl=={TRL_VERSION}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--target",
+            str(TRL_DIR),
+            f"trl=={TRL_VERSION}",
+        ],
         check=True,
     )
 
@@ -76,7 +85,11 @@ def ours(args: argparse.Namespace) -> None:
     from nlhf.train.config import LoopConfig, OptimConfig
     from nlhf.train.offline import OfflineConfig, run_offline
 
-    cpu = {"ref": 0.0, "train": 0.0, "setup": 0.0}  # process CPU seconds (robust to other jobs on the machine)
+    cpu = {
+        "ref": 0.0,
+        "train": 0.0,
+        "setup": 0.0,
+    }  # process CPU seconds (robust to other jobs on the machine)
     offline_mod.reference_logps = _cpu_timed(offline_mod.reference_logps, cpu, "ref")
     loop_mod.TrainLoop.run = _cpu_timed(loop_mod.TrainLoop.run, cpu, "train")
     loop_mod.TrainLoop.__init__ = _cpu_timed(loop_mod.TrainLoop.__init__, cpu, "setup")
@@ -142,8 +155,20 @@ def peer(args: argparse.Namespace) -> None:
     )
     dpo.hash_module = _cpu_timed(dpo.hash_module, spent, "precompute_cpu_s", "precompute_s")
     dpo.DPOTrainer.train = _cpu_timed(dpo.DPOTrainer.train, spent, "train_cpu_s")
-    sys.argv = ["peer_trl.py", args.loss, "--model", args.model, "--pairs", str(args.pairs), "--batch", str(args.batch),
-                "--prompt-tokens", str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens)]
+    sys.argv = [
+        "peer_trl.py",
+        args.loss,
+        "--model",
+        args.model,
+        "--pairs",
+        str(args.pairs),
+        "--batch",
+        str(args.batch),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--completion-tokens",
+        str(args.completion_tokens),
+    ]
     if args.precompute_ref:
         sys.argv.append("--precompute-ref")
     import peer_trl
@@ -171,7 +196,12 @@ def matmul_macs(model_dir: Path, prompt_tokens: int, completion_tokens: int) -> 
       reaches the loss).
     """
     cfg = json.loads((model_dir / "config.json").read_text())
-    h, inter, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    h, inter, layers, vocab = (
+        cfg["hidden_size"],
+        cfg["intermediate_size"],
+        cfg["num_hidden_layers"],
+        cfg["vocab_size"],
+    )
     heads = cfg["num_attention_heads"]
     head_dim = cfg.get("head_dim") or h // heads
     kv = h * cfg.get("num_key_value_heads", heads) * head_dim * 2  # k and v projections
@@ -205,15 +235,37 @@ def _run(cmd: list[str], env: dict[str, str]) -> list[dict]:
 def measure(kind: str, loss: str, args: argparse.Namespace, model: Path, data: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                TQDM_DISABLE="1", TRL_EXPERIMENTAL_SILENCE="1")  # fmt: skip
-    common = ["--model", str(model), "--pairs", str(args.pairs), "--batch", str(args.batch),
-              "--prompt-tokens", str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens)]
+    common = [
+        "--model",
+        str(model),
+        "--pairs",
+        str(args.pairs),
+        "--batch",
+        str(args.batch),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--completion-tokens",
+        str(args.completion_tokens),
+    ]
     if kind == "nlhf":
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, __file__, "_ours", loss, "--data", str(data), "--reduction", args.reduction, *common]
+        cmd = [
+            sys.executable,
+            __file__,
+            "_ours",
+            loss,
+            "--data",
+            str(data),
+            "--reduction",
+            args.reduction,
+            *common,
+        ]
         (rec,) = _run(cmd, env)
         return rec
     env["PYTHONPATH"] = os.pathsep.join([str(TRL_DIR), str(HERE), str(REPO)])
-    cmd = [sys.executable, __file__, "_peer", loss, *common] + (["--precompute-ref"] if kind == "trl-precompute" else [])
+    cmd = [sys.executable, __file__, "_peer", loss, *common] + (
+        ["--precompute-ref"] if kind == "trl-precompute" else []
+    )
     recs = _run(cmd, env)
     main = next(r for r in recs if r["name"].startswith("trl-") and r["name"] != "trl-precompute-time")
     extra = next(r for r in recs if r["name"] == "trl-precompute-time")
@@ -250,8 +302,13 @@ def drive(args: argparse.Namespace) -> None:
         rss = {k: max(r["peak_rss_mib"] for r in runs[k]) for k in kinds}
         summary[loss] = {
             "epoch_s": {k: round(v, 3) for k, v in med.items()},
-            "epoch_s_range": {k: [round(min(r["epoch_s"] for r in runs[k]), 3),
-                                  round(max(r["epoch_s"] for r in runs[k]), 3)] for k in kinds},  # fmt: skip
+            "epoch_s_range": {
+                k: [
+                    round(min(r["epoch_s"] for r in runs[k]), 3),
+                    round(max(r["epoch_s"] for r in runs[k]), 3),
+                ]
+                for k in kinds
+            },  # fmt: skip
             "vs_trl_default": round(med["nlhf"] / med["trl-default"], 3),
             "vs_trl_precompute": round(med["nlhf"] / med["trl-precompute"], 3),
             "epoch_cpu_s": {k: round(v, 3) for k, v in cpu.items()},

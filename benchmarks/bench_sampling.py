@@ -56,9 +56,13 @@ def uncached_mixture(policy, ref, prompt_ids, prompt_mask, mixture_coef, cfg, ge
     with torch.no_grad():
         for _ in range(cfg.max_new_tokens):
             pos = position_ids_from_mask(mask)
-            kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1)
+            kwargs = dict(
+                input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1
+            )
             logits = mixture_logits(policy(**kwargs).logits[:, -1], ref(**kwargs).logits[:, -1], mixture_coef)
-            tokens, _ = sample_tokens(process_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p), generator)
+            tokens, _ = sample_tokens(
+                process_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p), generator
+            )
             ids = torch.cat([ids, tokens[:, None]], dim=1)
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], dim=1)
     return ids[:, prompt_ids.shape[1] :]
@@ -74,11 +78,19 @@ def timed(fn, sync=lambda: None) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="/tmp/nlhf-bench-tiny-llama", help="benchmark model dir (made if absent)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case; the best (and the median) is reported")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="/tmp/nlhf-bench-tiny-llama", help="benchmark model dir (made if absent)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs per case; the best (and the median) is reported"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 either way)")
-    parser.add_argument("--tokens", type=int, nargs="+", default=[32, 64, 128], help="new tokens per response")
+    parser.add_argument(
+        "--tokens", type=int, nargs="+", default=[32, 64, 128], help="new tokens per response"
+    )
     args = parser.parse_args()
     single_thread()
 
@@ -97,21 +109,28 @@ def main() -> None:
         gen = torch.Generator().manual_seed(1)
         for p in ref.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=gen).to(p.device))
-    prompts = [tokenizer(row["prompt"], add_special_tokens=False)["input_ids"] for row in make_pairs(BATCH, PROMPT_TOKENS)]
+    prompts = [
+        tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        for row in make_pairs(BATCH, PROMPT_TOKENS)
+    ]
     batch = collate_prompts(prompts, pad_token_id=tokenizer.pad_token_id).to(args.device)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     ids, mask = batch.input_ids, batch.attention_mask
     assert ids.shape == (BATCH, PROMPT_TOKENS), ids.shape
 
     cases = {
-        "mixture_cached": lambda cfg: sample_mixture(policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)),
+        "mixture_cached": lambda cfg: sample_mixture(
+            policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)
+        ),
         "policy_and_mixture_cached": lambda cfg: sample_policy_and_mixture(
             policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)
         ),
         "policy_and_mixture_row_streams": lambda cfg: sample_policy_and_mixture(
             policy, ref, ids, mask, MIXTURE_COEF, cfg, RowGenerator(range(BATCH), device=ids.device)
         ),
-        "mixture_uncached": lambda cfg: uncached_mixture(policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)),
+        "mixture_uncached": lambda cfg: uncached_mixture(
+            policy, ref, ids, mask, MIXTURE_COEF, cfg, make_generator(0)
+        ),
     }
     # warm-up (first calls allocate)
     for fn in cases.values():
@@ -153,21 +172,28 @@ def main() -> None:
         {
             "name": "summary",
             f"growth_from_{lo}_to_{hi}_tokens": {k: round(v[hi] / v[lo], 2) for k, v in seconds.items()},
-            f"cpu_growth_from_{lo}_to_{hi}_tokens": {k: round(v[hi] / v[lo], 2) for k, v in cpu_seconds.items()},
+            f"cpu_growth_from_{lo}_to_{hi}_tokens": {
+                k: round(v[hi] / v[lo], 2) for k, v in cpu_seconds.items()
+            },
             "uncached_over_cached_mixture": {
-                str(n): round(seconds["mixture_uncached"][n] / seconds["mixture_cached"][n], 2) for n in args.tokens
+                str(n): round(seconds["mixture_uncached"][n] / seconds["mixture_cached"][n], 2)
+                for n in args.tokens
             },
             "cpu_uncached_over_cached_mixture": {
                 str(n): round(cpu_seconds["mixture_uncached"][n] / cpu_seconds["mixture_cached"][n], 2)
                 for n in args.tokens
             },
             "row_streams_over_torch_generator": {
-                str(n): round(seconds["policy_and_mixture_row_streams"][n] / seconds["policy_and_mixture_cached"][n], 3)
+                str(n): round(
+                    seconds["policy_and_mixture_row_streams"][n] / seconds["policy_and_mixture_cached"][n], 3
+                )
                 for n in args.tokens
             },
             "cpu_row_streams_over_torch_generator": {
                 str(n): round(
-                    cpu_seconds["policy_and_mixture_row_streams"][n] / cpu_seconds["policy_and_mixture_cached"][n], 3
+                    cpu_seconds["policy_and_mixture_row_streams"][n]
+                    / cpu_seconds["policy_and_mixture_cached"][n],
+                    3,
                 )
                 for n in args.tokens
             },

@@ -33,7 +33,9 @@ def make_tiny_llama(path: str | Path, seed: int = 0) -> Path:
         return path
     tok = tiny_tokenizer()
     tok.chat_template = None  # plain-text prompts on both sides
-    model = tiny_causal_lm(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, seed=seed, tokenizer=tok)
+    model = tiny_causal_lm(
+        hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, seed=seed, tokenizer=tok
+    )
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -57,7 +59,9 @@ def make_pairs(n: int, prompt_tokens: int = 23, completion_tokens: int = 40) -> 
                 prompt, _, chosen = _ascii(r["chosen"]).rpartition("\n\nAssistant:")
                 rejected = _ascii(r["rejected"]).rpartition("\n\nAssistant:")[2]
                 rows.append((prompt, chosen, rejected))
-    rows = rows or [(f"Question number {i} about things", f" Answer {i} yes" * 9, f" Answer {i} no" * 9) for i in range(n)]
+    rows = rows or [
+        (f"Question number {i} about things", f" Answer {i} yes" * 9, f" Answer {i} no" * 9) for i in range(n)
+    ]
     out = []
     for i in range(n):
         p, c, r = rows[i % len(rows)]

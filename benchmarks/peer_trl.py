@@ -83,25 +83,47 @@ def main() -> None:
         model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1)
         model.config.pad_token_id = tok.pad_token_id
         cfg = trl.RewardConfig(**common)
-        trainer = trl.RewardTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok,
-                                    callbacks=[_timing_callback(times)])
+        trainer = trl.RewardTrainer(
+            model=model,
+            args=cfg,
+            train_dataset=data,
+            processing_class=tok,
+            callbacks=[_timing_callback(times)],
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model)
         ref = AutoModelForCausalLM.from_pretrained(args.model)
-        cfg = trl.DPOConfig(**common, loss_type=["sigmoid" if args.mode == "dpo" else "ipo"], beta=0.1,
-                            precompute_ref_log_probs=args.precompute_ref)
-        trainer = trl.DPOTrainer(model=model, ref_model=ref, args=cfg, train_dataset=data,
-                                 processing_class=tok, callbacks=[_timing_callback(times)])
+        cfg = trl.DPOConfig(
+            **common,
+            loss_type=["sigmoid" if args.mode == "dpo" else "ipo"],
+            beta=0.1,
+            precompute_ref_log_probs=args.precompute_ref,
+        )
+        trainer = trl.DPOTrainer(
+            model=model,
+            ref_model=ref,
+            args=cfg,
+            train_dataset=data,
+            processing_class=tok,
+            callbacks=[_timing_callback(times)],
+        )
     t_setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     trainer.train()
     t_train = time.perf_counter() - t1
     tokens_per_pair = args.prompt_tokens * 2 + args.completion_tokens * 2
-    emit(summarise(
-        f"trl-{trl.__version__}-{args.mode}{'-precompute' if args.precompute_ref else ''}", times,
-        epoch_s=t_train, setup_s=t_setup, pairs=args.pairs, batch=args.batch,
-        pairs_per_s=args.pairs / t_train, tokens_per_s=args.pairs * tokens_per_pair / t_train,
-    ))
+    emit(
+        summarise(
+            f"trl-{trl.__version__}-{args.mode}{'-precompute' if args.precompute_ref else ''}",
+            times,
+            epoch_s=t_train,
+            setup_s=t_setup,
+            pairs=args.pairs,
+            batch=args.batch,
+            pairs_per_s=args.pairs / t_train,
+            tokens_per_s=args.pairs * tokens_per_pair / t_train,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -191,7 +191,9 @@ def cmd_demo(args) -> int:
         return 0
     from nlhf.pipeline import load_demo_config, run_demo
 
-    cfg = load_demo_config(args.config, args.overrides or (), quick=args.quick, model=args.model, device=args.device)
+    cfg = load_demo_config(
+        args.config, args.overrides or (), quick=args.quick, model=args.model, device=args.device
+    )
     summary = run_demo(cfg, out)
     files = summary.get("files", {})
     print(f"report: {out / 'report.md'}" + (f" and {files['html']}" if "html" in files else ""))
@@ -219,8 +221,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<timestamp>)")
     p.add_argument("--quick", action="store_true", help="a smoke run of every stage (no significance claim)")
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="where to run (default cpu)")
-    p.add_argument("--model", default=None, help="policy base model: smollm2 (default), tiny, a path or hub name")
+    p.add_argument(
+        "--device", default=None, choices=["cpu", "cuda", "auto"], help="where to run (default cpu)"
+    )
+    p.add_argument(
+        "--model", default=None, help="policy base model: smollm2 (default), tiny, a path or hub name"
+    )
     p.add_argument("--config", default=None, help="YAML file with DemoConfig keys")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                    help="override a DemoConfig key (repeatable), e.g. --set nash_steps=60")  # fmt: skip

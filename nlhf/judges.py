@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 class Judge(Protocol):
     """P(first > second | prompt), batched: ``prob(prompts, first, second) -> (B,)`` in [0, 1]."""
 
-    def prob(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> torch.Tensor: ...
+    def prob(
+        self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]
+    ) -> torch.Tensor: ...
 
 
 def judge_name(judge: Any) -> str:
@@ -63,8 +65,12 @@ def check_probabilities(values: Any, name: str, batch_size: int | None = None) -
     try:
         probs = torch.as_tensor(values).detach()
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"judge {name} returned {type(values).__name__}, not a sequence of numbers: {exc}") from exc
-    if probs.dtype == torch.bool or not (probs.is_floating_point() or probs.dtype in (torch.int32, torch.int64)):
+        raise ValueError(
+            f"judge {name} returned {type(values).__name__}, not a sequence of numbers: {exc}"
+        ) from exc
+    if probs.dtype == torch.bool or not (
+        probs.is_floating_point() or probs.dtype in (torch.int32, torch.int64)
+    ):
         raise ValueError(f"judge {name} returned dtype {probs.dtype}; expected probabilities (floats)")
     probs = probs.to(device="cpu", dtype=torch.float32)
     if probs.ndim != 1 or (batch_size is not None and probs.shape[0] != batch_size):
@@ -150,7 +156,9 @@ class CallableJudge(BaseJudge):
             try:
                 out.append(float(value))
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"judge {self.name} returned {value!r} at row {i}; expected a number") from exc
+                raise ValueError(
+                    f"judge {self.name} returned {value!r} at row {i}; expected a number"
+                ) from exc
         return out
 
 

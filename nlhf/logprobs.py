@@ -150,7 +150,7 @@ def completion_mask_from_lengths(completion_start: Tensor, completion_length: Te
             "completion_mask_from_lengths: completion_start and completion_length must be (B,) tensors of the "
             f"same shape, got {tuple(completion_start.shape)} and {tuple(completion_length.shape)}"
         )
-    bad = ((completion_start < 0) | (completion_length < 0) | (completion_start + completion_length > seq_len))
+    bad = (completion_start < 0) | (completion_length < 0) | (completion_start + completion_length > seq_len)
     if bool(bad.any()):
         rows = bad.nonzero().flatten().tolist()
         raise ValueError(
@@ -200,7 +200,9 @@ def token_logps(
             f"must both be (B, T) = {(B, T)} to match logits {tuple(logits.shape)}"
         )
     if T < 2:
-        raise ValueError(f"token_logps: need at least 2 positions (a prompt token and a completion token), got T={T}")
+        raise ValueError(
+            f"token_logps: need at least 2 positions (a prompt token and a completion token), got T={T}"
+        )
     if not temperature > 0:
         raise ValueError(f"token_logps: temperature must be > 0, got {temperature}")
     mask = completion_mask.to(torch.bool)  # (B, T)
@@ -259,7 +261,9 @@ def seq_logps(token_logps: Tensor, mask: Tensor, reduction: str) -> Tensor:
             "token_logps(logits, input_ids, completion_mask) is completion_mask[:, 1:]"
         )
     keep = mask.to(torch.bool)  # (B, N)
-    total = torch.where(keep, token_logps, torch.zeros((), dtype=token_logps.dtype, device=token_logps.device))
+    total = torch.where(
+        keep, token_logps, torch.zeros((), dtype=token_logps.dtype, device=token_logps.device)
+    )
     total = total.sum(dim=-1)  # (B,)
     if reduction == "sum":
         return total

@@ -139,7 +139,11 @@ class DemoConfig:
             check(value > 0 and math.isfinite(value), key, f"must be a finite number > 0, got {value}")
         check(0.0 <= self.mixture_coef <= 1.0, "mixture_coef", f"must be in [0, 1], got {self.mixture_coef}")
         check(self.rlhf_group_size >= 2, "rlhf_group_size", f"must be >= 2, got {self.rlhf_group_size}")
-        check(self.lora_last_layers >= 0, "lora_last_layers", f"must be >= 0 (0: all), got {self.lora_last_layers}")
+        check(
+            self.lora_last_layers >= 0,
+            "lora_last_layers",
+            f"must be >= 0 (0: all), got {self.lora_last_layers}",
+        )
         check(len(self.lora_modules) > 0, "lora_modules", "must name at least one module")
         check(self.judge_max_length >= 16, "judge_max_length", f"must be >= 16, got {self.judge_max_length}")
         check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
@@ -205,7 +209,9 @@ class StageClock:
                    "quiet_estimate_s": round(min(wall, cpu / self.threads), 1),
                    "load_avg": round(0.5 * (load0 + load1), 2), "status": message}  # fmt: skip
             self.stages.append(row)
-            print(f"[{index}/{self.total}] {name}: {message} ({wall:.1f} s wall, {cpu:.1f} s cpu)", flush=True)
+            print(
+                f"[{index}/{self.total}] {name}: {message} ({wall:.1f} s wall, {cpu:.1f} s cpu)", flush=True
+            )
             return row
 
         return done
@@ -284,7 +290,9 @@ def pick_prompts(split: str, n: int) -> list[Any]:
 
     rows = load_env_prompts(split)
     by_kind = {k: [p for p in rows if p.metadata["kind"] == k] for k in KINDS}
-    order = [by_kind[k][i] for i in range(max(map(len, by_kind.values()))) for k in KINDS if i < len(by_kind[k])]
+    order = [
+        by_kind[k][i] for i in range(max(map(len, by_kind.values()))) for k in KINDS if i < len(by_kind[k])
+    ]
     if n > len(order):
         raise ValueError(f"{split} prompts: asked for {n}, the built-in set has {len(order)}")
     return order[: n or len(order)]
@@ -417,8 +425,14 @@ def fit_judge(kind: str, cfg: DemoConfig, run: Path, judge_model: str) -> dict[s
         out=str(run / kind),
         max_length=cfg.judge_max_length,
         optim=OptimConfig(lr=cfg.judge_lr, warmup_steps=5),
-        loop=LoopConfig(seed=cfg.seed, epochs=cfg.judge_epochs, micro_batch_size=min(cfg.judge_batch_size, n_train),
-                        log_every=5, device=cfg.device, tensorboard=False),  # fmt: skip
+        loop=LoopConfig(
+            seed=cfg.seed,
+            epochs=cfg.judge_epochs,
+            micro_batch_size=min(cfg.judge_batch_size, n_train),
+            log_every=5,
+            device=cfg.device,
+            tensorboard=False,
+        ),  # fmt: skip
     )
     return run_fit(kind, fit)
 
@@ -502,7 +516,9 @@ def train_ipo(cfg: DemoConfig, run: Path) -> Any:
     PsiPO Eq. 17)."""
     from nlhf.train.offline import OfflineConfig, run_offline
 
-    data = ipo_subset(run / "pairs" / "train.jsonl", run / "pairs" / "ipo_train.jsonl", cfg.ipo_pairs, cfg.seed)
+    data = ipo_subset(
+        run / "pairs" / "train.jsonl", run / "pairs" / "ipo_train.jsonl", cfg.ipo_pairs, cfg.seed
+    )
     model, tok = load_policy_model(cfg.model, seed=cfg.seed, device="cpu")
     offline = OfflineConfig(
         loss="ipo", tau=cfg.ipo_tau, reduction="sum", data=str(data), model=cfg.model,
@@ -716,12 +732,17 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 
     # 3. judges
     done = clock.start(3, "preference model + reward model")
-    judge_model = str(tiny_encoder_dir(run / "tiny_encoder", cfg.seed)) if cfg.judge_model == TINY else cfg.judge_model
+    judge_model = (
+        str(tiny_encoder_dir(run / "tiny_encoder", cfg.seed)) if cfg.judge_model == TINY else cfg.judge_model
+    )
     pm = fit_judge("pm", cfg, run, judge_model)
     rm = fit_judge("rm", cfg, run, judge_model)
     from nlhf.train.online import load_judge
 
-    pm_judge, rm_judge = load_judge(str(run / "pm"), cfg.eval_batch_size), load_judge(str(run / "rm"), cfg.eval_batch_size)
+    pm_judge, rm_judge = (
+        load_judge(str(run / "pm"), cfg.eval_batch_size),
+        load_judge(str(run / "rm"), cfg.eval_batch_size),
+    )
     summary["judges"] = {
         name: {"accuracy": m["accuracy"], "log_loss": m["log_loss"], "ece": m["ece"], "n_eval": m["n_eval"],
                "n_train": m["n_train"], "steps": m["steps"], **judge_vs_oracle(j, eval_pairs)}
@@ -789,10 +810,14 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 def report_sections(cfg: DemoConfig, s: dict[str, Any], stages: list[dict[str, Any]],
                     claims: dict[str, Any] | None) -> list[tuple[str, str]]:  # fmt: skip
     """The demo's report sections (markdown), before the evaluator's tournament table."""
-    rows = [f"| reference samples (training prompts, stage 2) | {_fmt_dist(s['reference']['class_distribution'])} |"]
+    rows = [
+        f"| reference samples (training prompts, stage 2) | {_fmt_dist(s['reference']['class_distribution'])} |"
+    ]
     for p in s["tournament"]["policies"]:
         if p.get("class_distribution"):
-            rows.append(f"| {p['name']} (held-out tournament samples) | {_fmt_dist(p['class_distribution'])} |")
+            rows.append(
+                f"| {p['name']} (held-out tournament samples) | {_fmt_dist(p['class_distribution'])} |"
+            )
     j = s["judges"]
     stage_rows = [f"| {r['stage']} | {r['wall_s']} | {r['cpu_s']} | {r['quiet_estimate_s']} | {r['load_avg']} |"
                   for r in stages]  # fmt: skip
@@ -818,29 +843,44 @@ def report_sections(cfg: DemoConfig, s: dict[str, Any], stages: list[dict[str, A
     pairs = s["pairs"]
     return [
         ("Claims", claims_markdown(claims, not cfg.claims)),
-        ("Setup", f"Policy base model `{cfg.model}` ({s['model']['parameters'] / 1e6:.1f}M parameters), LoRA r = "
-                  f"{cfg.lora_r} on the last {cfg.lora_last_layers or 'all'} blocks; oracle: the cyclic rater "
-                  f"population (cycle {s['environment']['condorcet_cycles']}); responses cut at "
-                  f"{cfg.max_new_tokens} new tokens everywhere; tournament on {cfg.n_heldout_prompts or 48} held-out "
-                  f"prompts never used in training. Nash-MD-PG: tau {cfg.tau}, mixture_coef {cfg.mixture_coef}, "
-                  f"{cfg.nash_steps} steps x {cfg.nash_batch_size} prompts; RLHF ({cfg.rlhf_algorithm}): tau "
-                  f"{cfg.rlhf_tau}, {cfg.rlhf_steps} steps x {cfg.rlhf_batch_size} prompts x {cfg.rlhf_group_size}; "
-                  f"IPO: tau {cfg.ipo_tau}, {cfg.ipo_epochs:g} epochs on {cfg.ipo_pairs or 'all'} pairs; lr {cfg.policy_lr:g}. Full config: "
-                  "`config.yaml`."),  # fmt: skip
-        ("Stage timings", "| stage | wall s | cpu s | quiet-machine estimate s | load avg |\n|---|---|---|---|---|\n"
-                          + "\n".join(stage_rows) + f"\n\nTotal {total:.0f} s wall; quiet-machine estimate "
-                          f"{quiet:.0f} s (cpu time / {s['threads']} threads, capped by the wall time)."),
+        (
+            "Setup",
+            f"Policy base model `{cfg.model}` ({s['model']['parameters'] / 1e6:.1f}M parameters), LoRA r = "
+            f"{cfg.lora_r} on the last {cfg.lora_last_layers or 'all'} blocks; oracle: the cyclic rater "
+            f"population (cycle {s['environment']['condorcet_cycles']}); responses cut at "
+            f"{cfg.max_new_tokens} new tokens everywhere; tournament on {cfg.n_heldout_prompts or 48} held-out "
+            f"prompts never used in training. Nash-MD-PG: tau {cfg.tau}, mixture_coef {cfg.mixture_coef}, "
+            f"{cfg.nash_steps} steps x {cfg.nash_batch_size} prompts; RLHF ({cfg.rlhf_algorithm}): tau "
+            f"{cfg.rlhf_tau}, {cfg.rlhf_steps} steps x {cfg.rlhf_batch_size} prompts x {cfg.rlhf_group_size}; "
+            f"IPO: tau {cfg.ipo_tau}, {cfg.ipo_epochs:g} epochs on {cfg.ipo_pairs or 'all'} pairs; lr {cfg.policy_lr:g}. Full config: "
+            "`config.yaml`.",
+        ),  # fmt: skip
+        (
+            "Stage timings",
+            "| stage | wall s | cpu s | quiet-machine estimate s | load avg |\n|---|---|---|---|---|\n"
+            + "\n".join(stage_rows)
+            + f"\n\nTotal {total:.0f} s wall; quiet-machine estimate "
+            f"{quiet:.0f} s (cpu time / {s['threads']} threads, capped by the wall time).",
+        ),
         ("Class distributions", "| policy | class distribution |\n|---|---|\n" + "\n".join(rows)),
-        ("Labelled pairs and judges", f"{pairs['train']} training + {pairs['eval']} held-out pairs (split by "
-         f"prompt), each labelled by {pairs['raters_per_pair']} Bernoulli(P*) raters (soft label = their mean); "
-         f"dropped {pairs['dropped']}.\n\n| judge | accuracy (held-out slice) | log-loss | ECE | sign agreement "
-         f"with P* | mean abs error vs P* |\n|---|---|---|---|---|---|\n"
-         + "\n".join(f"| {n.replace('_', ' ')} | {j[n]['accuracy']:.3f} | {j[n]['log_loss']:.3f} | {j[n]['ece']:.3f} "
-                     f"| {j[n]['sign_agreement_vs_p_star']:.3f} | {j[n]['mean_abs_error_vs_p_star']:.3f} |"
-                     for n in ("preference_model", "reward_model"))
-         + f"\n\nThe oracle P* itself scores {j['oracle_accuracy_on_labels']:.3f} on these sampled labels, "
-           "counted the same way (1/2 where P* = 1/2): the ceiling, since labels are coin flips."),  # fmt: skip
-        ("Class-level analysis at the reference's class mix (exact, nlhf.envs.environment_summary)", analysis_md),
+        (
+            "Labelled pairs and judges",
+            f"{pairs['train']} training + {pairs['eval']} held-out pairs (split by "
+            f"prompt), each labelled by {pairs['raters_per_pair']} Bernoulli(P*) raters (soft label = their mean); "
+            f"dropped {pairs['dropped']}.\n\n| judge | accuracy (held-out slice) | log-loss | ECE | sign agreement "
+            f"with P* | mean abs error vs P* |\n|---|---|---|---|---|---|\n"
+            + "\n".join(
+                f"| {n.replace('_', ' ')} | {j[n]['accuracy']:.3f} | {j[n]['log_loss']:.3f} | {j[n]['ece']:.3f} "
+                f"| {j[n]['sign_agreement_vs_p_star']:.3f} | {j[n]['mean_abs_error_vs_p_star']:.3f} |"
+                for n in ("preference_model", "reward_model")
+            )
+            + f"\n\nThe oracle P* itself scores {j['oracle_accuracy_on_labels']:.3f} on these sampled labels, "
+            "counted the same way (1/2 where P* = 1/2): the ceiling, since labels are coin flips.",
+        ),  # fmt: skip
+        (
+            "Class-level analysis at the reference's class mix (exact, nlhf.envs.environment_summary)",
+            analysis_md,
+        ),
     ]
 
 

@@ -43,12 +43,78 @@ def command(kind: str, tmp_path) -> list[str]:
         "dpo": ["train", "dpo", "--data", data, "--model", "tiny", "--out", out],
         "ipo": ["train", "ipo", "--data", data, "--model", "tiny", "--out", out],
         "cdpo": ["train", "cdpo", "--data", data, "--model", "tiny", "--out", out],
-        "nash-md": ["train", "nash-md", "--prompts", data, "--model", "tiny", "--judge", str(tmp_path), "--out", out],
-        "self-play": ["train", "self-play", "--prompts", data, "--model", "tiny", "--judge", str(tmp_path), "--out", out],
-        "nash-ema": ["train", "nash-ema", "--prompts", data, "--model", "tiny", "--judge", str(tmp_path), "--out", out],
-        "ipo-md": ["train", "ipo-md", "--prompts", data, "--model", "tiny", "--judge", str(tmp_path), "--out", out],
-        "ppo": ["train", "ppo", "--prompts", data, "--model", "tiny", "--reward", str(tmp_path), "--out", out],
-        "rlhf-pg": ["train", "rlhf-pg", "--prompts", data, "--model", "tiny", "--reward", str(tmp_path), "--out", out],
+        "nash-md": [
+            "train",
+            "nash-md",
+            "--prompts",
+            data,
+            "--model",
+            "tiny",
+            "--judge",
+            str(tmp_path),
+            "--out",
+            out,
+        ],
+        "self-play": [
+            "train",
+            "self-play",
+            "--prompts",
+            data,
+            "--model",
+            "tiny",
+            "--judge",
+            str(tmp_path),
+            "--out",
+            out,
+        ],
+        "nash-ema": [
+            "train",
+            "nash-ema",
+            "--prompts",
+            data,
+            "--model",
+            "tiny",
+            "--judge",
+            str(tmp_path),
+            "--out",
+            out,
+        ],
+        "ipo-md": [
+            "train",
+            "ipo-md",
+            "--prompts",
+            data,
+            "--model",
+            "tiny",
+            "--judge",
+            str(tmp_path),
+            "--out",
+            out,
+        ],
+        "ppo": [
+            "train",
+            "ppo",
+            "--prompts",
+            data,
+            "--model",
+            "tiny",
+            "--reward",
+            str(tmp_path),
+            "--out",
+            out,
+        ],
+        "rlhf-pg": [
+            "train",
+            "rlhf-pg",
+            "--prompts",
+            data,
+            "--model",
+            "tiny",
+            "--reward",
+            str(tmp_path),
+            "--out",
+            out,
+        ],
     }[kind]
 
 
@@ -108,10 +174,27 @@ SHARED = [
     ("loop.out_dir=/elsewhere", "loop.out_dir: set `out` (--out) instead"),
     # An optional section (lora: LoraSettings | None): the first message is the one wanted; today
     # nlhf.config reports the section's type error instead (the key and the value, not the reason)
-    ("lora.r=0", ("lora.r: must be >= 1, got 0", "lora: expected nlhf.models.lora.LoraSettings | None, got dict {'r': 0}")),
-    ("lora.lora_dropout=1", ("lora.lora_dropout: must be in [0, 1)",
-                             "lora: expected nlhf.models.lora.LoraSettings | None, got dict {'lora_dropout': 1}")),
-    ("lora.rank=8", ("unknown key 'lora.rank'", "lora: expected nlhf.models.lora.LoraSettings | None, got dict {'rank': 8}")),
+    (
+        "lora.r=0",
+        (
+            "lora.r: must be >= 1, got 0",
+            "lora: expected nlhf.models.lora.LoraSettings | None, got dict {'r': 0}",
+        ),
+    ),
+    (
+        "lora.lora_dropout=1",
+        (
+            "lora.lora_dropout: must be in [0, 1)",
+            "lora: expected nlhf.models.lora.LoraSettings | None, got dict {'lora_dropout': 1}",
+        ),
+    ),
+    (
+        "lora.rank=8",
+        (
+            "unknown key 'lora.rank'",
+            "lora: expected nlhf.models.lora.LoraSettings | None, got dict {'rank': 8}",
+        ),
+    ),
     ("limit=0", "limit: must be > 0"),
     ("eval_limit=-3", "eval_limit: must be > 0"),
 ]
@@ -199,7 +282,9 @@ def test_bad_yaml_is_refused_naming_the_key(kind, tmp_path, capsys, nothing_load
     line = refused([*command(kind, tmp_path), "--config", str(bad)], capsys, tmp_path)
     assert "optim.lr: must be" in line and "-0.001" in line, line
     bad.write_text("loop:\n  micro_batch_size: 4\n  batch: 2\n")
-    assert "unknown key 'loop.batch'" in refused([*command(kind, tmp_path), "--config", str(bad)], capsys, tmp_path)
+    assert "unknown key 'loop.batch'" in refused(
+        [*command(kind, tmp_path), "--config", str(bad)], capsys, tmp_path
+    )
     bad.write_text("- just\n- a list\n")
     assert "the top level must be a mapping, got list" in refused(
         [*command(kind, tmp_path), "--config", str(bad)], capsys, tmp_path
@@ -260,16 +345,27 @@ def test_judge_outside_unit_interval_stops_an_online_run(tmp_path):
         out=str(tmp_path / "run"),
         sampling=SamplingConfig(max_new_tokens=4),
         optim=OptimConfig(lr=1e-3, schedule="constant"),
-        loop=LoopConfig(max_steps=2, micro_batch_size=2, log_every=1, progress=False, tensorboard=False,
-                        min_free_disk_mb=1),
+        loop=LoopConfig(
+            max_steps=2,
+            micro_batch_size=2,
+            log_every=1,
+            progress=False,
+            tensorboard=False,
+            min_free_disk_mb=1,
+        ),
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     judge = CallableJudge(lambda prompt, first, second: 1.5, name="always_one_and_a_half")
-    with pytest.raises(ValueError, match=r"judge always_one_and_a_half returned 1\.5 at row 0 "
-                                         r"\(P\(first > second\) must be in \[0, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"judge always_one_and_a_half returned 1\.5 at row 0 "
+        r"\(P\(first > second\) must be in \[0, 1\]",
+    ):
         run_online(cfg, model=model, tokenizer=tok, judge=judge, train_prompts=["Hi", "Why", "Say yes", "?"])
     after = dict(model.named_parameters())
-    assert all(torch.equal(before[n], after[n].detach()) for n in before), "a step was taken with the bad judge"
+    assert all(torch.equal(before[n], after[n].detach()) for n in before), (
+        "a step was taken with the bad judge"
+    )
 
 
 def test_model_error_is_one_line(tmp_path, capsys):

@@ -25,7 +25,18 @@ def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
     from nlhf.pipeline import DemoConfig
 
     out = tmp_path / "demo"
-    argv = ["demo", "--quick", "--model", "tiny", "--out", str(out), "--set", "judge_model=tiny", "--set", "threads=1"]
+    argv = [
+        "demo",
+        "--quick",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--set",
+        "judge_model=tiny",
+        "--set",
+        "threads=1",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for i, stage in enumerate(["model + environment", "reference samples + oracle labels",
@@ -96,7 +107,11 @@ def test_label_pairs_average_bernoulli_draws_of_p_star():
     # direct vs "same" 0.95 (THEORY Sec. 7's population game, nlhf.envs.oracles)
     every, dropped = label_pairs(env, [p], [[structured, direct, "same"]], raters=1, seed=0, pairing="all")
     assert dropped == {"empty": 0, "identical": 0}
-    assert [(x.first, x.second) for x in every] == [(structured, direct), (structured, "same"), (direct, "same")]
+    assert [(x.first, x.second) for x in every] == [
+        (structured, direct),
+        (structured, "same"),
+        (direct, "same"),
+    ]
     assert [x.metadata["p_star"] for x in every] == pytest.approx([0.65, 0.95, 0.95])
 
 
@@ -104,7 +119,10 @@ def test_split_pairs_by_prompt_keeps_prompts_apart():
     from nlhf.data.schema import PreferenceExample
     from nlhf.pipeline import split_pairs_by_prompt
 
-    ex = [PreferenceExample(f"q{i % 10}", "a", "b", 1.0, metadata={"prompt_id": f"p{i % 10}"}) for i in range(40)]
+    ex = [
+        PreferenceExample(f"q{i % 10}", "a", "b", 1.0, metadata={"prompt_id": f"p{i % 10}"})
+        for i in range(40)
+    ]
     train, held = split_pairs_by_prompt(ex, 0.2, seed=0)
     assert len({e.metadata["prompt_id"] for e in held}) == 2 and len(held) == 8 and len(train) == 32
     assert {e.metadata["prompt_id"] for e in train}.isdisjoint({e.metadata["prompt_id"] for e in held})
@@ -121,8 +139,13 @@ def test_lora_settings_target_the_last_blocks():
 
     peft_model = apply_lora(model, s, task_type="CAUSAL_LM")
     adapted = sorted({n.split(".lora_")[0] for n, _ in peft_model.named_parameters() if "lora_A" in n})
-    assert adapted == ["base_model.model.model.layers.2.mlp.down_proj", "base_model.model.model.layers.2.self_attn.q_proj"]
-    assert lora_settings(DemoConfig(lora_last_layers=0, lora_modules=("q_proj",)), model).target_modules == ("q_proj",)
+    assert adapted == [
+        "base_model.model.model.layers.2.mlp.down_proj",
+        "base_model.model.model.layers.2.self_attn.q_proj",
+    ]
+    assert lora_settings(DemoConfig(lora_last_layers=0, lora_modules=("q_proj",)), model).target_modules == (
+        "q_proj",
+    )
 
 
 def test_evaluate_claims_reads_the_tournament():
@@ -135,12 +158,20 @@ def test_evaluate_claims_reads_the_tournament():
     W = np.full((4, 4), 0.5)
     low, high = np.full((4, 4), nan), np.full((4, 4), nan)
     W[3, 0], low[3, 0], high[3, 0] = 0.62, 0.55, 0.69  # Nash-MD (row 3) against the reference (column 0)
-    res = SimpleNamespace(names=["reference", "RLHF", "IPO", "Nash-MD"], win_rate=W, win_low=low, win_high=high,
-                          exploitability=np.array([0.2, 0.12, 0.15, 0.05]),
-                          exploit_low=np.array([0.15, 0.08, 0.1, 0.02]), exploit_high=np.array([0.25, 0.16, 0.2, 0.09]))
+    res = SimpleNamespace(
+        names=["reference", "RLHF", "IPO", "Nash-MD"],
+        win_rate=W,
+        win_low=low,
+        win_high=high,
+        exploitability=np.array([0.2, 0.12, 0.15, 0.05]),
+        exploit_low=np.array([0.15, 0.08, 0.1, 0.02]),
+        exploit_high=np.array([0.25, 0.16, 0.2, 0.09]),
+    )
     c = evaluate_claims(res, 0.95)
     assert c["nash_vs_reference"] == {"win_rate": 0.62, "low": 0.55, "high": 0.69, "holds": True}
-    assert c["exploitability"]["holds"] is True and c["exploitability"]["intervals_separated"] is False  # 0.09 > 0.08
+    assert (
+        c["exploitability"]["holds"] is True and c["exploitability"]["intervals_separated"] is False
+    )  # 0.09 > 0.08
     low[3, 0] = 0.49
     res.exploitability[3] = 0.13
     c = evaluate_claims(res, 0.95)
@@ -157,7 +188,13 @@ def test_demo_config_layers_and_errors(tmp_path):
     yaml_file = tmp_path / "demo.yaml"
     yaml_file.write_text("nash_steps: 7\ntau: 0.02\n")
     cfg = load_demo_config(yaml_file, ["nash_steps=9"], quick=True, model="tiny", device=None)
-    assert (cfg.nash_steps, cfg.tau, cfg.model, cfg.device, cfg.n_train_prompts) == (9, 0.02, "tiny", "cpu", 16)
+    assert (cfg.nash_steps, cfg.tau, cfg.model, cfg.device, cfg.n_train_prompts) == (
+        9,
+        0.02,
+        "tiny",
+        "cpu",
+        16,
+    )
     with pytest.raises(ConfigError, match="nash_stepz"):
         load_demo_config(overrides=["nash_stepz=3"])
     with pytest.raises(ConfigError, match="samples_per_prompt"):
@@ -209,4 +246,7 @@ def test_ipo_subset_is_a_seeded_sample_in_file_order(tmp_path):
     picked = [int(line[6:-1]) for line in out.read_text().splitlines()]
     assert len(set(picked)) == 4 and picked == sorted(picked) and set(picked) <= set(range(10))
     assert ipo_subset(src, tmp_path / "again.jsonl", 4, seed=0).read_text() == out.read_text()
-    assert ipo_subset(src, tmp_path / "x.jsonl", 0, seed=0) == src and ipo_subset(src, tmp_path / "y.jsonl", 10, seed=0) == src
+    assert (
+        ipo_subset(src, tmp_path / "x.jsonl", 0, seed=0) == src
+        and ipo_subset(src, tmp_path / "y.jsonl", 10, seed=0) == src
+    )

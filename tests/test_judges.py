@@ -54,9 +54,7 @@ def test_symmetrized_judge_by_hand():
     assert "Symmetrized(" in sym.name
 
 
-@pytest.mark.parametrize(
-    ("value", "shown"), [(1.5, "1.5"), (-0.01, "-0.01"), (float("nan"), "nan")]
-)
+@pytest.mark.parametrize(("value", "shown"), [(1.5, "1.5"), (-0.01, "-0.01"), (float("nan"), "nan")])
 def test_out_of_range_or_nan_is_an_error_naming_judge_and_value(value, shown):
     def bad(prompt, first, second):
         return value if prompt == "p2" else 0.5
@@ -91,12 +89,18 @@ def test_model_judges_match_the_models():
     pm_judge, rm_judge = PreferenceModelJudge(pm, batch_size=2), RewardModelJudge(rm, batch_size=2)
     assert isinstance(pm_judge, Judge) and isinstance(rm_judge, Judge)
     # (batches of 2 vs the model's default 16: different padding, float noise only)
-    torch.testing.assert_close(pm_judge.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        pm_judge.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=1e-6, rtol=0
+    )
     r1, r2 = rm.reward(PROMPTS, FIRST), rm.reward(PROMPTS, SECOND)
-    torch.testing.assert_close(rm_judge.prob(PROMPTS, FIRST, SECOND), torch.sigmoid(r1 - r2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        rm_judge.prob(PROMPTS, FIRST, SECOND), torch.sigmoid(r1 - r2), atol=1e-6, rtol=0
+    )
     # the preference model is already symmetric: symmetrising it changes nothing
     torch.testing.assert_close(
-        SymmetrizedJudge(pm_judge).prob(PROMPTS, FIRST, SECOND), pm_judge.prob(PROMPTS, FIRST, SECOND),
-        atol=1e-6, rtol=0,
+        SymmetrizedJudge(pm_judge).prob(PROMPTS, FIRST, SECOND),
+        pm_judge.prob(PROMPTS, FIRST, SECOND),
+        atol=1e-6,
+        rtol=0,
     )
     assert math.isclose(float(pm_judge.prob(["p"], ["same"], ["same"])[0]), 0.5, abs_tol=1e-6)

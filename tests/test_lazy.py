@@ -16,7 +16,9 @@ PACKAGES = ("nlhf.eval", "nlhf.models", "nlhf.sampling")
 def fake_package() -> dict:
     """A package namespace exporting ``sqrt`` from math and ``dumps`` from json."""
     namespace = {"__name__": "pkg", "__all__": ["dumps", "sqrt"]}
-    namespace["__getattr__"], namespace["__dir__"] = lazy_exports(namespace, {"sqrt": "math", "dumps": "json"})
+    namespace["__getattr__"], namespace["__dir__"] = lazy_exports(
+        namespace, {"sqrt": "math", "dumps": "json"}
+    )
     return namespace
 
 

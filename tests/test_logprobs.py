@@ -32,9 +32,12 @@ def test_token_logps_hand_values_and_alignment():
     assert out.shape == (1, 3)
     torch.testing.assert_close(out, torch.tensor([[0.0, -1.0986122887, -1.7917594692]], dtype=torch.float64))
     # sum = ln(1/18) = -2.890372; mean over the 2 completion tokens = -1.445186
-    torch.testing.assert_close(seq_logps(out, mask[:, 1:], "sum"), torch.tensor([-2.8903717579], dtype=torch.float64))
-    torch.testing.assert_close(seq_logps(out, mask[:, 1:], reduction="mean"),
-                               torch.tensor([-1.4451858789], dtype=torch.float64))
+    torch.testing.assert_close(
+        seq_logps(out, mask[:, 1:], "sum"), torch.tensor([-2.8903717579], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        seq_logps(out, mask[:, 1:], reduction="mean"), torch.tensor([-1.4451858789], dtype=torch.float64)
+    )
 
 
 def test_token_logps_temperature_hand_value():
@@ -84,7 +87,9 @@ def test_token_logps_matches_log_softmax_and_gradcheck(temperature):
     logits.grad = None
     (out * torch.arange(1.0, 7.0, dtype=torch.float64)).sum().backward()
     torch.testing.assert_close(logits.grad, ref_grad, rtol=0, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda x: token_logps(x, ids, mask, temperature, chunk_tokens=3), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda x: token_logps(x, ids, mask, temperature, chunk_tokens=3), (logits,)
+    )
 
 
 def test_token_logps_bf16_is_computed_in_float32():
@@ -96,7 +101,9 @@ def test_token_logps_bf16_is_computed_in_float32():
     mask = completion_mask_from_lengths(torch.tensor([1, 2]), torch.tensor([5, 3]), 6)
     out = token_logps(logits, ids, mask)
     assert out.dtype == torch.float32
-    ref = torch.log_softmax(logits.double()[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
+    ref = (
+        torch.log_softmax(logits.double()[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
+    )
     assert (out.double() - ref).abs().max() < 1e-5
 
 
@@ -141,10 +148,13 @@ def test_masks_from_lengths_with_pad_equal_eos():
     tok = tiny_tokenizer()
     assert tok.pad_token_id == tok.eos_token_id == 2
     model = tiny_causal_lm(tokenizer=tok)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                                     tokenize=True)["input_ids"]
-    completions = [tok("Yo<|im_end|>", add_special_tokens=False)["input_ids"],
-                   tok("A longer one<|im_end|>", add_special_tokens=False)["input_ids"]]
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=True
+    )["input_ids"]
+    completions = [
+        tok("Yo<|im_end|>", add_special_tokens=False)["input_ids"],
+        tok("A longer one<|im_end|>", add_special_tokens=False)["input_ids"],
+    ]
     assert completions[0] == [59, 81, 2]
     rows = [prompt + c for c in completions]
     T = max(len(r) for r in rows)

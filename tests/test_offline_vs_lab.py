@@ -38,7 +38,9 @@ def d1_examples(label: float = 1.0) -> list[PreferenceExample]:
     return [PreferenceExample("x", ACTIONS[w], ACTIONS[l], label=label) for w, l in D1]
 
 
-def train(tmp_path, loss, tau, steps, lr=0.2, schedule="cosine", label=1.0, reduction="sum", eval_examples=None):
+def train(
+    tmp_path, loss, tau, steps, lr=0.2, schedule="cosine", label=1.0, reduction="sum", eval_examples=None
+):
     cfg = OfflineConfig(
         loss=loss, tau=tau, reduction=reduction, out=str(tmp_path / f"{loss}-{tau}-{steps}-{reduction}-{label}"),
         optim=OptimConfig(lr=lr, max_grad_norm=0.0, schedule=schedule),
@@ -84,7 +86,9 @@ def test_tabular_lm_saves_and_loads_and_keeps_contexts_apart(tmp_path):
     tok.save_pretrained(tmp_path)
     loaded, tok2 = load_causal_lm(tmp_path)
     assert isinstance(loaded, TabularLM) and isinstance(loaded.config, TabularConfig)
-    np.testing.assert_allclose(action_probs(loaded, 1), torch.softmax(torch.tensor([2.0, 1.0, 0.0]), -1), atol=1e-7)
+    np.testing.assert_allclose(
+        action_probs(loaded, 1), torch.softmax(torch.tensor([2.0, 1.0, 0.0]), -1), atol=1e-7
+    )
     ids = torch.tensor([[tok2("y")["input_ids"][0], 0, 3]])  # (1, 3): y, a, EOS
     logits = loaded(ids).logits[0]
     np.testing.assert_allclose(logits[0, :3].detach(), [2.0, 1.0, 0.0])  # after prompt y: theta[1]
@@ -137,8 +141,12 @@ def test_offline_dpo_collapses_as_in_the_lab(tmp_path):
         lab = psipo_optimum(np.array([[0.5, 1, 1], [0, 0.5, 1], [0, 0, 0.5]]), np.full(3, 1 / 3),
                             np.full(3, 1 / 3), tau, psi="logit")  # fmt: skip
         np.testing.assert_allclose(lab, [1, 0, 0])
-        short = action_probs(train(tmp_path, "dpo", tau, steps=60, lr=0.1, schedule="constant").policy).numpy()
-        long = action_probs(train(tmp_path, "dpo", tau, steps=120, lr=0.1, schedule="constant").policy).numpy()
+        short = action_probs(
+            train(tmp_path, "dpo", tau, steps=60, lr=0.1, schedule="constant").policy
+        ).numpy()
+        long = action_probs(
+            train(tmp_path, "dpo", tau, steps=120, lr=0.1, schedule="constant").policy
+        ).numpy()
         assert long[0] > 0.95
         assert long[0] > short[0] and long[2] < short[2]  # still moving towards (1, 0, 0)
         assert tv(long, lab) < tv(short, lab)

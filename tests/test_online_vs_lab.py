@@ -125,7 +125,9 @@ def train_rlhf(tmp_path, setting, algorithm, steps=STEPS, lr=LR, group_size=4):
 
     cfg = RLHFConfig(algorithm=algorithm, tau=tau, group_size=group_size,
                      **common(tmp_path, f"{setting}-{algorithm}", steps, lr, BATCH // group_size))  # fmt: skip
-    result = run_rlhf(cfg, model=tabular_policy(mu), tokenizer=tok, reward_fn=reward_fn, train_prompts=PROMPTS)
+    result = run_rlhf(
+        cfg, model=tabular_policy(mu), tokenizer=tok, reward_fn=reward_fn, train_prompts=PROMPTS
+    )
     return action_probs(result.policy).numpy(), result
 
 

@@ -73,7 +73,9 @@ def _encode(tokenizer: Any, text: str, add_special_tokens: bool = False) -> list
 def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
     """The prompt as the text the policy continues (chat template with the generation prompt if any)."""
     if _has_template(tokenizer):
-        return tokenizer.apply_chat_template(prompt_messages(prompt), tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            prompt_messages(prompt), tokenize=False, add_generation_prompt=True
+        )
     if isinstance(prompt, str):
         return prompt
     return prompt_text(prompt) + "\n\nAssistant:"
@@ -89,7 +91,9 @@ def prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
     return ids
 
 
-def completion_ids(tokenizer: Any, prompt: Prompt, response: str, rendered_prompt: str | None = None) -> list[int]:
+def completion_ids(
+    tokenizer: Any, prompt: Prompt, response: str, rendered_prompt: str | None = None
+) -> list[int]:
     """Token ids of a response as the policy would produce it after the prompt, end-of-turn included."""
     eos = tokenizer.eos_token_id
     if _has_template(tokenizer):
@@ -98,7 +102,7 @@ def completion_ids(tokenizer: Any, prompt: Prompt, response: str, rendered_promp
             prompt_messages(prompt) + [{"role": "assistant", "content": response}], tokenize=False
         )
         if full.startswith(rendered_prompt):
-            ids = _encode(tokenizer, full[len(rendered_prompt):].rstrip())
+            ids = _encode(tokenizer, full[len(rendered_prompt) :].rstrip())
             special = set(getattr(tokenizer, "all_special_ids", ()) or ())
             if (not ids or ids[-1] not in special) and eos is not None:
                 ids.append(eos)
@@ -130,7 +134,10 @@ def tokenize_pair(
     f_keep = first if max_response_tokens is None else keep_first(first, max_response_tokens)
     s_keep = second if max_response_tokens is None else keep_first(second, max_response_tokens)
     return TokenizedPair(
-        p_keep, f_keep, s_keep, float(example.label),
+        p_keep,
+        f_keep,
+        s_keep,
+        float(example.label),
         prompt_cut=len(p_ids) - len(p_keep),
         first_cut=len(first) - len(f_keep),
         second_cut=len(second) - len(s_keep),
@@ -222,7 +229,8 @@ class PairCollator:
 
     def __call__(self, examples: Sequence[PreferenceExample]) -> PreferenceBatch:
         pairs = [
-            tokenize_pair(self.tokenizer, ex, self.max_prompt_tokens, self.max_response_tokens) for ex in examples
+            tokenize_pair(self.tokenizer, ex, self.max_prompt_tokens, self.max_response_tokens)
+            for ex in examples
         ]
         for p in pairs:
             self.truncation["pairs"] += 1
@@ -248,7 +256,10 @@ class PromptBatch:
 
     def to(self, device: Any) -> PromptBatch:
         return PromptBatch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.prompt_lengths.to(device), self.sources
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.prompt_lengths.to(device),
+            self.sources,
         )
 
 

@@ -70,8 +70,15 @@ PROMPT_FORMATS = (*FORMATS, "prompt", "messages")
 
 #: Column names that ``columns=`` may map onto.
 CANONICAL_COLUMNS = (
-    "prompt", "chosen", "rejected", "response_a", "response_b", "label",
-    "score_chosen", "score_rejected", "messages",
+    "prompt",
+    "chosen",
+    "rejected",
+    "response_a",
+    "response_b",
+    "label",
+    "score_chosen",
+    "score_rejected",
+    "messages",
 )
 _CONSUMED = {
     "trl": ("prompt", "chosen", "rejected", "label"),
@@ -188,8 +195,10 @@ def check_unicode(text: str, key: str, what: str = "text") -> str:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidRow(
-                "bad_text", key, f"{what} is not valid Unicode: lone surrogate {text[exc.start]!r} at "
-                f"character {exc.start + 1}"
+                "bad_text",
+                key,
+                f"{what} is not valid Unicode: lone surrogate {text[exc.start]!r} at "
+                f"character {exc.start + 1}",
             ) from None
     return text
 
@@ -199,7 +208,9 @@ def _message(value: Any, key: str, i: int) -> Message:
         raise InvalidRow("bad_message", key, f"message {i + 1} is a {type(value).__name__}, not an object")
     role, content = value.get("role"), value.get("content")
     if role not in ROLES:
-        raise InvalidRow("bad_message", key, f"message {i + 1} has role {_short(role)} (expected one of {ROLES})")
+        raise InvalidRow(
+            "bad_message", key, f"message {i + 1} has role {_short(role)} (expected one of {ROLES})"
+        )
     if not isinstance(content, str):
         raise InvalidRow(
             "bad_message", key, f"message {i + 1} content must be a string, got {type(content).__name__}"
@@ -239,7 +250,9 @@ def response_text(text: Any, key: str) -> str:
 def label_value(value: Any, key: str = "label") -> float:
     """A label ``P(first > second)``: a number in [0, 1], a numeric string, or 'a' / 'b' / 'tie'."""
     if isinstance(value, bool):
-        raise InvalidRow("wrong_type", key, f"a boolean label ({value}) is ambiguous: use 1.0 / 0.0 or 'a' / 'b'")
+        raise InvalidRow(
+            "wrong_type", key, f"a boolean label ({value}) is ambiguous: use 1.0 / 0.0 or 'a' / 'b'"
+        )
     if isinstance(value, str):
         word = value.strip().lower()
         if word in ("a", "b", "tie"):
@@ -291,7 +304,8 @@ def _check_pair(first: str, second: str, keys: str) -> None:
 
 def _extras(row: Mapping[str, Any], consumed: tuple[str, ...]) -> dict[str, Any]:
     return {
-        k: v for k, v in row.items()
+        k: v
+        for k, v in row.items()
         if k not in consumed and (v is None or isinstance(v, str | int | float | bool))
     }
 
@@ -301,7 +315,9 @@ def _extras(row: Mapping[str, Any], consumed: tuple[str, ...]) -> dict[str, Any]
 
 
 def _same(a: tuple[Message, ...], b: tuple[Message, ...]) -> bool:
-    return len(a) == len(b) and all(x.role == y.role and x.content.strip() == y.content.strip() for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        x.role == y.role and x.content.strip() == y.content.strip() for x, y in zip(a, b)
+    )
 
 
 def resolve_conversation_prompt(prompt: Any, prefix: tuple[Message, ...], key: str) -> Prompt:
@@ -319,23 +335,28 @@ def resolve_conversation_prompt(prompt: Any, prefix: tuple[Message, ...], key: s
             return prompt_value(list(m.as_dict() for m in prefix), key)
     elif _same(given, prefix):
         return given
-    raise InvalidRow("prompt_mismatch", "prompt", f"the 'prompt' column does not match the turns before "
-                     f"the response in {key!r} ({len(prefix)} turns)")
+    raise InvalidRow(
+        "prompt_mismatch",
+        "prompt",
+        f"the 'prompt' column does not match the turns before the response in {key!r} ({len(prefix)} turns)",
+    )
 
 
-def _conversation_response(
-    value: Any, key: str, prompt: Any
-) -> tuple[tuple[Message, ...] | None, str]:
+def _conversation_response(value: Any, key: str, prompt: Any) -> tuple[tuple[Message, ...] | None, str]:
     """Split a response field into (message prefix or None, response text)."""
     if isinstance(value, str):
         return None, response_text(value, key)
     if not isinstance(value, list | tuple):
-        raise InvalidRow("wrong_type", key, f"expected text or a list of messages, got {type(value).__name__}")
+        raise InvalidRow(
+            "wrong_type", key, f"expected text or a list of messages, got {type(value).__name__}"
+        )
     msgs = messages(value, key)
     if not msgs:
         raise InvalidRow("empty_response", key, "empty conversation")
     if msgs[-1].role != "assistant":
-        raise InvalidRow("bad_conversation", key, f"the last message has role {msgs[-1].role!r}, not 'assistant'")
+        raise InvalidRow(
+            "bad_conversation", key, f"the last message has role {msgs[-1].role!r}, not 'assistant'"
+        )
     if len(msgs) == 1 and prompt is not None:
         return None, response_text(msgs[0].content, key)
     return msgs[:-1], response_text(msgs[-1].content, key)
@@ -350,13 +371,15 @@ def _chosen_rejected(row: Mapping[str, Any], fmt: str) -> Converted:
     elif chosen_prefix is not None and rejected_prefix is not None:
         if not _same(chosen_prefix, rejected_prefix):
             raise InvalidRow(
-                "prompt_mismatch", "chosen/rejected",
+                "prompt_mismatch",
+                "chosen/rejected",
                 "the two conversations differ before their final assistant message",
             )
         resolved = resolve_conversation_prompt(prompt, chosen_prefix, "chosen")
     else:
         raise InvalidRow(
-            "bad_conversation", "chosen/rejected",
+            "bad_conversation",
+            "chosen/rejected",
             "one response is a full conversation and the other is not",
         )
     _check_pair(chosen, rejected, "chosen/rejected")
@@ -372,7 +395,9 @@ def _hh(row: Mapping[str, Any]) -> Converted:
     chosen, rejected = _get(row, "chosen"), _get(row, "rejected")
     for key, value in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(value, str):
-            raise InvalidRow("wrong_type", key, f"expected an HH-RLHF transcript string, got {type(value).__name__}")
+            raise InvalidRow(
+                "wrong_type", key, f"expected an HH-RLHF transcript string, got {type(value).__name__}"
+            )
     prompt, first, second, merged = split_hh_pair(chosen, rejected)
     if not prompt or all(is_blank(m.content) for m in prompt):
         raise InvalidRow("empty_prompt", "chosen", "no turns before the final Assistant turn")
@@ -382,8 +407,9 @@ def _hh(row: Mapping[str, Any]) -> Converted:
     response_text(second, "rejected")
     _check_pair(first, second, "chosen/rejected")
     label = label_value(row["label"]) if row.get("label") is not None else 1.0
-    return Converted(prompt, first, second, label, _extras(row, _CONSUMED["hh"]),
-                     ("hh_merged_turns",) if merged else ())
+    return Converted(
+        prompt, first, second, label, _extras(row, _CONSUMED["hh"]), ("hh_merged_turns",) if merged else ()
+    )
 
 
 def _pairwise(row: Mapping[str, Any]) -> Converted:
@@ -415,15 +441,26 @@ def convert_row(row: Mapping[str, Any], fmt: str) -> Converted:
 
 def convert_prompt_row(row: Mapping[str, Any], fmt: str) -> tuple[Prompt, dict[str, Any]]:
     """The prompt of one row for prompt-only loading, and the row's scalar extras."""
-    consumed = ("prompt", "chosen", "rejected", "response_a", "response_b", "label", "messages",
-                "score_chosen", "score_rejected")
+    consumed = (
+        "prompt",
+        "chosen",
+        "rejected",
+        "response_a",
+        "response_b",
+        "label",
+        "messages",
+        "score_chosen",
+        "score_rejected",
+    )
     extras = _extras(row, consumed)
     if fmt in ("prompt", "pairwise"):
         return prompt_value(_get(row, "prompt")), extras
     if fmt == "hh":
         chosen = _get(row, "chosen")
         if not isinstance(chosen, str):
-            raise InvalidRow("wrong_type", "chosen", f"expected an HH-RLHF transcript string, got {type(chosen).__name__}")
+            raise InvalidRow(
+                "wrong_type", "chosen", f"expected an HH-RLHF transcript string, got {type(chosen).__name__}"
+            )
         prompt = hh_prompt(chosen)
         return prompt_value([m.as_dict() for m in prompt], "chosen"), extras
     if fmt == "messages":

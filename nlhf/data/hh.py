@@ -47,24 +47,32 @@ def looks_like_hh(text: object) -> bool:
 def parse_hh_transcript(text: str, field: str = "transcript") -> tuple[list[Message], bool]:
     """Turns of one transcript (rules 1-2 above) and whether same-speaker turns were merged."""
     if not isinstance(text, str):
-        raise InvalidRow("wrong_type", field, f"expected an HH-RLHF transcript string, got {type(text).__name__}")
+        raise InvalidRow(
+            "wrong_type", field, f"expected an HH-RLHF transcript string, got {type(text).__name__}"
+        )
     if not text.startswith("\n\n") and text.lstrip().startswith(("Human:", "Assistant:")):
         text = "\n\n" + text.lstrip()
     parts = _TURN.split(text)
     head, pairs = parts[0], list(zip(parts[1::2], parts[2::2]))
     if not pairs:
         raise InvalidRow(
-            "bad_transcript", field, "not an HH-RLHF transcript (no '\\n\\nHuman:' / '\\n\\nAssistant:' turns)"
+            "bad_transcript",
+            field,
+            "not an HH-RLHF transcript (no '\\n\\nHuman:' / '\\n\\nAssistant:' turns)",
         )
     if head.strip():
-        raise InvalidRow("bad_transcript", field, f"text before the first 'Human:' turn: {head.strip()[:40]!r}")
+        raise InvalidRow(
+            "bad_transcript", field, f"text before the first 'Human:' turn: {head.strip()[:40]!r}"
+        )
     turns: list[Message] = []
     merged = False
     for speaker, content in pairs:
         role, content = _ROLE[speaker], content.strip()
         if turns and turns[-1].role == role:
             previous = turns[-1].content
-            turns[-1] = Message(role, f"{previous}\n\n{content}" if previous and content else previous + content)
+            turns[-1] = Message(
+                role, f"{previous}\n\n{content}" if previous and content else previous + content
+            )
             merged = True
         else:
             turns.append(Message(role, content))
@@ -80,7 +88,10 @@ def split_hh_pair(chosen: str, rejected: str) -> tuple[tuple[Message, ...], str,
             raise InvalidRow("bad_transcript", field, "the transcript does not end with an 'Assistant:' turn")
     prompt_c, prompt_r = chosen_turns[:-1], rejected_turns[:-1]
     if prompt_c != prompt_r:
-        k = next((i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b), min(len(prompt_c), len(prompt_r)))
+        k = next(
+            (i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b),
+            min(len(prompt_c), len(prompt_r)),
+        )
         raise InvalidRow(
             "hh_prefix_mismatch",
             "chosen/rejected",

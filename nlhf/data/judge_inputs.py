@@ -69,7 +69,10 @@ class EncodedInput:
 
 def is_encoder_tokenizer(tokenizer: Any) -> bool:
     """True for BERT-style tokenizers with [CLS] and [SEP] (the encoder layout)."""
-    return getattr(tokenizer, "cls_token_id", None) is not None and getattr(tokenizer, "sep_token_id", None) is not None
+    return (
+        getattr(tokenizer, "cls_token_id", None) is not None
+        and getattr(tokenizer, "sep_token_id", None) is not None
+    )
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -90,7 +93,7 @@ def _leading_specials(tokenizer: Any) -> list[int]:
     """The tokens the tokenizer puts before plain text on its own (a BOS for Llama-style ones)."""
     with_special = list(tokenizer("a", add_special_tokens=True, verbose=False)["input_ids"])
     without = _encode(tokenizer, "a")
-    if without and with_special[-len(without):] == without:
+    if without and with_special[-len(without) :] == without:
         return with_special[: len(with_special) - len(without)]
     return []
 
@@ -115,8 +118,13 @@ def _fixed_tokens(tokenizer: Any) -> dict[str, list[int]]:
 
 
 def _assemble(
-    tokenizer: Any, prompt: Prompt, responses: Sequence[str], max_length: int,
-    min_prompt_tokens: int, max_response_tokens: int | None, layout: str = "marked",
+    tokenizer: Any,
+    prompt: Prompt,
+    responses: Sequence[str],
+    max_length: int,
+    min_prompt_tokens: int,
+    max_response_tokens: int | None,
+    layout: str = "marked",
 ) -> EncodedInput:
     x = _encode(tokenizer, prompt_text(prompt))
     ys = [_encode(tokenizer, r) for r in responses]
@@ -124,8 +132,13 @@ def _assemble(
 
 
 def _assemble_ids(
-    tokenizer: Any, x: list[int], ys: Sequence[list[int]], max_length: int,
-    min_prompt_tokens: int, max_response_tokens: int | None, layout: str = "marked",
+    tokenizer: Any,
+    x: list[int],
+    ys: Sequence[list[int]],
+    max_length: int,
+    min_prompt_tokens: int,
+    max_response_tokens: int | None,
+    layout: str = "marked",
 ) -> EncodedInput:
     """The layout of the module docstring from token ids: prompt ``x`` and one or two responses ``ys``."""
     if layout not in SINGLE_LAYOUTS:
@@ -147,8 +160,11 @@ def _assemble_ids(
         head, tail = fixed["leading"], [eos]
     fixed = len(head) + sum(len(s) for s in seps) + len(tail)
     p_keep, r_keeps = segment_budgets(
-        len(x), [len(y) for y in ys], max_length - fixed,
-        min_prompt_tokens=min_prompt_tokens, max_response_tokens=max_response_tokens,
+        len(x),
+        [len(y) for y in ys],
+        max_length - fixed,
+        min_prompt_tokens=min_prompt_tokens,
+        max_response_tokens=max_response_tokens,
     )
     x_kept = keep_last(x, p_keep)
     ys_kept = [keep_first(y, k) for y, k in zip(ys, r_keeps)]
@@ -165,7 +181,9 @@ def _assemble_ids(
     segments += [0] * len(tail)
     return EncodedInput(
         input_ids=ids,
-        token_type_ids=types if encoder and "token_type_ids" in getattr(tokenizer, "model_input_names", ()) else None,
+        token_type_ids=types
+        if encoder and "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        else None,
         prompt_cut=len(x) - len(x_kept),
         response_cuts=tuple(len(y) - len(k) for y, k in zip(ys, ys_kept)),
         segment_ids=segments,
@@ -173,16 +191,28 @@ def _assemble_ids(
 
 
 def encode_triple(
-    tokenizer: Any, prompt: Prompt, first: str, second: str, max_length: int,
-    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None,
+    tokenizer: Any,
+    prompt: Prompt,
+    first: str,
+    second: str,
+    max_length: int,
+    *,
+    min_prompt_tokens: int = 64,
+    max_response_tokens: int | None = None,
 ) -> EncodedInput:
     """The ordered triple (prompt, first, second) as one sequence of at most ``max_length`` tokens."""
     return _assemble(tokenizer, prompt, (first, second), max_length, min_prompt_tokens, max_response_tokens)
 
 
 def encode_single(
-    tokenizer: Any, prompt: Prompt, response: str, max_length: int,
-    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None, layout: str = "marked",
+    tokenizer: Any,
+    prompt: Prompt,
+    response: str,
+    max_length: int,
+    *,
+    min_prompt_tokens: int = 64,
+    max_response_tokens: int | None = None,
+    layout: str = "marked",
 ) -> EncodedInput:
     """(prompt, response) as one sequence of at most ``max_length`` tokens, for a reward model.
 
@@ -196,13 +226,21 @@ def encode_single(
 
 
 def encode_triples(
-    tokenizer: Any, prompts: Sequence[Prompt], firsts: Sequence[str], seconds: Sequence[str], max_length: int,
-    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    firsts: Sequence[str],
+    seconds: Sequence[str],
+    max_length: int,
+    *,
+    min_prompt_tokens: int = 64,
+    max_response_tokens: int | None = None,
 ) -> list[EncodedInput]:
     """``[encode_triple(tokenizer, x, a, b, max_length) for x, a, b in ...]``, with every distinct
     text of the batch tokenised once in one batched tokenizer call (the same rows, faster)."""
     if not len(prompts) == len(firsts) == len(seconds):
-        raise ValueError(f"batch sizes differ: prompts {len(prompts)}, first {len(firsts)}, second {len(seconds)}")
+        raise ValueError(
+            f"batch sizes differ: prompts {len(prompts)}, first {len(firsts)}, second {len(seconds)}"
+        )
     n = len(prompts)
     ids = _encode_all(tokenizer, [prompt_text(p) for p in prompts] + list(firsts) + list(seconds))
     return [
@@ -213,8 +251,14 @@ def encode_triples(
 
 
 def encode_singles(
-    tokenizer: Any, prompts: Sequence[Prompt], responses: Sequence[str], max_length: int,
-    *, min_prompt_tokens: int = 64, max_response_tokens: int | None = None, layout: str = "marked",
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    responses: Sequence[str],
+    max_length: int,
+    *,
+    min_prompt_tokens: int = 64,
+    max_response_tokens: int | None = None,
+    layout: str = "marked",
 ) -> list[EncodedInput]:
     """``[encode_single(tokenizer, x, y, max_length, layout=layout) for x, y in ...]``, every distinct
     text tokenised once in one batched tokenizer call."""
@@ -223,7 +267,9 @@ def encode_singles(
     n = len(prompts)
     ids = _encode_all(tokenizer, [prompt_text(p) for p in prompts] + list(responses))
     return [
-        _assemble_ids(tokenizer, ids[i], (ids[n + i],), max_length, min_prompt_tokens, max_response_tokens, layout)
+        _assemble_ids(
+            tokenizer, ids[i], (ids[n + i],), max_length, min_prompt_tokens, max_response_tokens, layout
+        )
         for i in range(n)
     ]
 
@@ -262,7 +308,11 @@ def collate_encoded(
     if not encoded:
         raise ValueError("cannot collate an empty batch")
     lengths = [len(e.input_ids) for e in encoded]
-    T = max(lengths) if not pad_to_multiple_of else -(-max(lengths) // pad_to_multiple_of) * pad_to_multiple_of
+    T = (
+        max(lengths)
+        if not pad_to_multiple_of
+        else -(-max(lengths) // pad_to_multiple_of) * pad_to_multiple_of
+    )
     ids = [e.input_ids + [pad_token_id] * (T - len(e.input_ids)) for e in encoded]
     attn = [[1] * n + [0] * (T - n) for n in lengths]
     with_types = [e.token_type_ids is not None for e in encoded]
@@ -270,10 +320,14 @@ def collate_encoded(
         raise ValueError("some inputs have token_type_ids and some do not (mixed tokenizers?)")
     types = None
     if all(with_types):
-        types = torch.tensor([e.token_type_ids + [0] * (T - len(e.token_type_ids)) for e in encoded], dtype=torch.long)
+        types = torch.tensor(
+            [e.token_type_ids + [0] * (T - len(e.token_type_ids)) for e in encoded], dtype=torch.long
+        )
     segments = None
     if all(e.segment_ids is not None for e in encoded):
-        segments = torch.tensor([e.segment_ids + [0] * (T - len(e.segment_ids)) for e in encoded], dtype=torch.long)
+        segments = torch.tensor(
+            [e.segment_ids + [0] * (T - len(e.segment_ids)) for e in encoded], dtype=torch.long
+        )
     return JudgeBatch(
         input_ids=torch.tensor(ids, dtype=torch.long),  # (N, T)
         attention_mask=torch.tensor(attn, dtype=torch.long),  # (N, T)
@@ -336,7 +390,9 @@ class JudgeCollator:
         prompts = [e.prompt for e in examples]
         a, b = [e.first for e in examples], [e.second for e in examples]
         if self.mode == "triple":
-            rows = encode_triples(tok, prompts + prompts, a + b, b + a, L, **kw)  # (x, a, b) rows, then (x, b, a)
+            rows = encode_triples(
+                tok, prompts + prompts, a + b, b + a, L, **kw
+            )  # (x, a, b) rows, then (x, b, a)
         else:
             rows = encode_singles(tok, prompts + prompts, a + b, L, layout=self.single_layout, **kw)
         for r in rows:

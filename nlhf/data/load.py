@@ -118,7 +118,9 @@ class PreferenceDataset(_LoadedList[PreferenceExample]):
         self.repaired: Counter[str] = Counter(repaired or {})
 
     def _like(self, examples: list[PreferenceExample]) -> PreferenceDataset:
-        return PreferenceDataset(examples, self.source, self.format, self.skipped, self.repaired, self.duplicates)
+        return PreferenceDataset(
+            examples, self.source, self.format, self.skipped, self.repaired, self.duplicates
+        )
 
     def __repr__(self) -> str:
         return (
@@ -141,7 +143,9 @@ def _check_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
     if columns is None:
         return {}
     if not isinstance(columns, Mapping):
-        raise TypeError(f"columns must be a mapping {{our_name: dataset_column}}, got {type(columns).__name__}")
+        raise TypeError(
+            f"columns must be a mapping {{our_name: dataset_column}}, got {type(columns).__name__}"
+        )
     for ours, theirs in columns.items():
         if ours not in CANONICAL_COLUMNS:
             raise ValueError(f"columns: unknown key {ours!r} (known: {', '.join(CANONICAL_COLUMNS)})")
@@ -186,8 +190,14 @@ class _Duplicates:
         if self.count and self.example is not None:
             loc, earlier = self.example
             logger.log(
-                level, "%s: %d duplicate %s (%s; the first: %s repeats %s)", name, self.count, what,
-                "dropped" if dropped else "kept", f"{loc.unit} {loc.index}", f"{earlier.unit} {earlier.index}",
+                level,
+                "%s: %d duplicate %s (%s; the first: %s repeats %s)",
+                name,
+                self.count,
+                what,
+                "dropped" if dropped else "kept",
+                f"{loc.unit} {loc.index}",
+                f"{earlier.unit} {earlier.index}",
             )
 
 
@@ -225,7 +235,11 @@ class _Tally:
         if self.skipped:
             logger.warning(
                 "%s: kept %d %s, skipped %d invalid rows: %s",
-                name, n_kept, what, sum(self.skipped.values()), dict(self.skipped),
+                name,
+                n_kept,
+                what,
+                sum(self.skipped.values()),
+                dict(self.skipped),
             )
         if n_kept == 0:
             detail = f" (skipped: {dict(self.skipped)})" if self.skipped else ""
@@ -241,8 +255,16 @@ class _Converter:
     then holds it.
     """
 
-    def __init__(self, renames: dict[str, str], format: str | None, detect: Any, convert: Any, tally: _Tally) -> None:
-        self.renames, self.format, self.detect, self.convert, self.tally = renames, format, detect, convert, tally
+    def __init__(
+        self, renames: dict[str, str], format: str | None, detect: Any, convert: Any, tally: _Tally
+    ) -> None:
+        self.renames, self.format, self.detect, self.convert, self.tally = (
+            renames,
+            format,
+            detect,
+            convert,
+            tally,
+        )
 
     def rows(self, rows: Iterable[tuple[RowLocation, Any]]) -> Iterator[tuple[RowLocation, Any]]:
         """``(loc, converted)`` for each valid row of ``rows``."""
@@ -309,15 +331,21 @@ def load_preferences(
             repaired.update(converted.repairs)
             examples.append(
                 PreferenceExample(
-                    converted.prompt, converted.first, converted.second, converted.label,
-                    loc.source, converted.metadata,
+                    converted.prompt,
+                    converted.first,
+                    converted.second,
+                    converted.label,
+                    loc.source,
+                    converted.metadata,
                 )
             )
             if limit is not None and len(examples) >= limit:
                 break
     tally.finish(source.name, len(examples), "examples")
     repeats.log(source.name, "rows", duplicates == "drop", logging.WARNING)
-    return PreferenceDataset(examples, source.name, converter.format or "", tally.skipped, repaired, repeats.count)
+    return PreferenceDataset(
+        examples, source.name, converter.format or "", tally.skipped, repaired, repeats.count
+    )
 
 
 def _detect(detector: Any, row: Mapping[str, Any], loc: RowLocation) -> str:
@@ -373,7 +401,10 @@ def example_to_row(example: PreferenceExample) -> dict[str, Any]:
     """One example as a ``pairwise``-format row (JSON-ready); metadata become extra columns."""
     prompt = example.prompt if isinstance(example.prompt, str) else [m.as_dict() for m in example.prompt]
     row: dict[str, Any] = {
-        "prompt": prompt, "response_a": example.first, "response_b": example.second, "label": example.label,
+        "prompt": prompt,
+        "response_a": example.first,
+        "response_b": example.second,
+        "label": example.label,
     }
     for key, value in example.metadata.items():
         if key in _RESERVED:

@@ -68,7 +68,9 @@ def open_rows(path_or_name: str | Path, split: str | None = None, **load_kwargs:
     name = str(path_or_name)
     if path.is_file():
         if split is not None:
-            raise PreferenceDataError(f"split={split!r} applies to Hugging Face datasets, not to files", location=name)
+            raise PreferenceDataError(
+                f"split={split!r} applies to Hugging Face datasets, not to files", location=name
+            )
         if load_kwargs:
             raise PreferenceDataError(
                 f"unexpected keyword arguments for a file: {sorted(load_kwargs)}", location=name
@@ -95,8 +97,9 @@ def _open_text(path: Path, name: str) -> io.TextIOBase:
             return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
         return open(path, encoding="utf-8-sig", newline="")
     except OSError as exc:
-        raise PreferenceDataError(f"cannot open the file ({type(exc).__name__}: {exc.strerror or exc})",
-                                  location=name) from None
+        raise PreferenceDataError(
+            f"cannot open the file ({type(exc).__name__}: {exc.strerror or exc})", location=name
+        ) from None
 
 
 def _read_error(name: str, where: str, exc: BaseException) -> PreferenceDataError:
@@ -148,8 +151,9 @@ def _open_binary(path: Path, name: str) -> io.BufferedIOBase:
     try:
         return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
     except OSError as exc:
-        raise PreferenceDataError(f"cannot open the file ({type(exc).__name__}: {exc.strerror or exc})",
-                                  location=name) from None
+        raise PreferenceDataError(
+            f"cannot open the file ({type(exc).__name__}: {exc.strerror or exc})", location=name
+        ) from None
 
 
 def _lines_with_lookahead(f: io.BufferedIOBase, name: str) -> Iterator[tuple[int, bytes]]:
@@ -183,7 +187,10 @@ def _jsonl_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 seen = True
-                yield loc, InvalidRow("bad_json", None, f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})")
+                yield (
+                    loc,
+                    InvalidRow("bad_json", None, f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})"),
+                )
                 continue
             if number == 1:
                 line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
@@ -222,7 +229,7 @@ def _json_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
         data = data["data"]
     if not isinstance(data, list):
         raise PreferenceDataError(
-            f"expected a JSON list of objects or {{\"data\": [...]}}, got {type(data).__name__}"
+            f'expected a JSON list of objects or {{"data": [...]}}, got {type(data).__name__}'
             + (f" with keys {sorted(data)[:8]}" if isinstance(data, dict) else ""),
             location=name,
         )
@@ -264,13 +271,20 @@ def _csv_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
                 loc = RowLocation(name, number, "row")
                 if _EXTRA in row:
                     n_cells = len(reader.fieldnames) + len(row[_EXTRA])
-                    yield loc, InvalidRow(
-                        "bad_row", None, f"{n_cells} cells but the header has {len(reader.fieldnames)} columns"
+                    yield (
+                        loc,
+                        InvalidRow(
+                            "bad_row",
+                            None,
+                            f"{n_cells} cells but the header has {len(reader.fieldnames)} columns",
+                        ),
                     )
                     continue
                 yield loc, {k: _csv_cell(v) for k, v in row.items()}
         except csv.Error as exc:
-            raise PreferenceDataError(f"malformed CSV at line {reader.line_num} ({exc})", location=name) from None
+            raise PreferenceDataError(
+                f"malformed CSV at line {reader.line_num} ({exc})", location=name
+            ) from None
         except _READ_ERRORS as exc:
             raise _read_error(name, f"after row {number}", exc) from None
     if number == 0:
@@ -294,7 +308,9 @@ def _parquet_rows(path: Path, name: str) -> Iterator[tuple[RowLocation, Any]]:
                 number += 1
                 yield RowLocation(name, number, "row"), row
     except (pa.ArrowException, OSError) as exc:
-        raise PreferenceDataError(f"cannot read the Parquet file after row {number} ({exc})", location=name) from None
+        raise PreferenceDataError(
+            f"cannot read the Parquet file after row {number} ({exc})", location=name
+        ) from None
 
 
 def _is_saved_dataset(path: Path) -> bool:

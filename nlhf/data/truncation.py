@@ -58,7 +58,7 @@ def keep_last(ids: Sequence[int], n: int) -> list[int]:
     """The last ``n`` tokens (cut from the left); all of them when ``n >= len(ids)``."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    return list(ids[len(ids) - n:]) if n < len(ids) else list(ids)
+    return list(ids[len(ids) - n :]) if n < len(ids) else list(ids)
 
 
 def keep_first(ids: Sequence[int], n: int) -> list[int]:

@@ -48,24 +48,44 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--policy", action="append", required=True, metavar="NAME=SPEC",
-                   help="a policy: run directory, saved policy, smollm2, tiny, hub name or path (repeatable)")
-    p.add_argument("--reference", metavar="NAME|SPEC",
-                   help="mu: a --policy name or a spec loaded outside the pool (default: the first --policy)")
+    p.add_argument(
+        "--policy",
+        action="append",
+        required=True,
+        metavar="NAME=SPEC",
+        help="a policy: run directory, saved policy, smollm2, tiny, hub name or path (repeatable)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="NAME|SPEC",
+        help="mu: a --policy name or a spec loaded outside the pool (default: the first --policy)",
+    )
     p.add_argument("--prompts", required=True, metavar="PATH|env-heldout|env-train|env-all")
     p.add_argument("--limit", type=int, help="use the first LIMIT prompts")
-    p.add_argument("--judge", required=True, metavar="oracle|oracle-bt|DIR",
-                   help="oracle (rater population), oracle-bt (Bradley-Terry control) or a saved PM/RM directory")
+    p.add_argument(
+        "--judge",
+        required=True,
+        metavar="oracle|oracle-bt|DIR",
+        help="oracle (rater population), oracle-bt (Bradley-Terry control) or a saved PM/RM directory",
+    )
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--samples-per-prompt", type=int, dest="samples_per_prompt")
     p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens")
     p.add_argument("--interval", choices=("wilson", "clopper_pearson"))
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (policies and a learned judge)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="policy dtype (default: float32)")
+    p.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), help="policy dtype (default: float32)"
+    )
     p.add_argument("--config", metavar="YAML", help="TournamentConfig keys")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="a TournamentConfig key (repeatable), e.g. --set bootstrap=2000")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="a TournamentConfig key (repeatable), e.g. --set bootstrap=2000",
+    )
     p.add_argument("--title", default="nlhf tournament")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval_command)  # fmt: skip
@@ -140,7 +160,9 @@ def _run(args: argparse.Namespace, cfg: Any, save_config: Any) -> int:
     policies = []
     for (_, spec), label in zip(parsed, names):
         print(f"nlhf eval: loading {label} from {spec}", file=sys.stderr)
-        policies.append(load_policy(spec, name=label, device=args.device, dtype=args.dtype, reference_cache=cache))
+        policies.append(
+            load_policy(spec, name=label, device=args.device, dtype=args.dtype, reference_cache=cache)
+        )
     if args.reference is None:
         reference = policies[0]
     elif args.reference in names:
@@ -160,6 +182,10 @@ def _run(args: argparse.Namespace, cfg: Any, save_config: Any) -> int:
     )  # fmt: skip
     paths = write_report(result, out, title=args.title, sections=[("Command", command)])
     save_config(cfg, out / "eval_config.yaml")
-    print(json.dumps({"report": str(paths["html"]), "markdown": str(paths["markdown"]), "json": str(paths["json"])}))
+    print(
+        json.dumps(
+            {"report": str(paths["html"]), "markdown": str(paths["markdown"]), "json": str(paths["json"])}
+        )
+    )
     print(f"nlhf eval: report written to {paths['html']}")
     return 0

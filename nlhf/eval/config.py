@@ -34,13 +34,17 @@ class TournamentConfig:
     max_prompt_tokens: int | None = None  # prompts cut from the left to this many tokens; None: no cut
     interval: Literal["wilson", "clopper_pearson"] = "wilson"
     confidence: float = 0.95
-    cluster_prompts: bool = True  # win intervals on the effective number of comparisons (samples of a prompt correlate)
+    cluster_prompts: bool = (
+        True  # win intervals on the effective number of comparisons (samples of a prompt correlate)
+    )
     bootstrap: int = 1000  # resamples (over prompts) for the exploitability intervals
     best_of_n: int = 4  # reference best-of-n exploiter (judges that are not class-level); 0: off
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check(self.samples_per_prompt >= 1, "samples_per_prompt", f"must be >= 1, got {self.samples_per_prompt}")
+        check(
+            self.samples_per_prompt >= 1, "samples_per_prompt", f"must be >= 1, got {self.samples_per_prompt}"
+        )
         check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         check(
             self.temperature > 0 and self.temperature != float("inf"),
@@ -55,8 +59,16 @@ class TournamentConfig:
         check(self.interval in INTERVAL_METHODS, "interval", f"must be one of {list(INTERVAL_METHODS)}, got "
               f"{self.interval!r}")  # fmt: skip
         check(0.0 < self.confidence < 1.0, "confidence", f"must be in (0, 1), got {self.confidence}")
-        check(self.bootstrap >= 0, "bootstrap", f"must be >= 0 (0: no exploitability interval), got {self.bootstrap}")
-        check(self.best_of_n >= 0, "best_of_n", f"must be >= 0 (0: no best-of-n exploiter), got {self.best_of_n}")
+        check(
+            self.bootstrap >= 0,
+            "bootstrap",
+            f"must be >= 0 (0: no exploitability interval), got {self.bootstrap}",
+        )
+        check(
+            self.best_of_n >= 0,
+            "best_of_n",
+            f"must be >= 0 (0: no best-of-n exploiter), got {self.best_of_n}",
+        )
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
 
     @property

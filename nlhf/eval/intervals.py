@@ -65,7 +65,9 @@ def clopper_pearson_interval(k: float, n: float, confidence: float = 0.95) -> tu
     return low, high
 
 
-def binomial_interval(k: float, n: float, method: str = "wilson", confidence: float = 0.95) -> tuple[float, float]:
+def binomial_interval(
+    k: float, n: float, method: str = "wilson", confidence: float = 0.95
+) -> tuple[float, float]:
     """``method`` in {"wilson", "clopper_pearson"}."""
     if method == "wilson":
         return wilson_interval(k, n, confidence)
@@ -93,7 +95,9 @@ def effective_comparisons(values: np.ndarray) -> float:
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
-        raise ValueError(f"effective_comparisons needs a non-empty (prompts, samples) array, got shape {values.shape}")
+        raise ValueError(
+            f"effective_comparisons needs a non-empty (prompts, samples) array, got shape {values.shape}"
+        )
     G, S = values.shape
     n = float(G * S)
     if S == 1:  # no clusters

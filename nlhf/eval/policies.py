@@ -106,7 +106,9 @@ def _load_run(run_dir: Path, device: str, dtype: Any, load_reference: bool, cach
     is_adapter = (policy_dir / "adapter_config.json").is_file() and not (policy_dir / "config.json").is_file()
     if is_adapter:
         if base is None:
-            raise ValueError(f"policy spec {str(run_dir)!r}: {RUN_CONFIG} names no base model for the adapter")
+            raise ValueError(
+                f"policy spec {str(run_dir)!r}: {RUN_CONFIG} names no base model for the adapter"
+            )
         from peft import PeftModel
 
         base_model, tok = _load_model(base, device, dtype)  # a fresh copy: the adapter is attached to it

@@ -141,28 +141,35 @@ class TournamentResult:
         for i, name in enumerate(self.names):
             for r, text in enumerate(self.responses[i]):
                 p, k = divmod(r, S)
-                out.append({
-                    "policy": name,
-                    "prompt_index": p,
-                    "sample": k,
-                    "prompt": prompt_text(self.prompts[p]),
-                    "response": text,
-                    "length": self.response_lengths[i][r] if self.response_lengths else None,
-                })
+                out.append(
+                    {
+                        "policy": name,
+                        "prompt_index": p,
+                        "sample": k,
+                        "prompt": prompt_text(self.prompts[p]),
+                        "response": text,
+                        "length": self.response_lengths[i][r] if self.response_lengths else None,
+                    }
+                )
         return out
 
     def semantics(self) -> list[str]:
         """How each number was computed, in words (for the report)."""
         lines = [
-            SEMANTICS[0].format(interval=INTERVAL_LABELS.get(self.interval, self.interval), confidence=self.confidence,
-                                clustering=CLUSTERING[bool(getattr(self.config, "cluster_prompts", False))]),  # fmt: skip
+            SEMANTICS[0].format(
+                interval=INTERVAL_LABELS.get(self.interval, self.interval),
+                confidence=self.confidence,
+                clustering=CLUSTERING[bool(getattr(self.config, "cluster_prompts", False))],
+            ),  # fmt: skip
             SEMANTICS[1],
             SEMANTICS[2],
             EXPLOIT_SEMANTICS.get(self.exploitability_method, self.exploitability_method),
         ]
         if self.exploitability_method == "pool_best_of_n":
             m = self.config.best_of_n
-            lines[-1] = lines[-1].replace("best-of-n", f"best-of-{m}").replace("(n reference", f"({m} reference")
+            lines[-1] = (
+                lines[-1].replace("best-of-n", f"best-of-{m}").replace("(n reference", f"({m} reference")
+            )
         return lines
 
     # ------------------------------------------------------------------ forms
@@ -187,30 +194,32 @@ class TournamentResult:
             if self.class_distribution is not None:
                 row["class_distribution"] = dict(zip(self.class_names or (), self.class_distribution[i]))
             policies.append(row)
-        return _plain({
-            "names": self.names,
-            "judge": self.judge,
-            "reference": self.reference,
-            "interval": self.interval,
-            "confidence": self.confidence,
-            "n_prompts": len(self.prompts),
-            "samples_per_prompt": self.samples_per_prompt,
-            "win_rate": self.win_rate,
-            "wins": np.round(self.wins.astype(float), 4),
-            "n_games": self.n_games.astype(int),
-            "n_effective": np.round(self.n_effective, 2) if self.n_effective is not None else None,
-            "win_low": self.win_low,
-            "win_high": self.win_high,
-            "policies": policies,
-            "exploitability_method": self.exploitability_method,
-            "exploit_details": self.exploit_details,
-            "class_names": list(self.class_names) if self.class_names else None,
-            "config": to_dict(self.config),
-            "semantics": self.semantics(),
-            "notes": self.notes,
-            "timings_s": self.timings,
-            "n": n,
-        })
+        return _plain(
+            {
+                "names": self.names,
+                "judge": self.judge,
+                "reference": self.reference,
+                "interval": self.interval,
+                "confidence": self.confidence,
+                "n_prompts": len(self.prompts),
+                "samples_per_prompt": self.samples_per_prompt,
+                "win_rate": self.win_rate,
+                "wins": np.round(self.wins.astype(float), 4),
+                "n_games": self.n_games.astype(int),
+                "n_effective": np.round(self.n_effective, 2) if self.n_effective is not None else None,
+                "win_low": self.win_low,
+                "win_high": self.win_high,
+                "policies": policies,
+                "exploitability_method": self.exploitability_method,
+                "exploit_details": self.exploit_details,
+                "class_names": list(self.class_names) if self.class_names else None,
+                "config": to_dict(self.config),
+                "semantics": self.semantics(),
+                "notes": self.notes,
+                "timings_s": self.timings,
+                "n": n,
+            }
+        )
 
     def win_rate_markdown(self) -> str:
         """The win-rate matrix as a markdown table: 'p [low, high]' per cell, row beats column."""

@@ -162,7 +162,9 @@ def sample_responses(
         truncated.append(rollout.truncated.cpu().numpy())
         if reference_model is not None:
             with torch.no_grad():  # mu may live on another device than pi
-                ref_logps = response_logps(reference_model, rollout.to(_model_device(reference_model)))  # (b S, R)
+                ref_logps = response_logps(
+                    reference_model, rollout.to(_model_device(reference_model))
+                )  # (b S, R)
             ref_logps = ref_logps.to(device=rollout.policy_logps.device, dtype=torch.float64)
             mask = rollout.response_mask.to(torch.float64)  # (b S, R)
             ratio = ((rollout.policy_logps.double() - ref_logps) * mask).sum(-1)  # (b S,)
@@ -279,7 +281,11 @@ def run_tournament(
     N = n_prompts * S
     flat_prompts = [prompt_list[r // S] for r in range(N)]  # (N,) the prompt of response r
     ref_index = next(
-        (i for i, p in enumerate(policies) if reference is not None and (p is reference or p.model is reference.model)),
+        (
+            i
+            for i, p in enumerate(policies)
+            if reference is not None and (p is reference or p.model is reference.model)
+        ),
         None,
     )
     class_judge = is_class_judge(judge)
@@ -443,7 +449,9 @@ def run_tournament(
         responses=[s.texts for s in samples],
         response_lengths=[s.lengths.tolist() for s in samples],
         pair_probs=pair_probs,
-        reference=policies[ref_index].name if ref_index is not None else (reference.name if reference else None),
+        reference=policies[ref_index].name
+        if ref_index is not None
+        else (reference.name if reference else None),
         exploit_details=details,
         notes=notes,
         timings=timings,

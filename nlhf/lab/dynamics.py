@@ -114,7 +114,9 @@ def nash_md(game, mu, tau: float, steps: int, eta: StepSchedule = None, pi0=None
     constant eta it converges to ``pg_stationary_point(game, mu, tau, beta=eta*tau)``.
     """
     tau = check_tau(tau)
-    A, etas, log_mu, log_pi, out = _start(game, mu, tau, steps, eta, pi0)  # (n, n), (T,), (n,), (n,), (T+1, n)
+    A, etas, log_mu, log_pi, out = _start(
+        game, mu, tau, steps, eta, pi0
+    )  # (n, n), (T,), (n,), (n,), (T+1, n)
     for t in range(steps):
         e = etas[t]
         beta_t = e * tau

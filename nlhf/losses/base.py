@@ -87,6 +87,8 @@ def metric_sums(output: LossOutput, mask: Tensor | None = None) -> dict[str, Ten
     sums = {"loss": (loss * weights).sum(), "count": weights.sum()}
     for name, value in output.metrics.items():
         if tuple(value.shape) != tuple(loss.shape):
-            raise ValueError(f"metric_sums: metric {name!r} has shape {tuple(value.shape)}, loss {tuple(loss.shape)}")
+            raise ValueError(
+                f"metric_sums: metric {name!r} has shape {tuple(value.shape)}, loss {tuple(loss.shape)}"
+            )
         sums[name] = (value.detach() * weights).sum()
     return sums

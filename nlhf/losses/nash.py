@@ -26,7 +26,9 @@ def reward_to_go(values: Tensor, mask: Tensor) -> Tensor:
     """R[b, n] = sum_{n' >= n} mask[b, n'] values[b, n'] on masked positions, 0 elsewhere. (B, T) -> (B, T)."""
     check_same_shape("reward_to_go", 2, values=values, mask=mask)
     masked = zero_outside(values, mask)  # (B, T)
-    return zero_outside(torch.flip(torch.cumsum(torch.flip(masked, dims=[-1]), dim=-1), dims=[-1]), mask)  # (B, T)
+    return zero_outside(
+        torch.flip(torch.cumsum(torch.flip(masked, dims=[-1]), dim=-1), dims=[-1]), mask
+    )  # (B, T)
 
 
 def nash_md_pg_loss(
@@ -123,11 +125,15 @@ def nash_md_pg_loss(
         weight = torch.ones_like(centred)  # (B,)
     else:
         check_same_shape("nash_md_pg_loss", 2, policy_logps=policy_logps, sampling_logps=sampling_logps)
-        log_w = zero_outside(policy_logps.detach() - sampling_logps.detach(), mask).sum(dim=-1)  # (B,) log pi/q
+        log_w = zero_outside(policy_logps.detach() - sampling_logps.detach(), mask).sum(
+            dim=-1
+        )  # (B,) log pi/q
         weight = torch.exp(log_w)  # (B,)
         if max_importance_weight is not None:
             if not max_importance_weight > 0:
-                raise ValueError(f"nash_md_pg_loss: max_importance_weight must be > 0, got {max_importance_weight}")
+                raise ValueError(
+                    f"nash_md_pg_loss: max_importance_weight must be > 0, got {max_importance_weight}"
+                )
             weight = weight.clamp(max=max_importance_weight)
     loss = -weight * surrogate  # (B,)
 
@@ -171,8 +177,14 @@ def online_ipo_loss(
     needs per-token log-probs: use :func:`nlhf.losses.kl.kl_k1` on each sample).
     """
     check_probabilities("online_ipo_loss", "preference", preference)
-    out = ipo_loss(policy_first_logps, policy_second_logps, ref_first_logps, ref_second_logps, tau,
-                   labels=preference.detach())
+    out = ipo_loss(
+        policy_first_logps,
+        policy_second_logps,
+        ref_first_logps,
+        ref_second_logps,
+        tau,
+        labels=preference.detach(),
+    )
     metrics = dict(out.metrics)
     metrics["preference"] = preference.detach().to(out.loss.dtype)
     return LossOutput(loss=out.loss, metrics=metrics)

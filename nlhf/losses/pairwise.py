@@ -27,18 +27,26 @@ from nlhf.losses.base import LossOutput, check_probabilities, check_same_shape, 
 
 
 def log_ratio_margin(
-    policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
 ) -> Tensor:
     """h(y_w, y_l) = log[ pi(y_w) mu(y_l) / (pi(y_l) mu(y_w)) ] (THEORY.md Sec. 0; PsiPO Eq. 17). (B,) each -> (B,)."""
     check_same_shape(
-        "log_ratio_margin", 1, policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps,
+        "log_ratio_margin",
+        1,
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
     )
     return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)  # (B,)
 
 
-def _pairwise_metrics(h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, tau,
-                      labels=None) -> dict[str, Tensor]:
+def _pairwise_metrics(
+    h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, tau, labels=None
+) -> dict[str, Tensor]:
     h = h.detach()  # (B,)
     if labels is None:
         accuracy = (h > 0).to(h.dtype) + 0.5 * (h == 0).to(h.dtype)
@@ -72,10 +80,13 @@ def dpo_loss(
     Gradient: d loss / d h = -tau sigmoid(-tau h).
     """
     tau = check_tau(tau, "dpo_loss")
-    h = log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)  # (B,)
+    h = log_ratio_margin(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )  # (B,)
     loss = -F.logsigmoid(tau * h)  # (B,)
-    metrics = _pairwise_metrics(h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                                tau)
+    metrics = _pairwise_metrics(
+        h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, tau
+    )
     return LossOutput(loss=loss, metrics=metrics)
 
 
@@ -101,10 +112,13 @@ def cdpo_loss(
     tau = check_tau(tau, "cdpo_loss")
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"cdpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
-    h = log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)  # (B,)
+    h = log_ratio_margin(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )  # (B,)
     loss = -(1 - label_smoothing) * F.logsigmoid(tau * h) - label_smoothing * F.logsigmoid(-tau * h)  # (B,)
-    metrics = _pairwise_metrics(h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                                tau)
+    metrics = _pairwise_metrics(
+        h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, tau
+    )
     return LossOutput(loss=loss, metrics=metrics)
 
 
@@ -135,7 +149,9 @@ def ipo_loss(
     Shapes: four (B,) sequence log-probs, labels (B,) or None -> loss (B,).
     """
     tau = check_tau(tau, "ipo_loss")
-    h = log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)  # (B,)
+    h = log_ratio_margin(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )  # (B,)
     if labels is None:
         target = torch.full_like(h, 0.5 / tau)  # (B,)  1/(2 tau)
     else:
@@ -143,6 +159,7 @@ def ipo_loss(
         check_probabilities("ipo_loss", "labels", labels)
         target = (labels.to(h.dtype) - 0.5) / tau  # (B,)
     loss = (h - target) ** 2  # (B,)
-    metrics = _pairwise_metrics(h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                                tau, labels)
+    metrics = _pairwise_metrics(
+        h, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, tau, labels
+    )
     return LossOutput(loss=loss, metrics=metrics)

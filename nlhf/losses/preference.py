@@ -49,7 +49,9 @@ def bradley_terry_loss(reward_first: Tensor, reward_second: Tensor, labels: Tens
     (THEORY.md Sec. 1). Shapes (B,) -> loss (B,); metrics as :func:`bce_preference_loss` plus
     ``reward_margin`` = r_first - r_second. Example: r = (1, 1 - ln 3), label 1 -> 0.287682.
     """
-    check_same_shape("bradley_terry_loss", 1, reward_first=reward_first, reward_second=reward_second, labels=labels)
+    check_same_shape(
+        "bradley_terry_loss", 1, reward_first=reward_first, reward_second=reward_second, labels=labels
+    )
     margin = reward_first - reward_second  # (B,)
     out = bce_preference_loss(margin, labels)
     metrics = dict(out.metrics)

@@ -60,8 +60,9 @@ def rlhf_advantages(
     tau = check_tau(tau, "rlhf_advantages")
     check_same_shape("rlhf_advantages", 2, policy_logps=policy_logps, ref_logps=ref_logps, mask=mask)
     if tuple(rewards.shape) != (policy_logps.shape[0],):
-        raise ValueError(f"rlhf_advantages: rewards must be (B,) = ({policy_logps.shape[0]},), got "
-                         f"{tuple(rewards.shape)}")
+        raise ValueError(
+            f"rlhf_advantages: rewards must be (B,) = ({policy_logps.shape[0]},), got {tuple(rewards.shape)}"
+        )
     penalised = rewards.detach().to(policy_logps.dtype) - tau * kl_k1(policy_logps, ref_logps, mask)  # (B,)
     return penalised - leave_one_out_baseline(penalised, group_size)  # (B,)
 
@@ -126,12 +127,16 @@ def ppo_clip_loss(
         raise ValueError(f"ppo_clip_loss: clip_eps must be in (0, 1), got {clip_eps!r}")
     if advantages.dim() == 1:
         if advantages.shape[0] != logps.shape[0]:
-            raise ValueError(f"ppo_clip_loss: advantages (B,) must have B = {logps.shape[0]}, got "
-                             f"{tuple(advantages.shape)}")
+            raise ValueError(
+                f"ppo_clip_loss: advantages (B,) must have B = {logps.shape[0]}, got "
+                f"{tuple(advantages.shape)}"
+            )
         advantages = advantages.unsqueeze(-1).expand_as(logps)  # (B, T)
     elif advantages.shape != logps.shape:
-        raise ValueError(f"ppo_clip_loss: advantages must be (B,) or (B, T) = {tuple(logps.shape)}, got "
-                         f"{tuple(advantages.shape)}")
+        raise ValueError(
+            f"ppo_clip_loss: advantages must be (B,) or (B, T) = {tuple(logps.shape)}, got "
+            f"{tuple(advantages.shape)}"
+        )
     m = as_mask(mask, logps)  # (B, T)
     A = advantages.detach().to(logps.dtype)  # (B, T)
     log_ratio = zero_outside(logps - old_logps.detach(), mask)  # (B, T), 0 outside the mask

@@ -359,7 +359,9 @@ def _remove_stale_temporaries(target: Path, older_than_s: float = 3600.0) -> Non
 
 
 def cached_gguf_dir(
-    gguf_path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None,
+    gguf_path: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
     name: str | None = None,
 ) -> Path:
     """The converted-safetensors directory for ``gguf_path``, converting it on first use."""
@@ -399,7 +401,9 @@ def resolve_causal_lm_path(
     if gguf_file is not None:
         gguf = path / gguf_file if path.is_dir() else Path(gguf_file).expanduser()
         if not gguf.is_file():
-            raise ModelLoadError(f"GGUF file not found: {gguf} (name_or_path={name!r}, gguf_file={gguf_file!r})")
+            raise ModelLoadError(
+                f"GGUF file not found: {gguf} (name_or_path={name!r}, gguf_file={gguf_file!r})"
+            )
         return str(cached_gguf_dir(gguf, cache_dir=cache_dir))
     if name.endswith(".gguf"):
         return str(cached_gguf_dir(path, cache_dir=cache_dir))
@@ -468,10 +472,16 @@ def load_causal_lm(
     where = resolve_causal_lm_path(name_or_path, gguf_file=gguf_file, cache_dir=cache_dir)
     torch_dtype = resolve_dtype(dtype)
     local = Path(where).is_dir()
-    if local and (Path(where) / "adapter_config.json").is_file() and not (Path(where) / "config.json").is_file():
+    if (
+        local
+        and (Path(where) / "adapter_config.json").is_file()
+        and not (Path(where) / "config.json").is_file()
+    ):
         return _load_adapter_dir(Path(where), dtype=dtype, device=device, cache_dir=cache_dir)
     model, tokenizer = _from_pretrained(AutoModelForCausalLM, where, torch_dtype, f"the causal LM in {where}")
-    if getattr(model.config, "quantization_config", None) is not None and getattr(model, "hf_quantizer", None):
+    if getattr(model.config, "quantization_config", None) is not None and getattr(
+        model, "hf_quantizer", None
+    ):
         warnings.warn(
             f"{where}: model is quantised ({model.config.quantization_config}); it may not be trainable",
             stacklevel=2,
@@ -499,7 +509,9 @@ def _load_adapter_dir(path: Path, *, dtype: Any, device: Any, cache_dir: Any) ->
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"could not load the LoRA adapter in {path} (base {base_name!r}): {_one_line(exc)}") from exc
+        raise ModelLoadError(
+            f"could not load the LoRA adapter in {path} (base {base_name!r}): {_one_line(exc)}"
+        ) from exc
     model.eval()
     return model, tokenizer
 
@@ -555,6 +567,8 @@ def load_backbone(
     if name in ENCODER_NAMES:
         return load_encoder(name, dtype=dtype, device=device)
     if name in CAUSAL_LM_NAMES or gguf_file is not None or name.endswith(".gguf"):
-        model, tokenizer = load_causal_lm(name, dtype=dtype, device=device, gguf_file=gguf_file, cache_dir=cache_dir)
+        model, tokenizer = load_causal_lm(
+            name, dtype=dtype, device=device, gguf_file=gguf_file, cache_dir=cache_dir
+        )
         return model.base_model, tokenizer
     return load_encoder(name, dtype=dtype, device=device)

@@ -30,7 +30,9 @@ class LoraSettings:
     def __post_init__(self) -> None:
         check(self.r >= 1, "lora.r", f"must be >= 1, got {self.r}")
         check(self.lora_alpha > 0, "lora.lora_alpha", f"must be > 0, got {self.lora_alpha}")
-        check(0.0 <= self.lora_dropout < 1.0, "lora.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        check(
+            0.0 <= self.lora_dropout < 1.0, "lora.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}"
+        )
         if self.target_modules is not None:
             check(len(self.target_modules) > 0, "lora.target_modules", "must be null or a non-empty list")
 

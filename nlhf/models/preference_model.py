@@ -90,7 +90,9 @@ class PairwisePreferenceModel(SequenceScorer):
             segments = segment_ids  # (2B, T) or None
         else:
             if input_ids_ab.shape[0] != input_ids_ba.shape[0]:
-                raise ValueError(f"batch sizes differ: ab {input_ids_ab.shape[0]}, ba {input_ids_ba.shape[0]}")
+                raise ValueError(
+                    f"batch sizes differ: ab {input_ids_ab.shape[0]}, ba {input_ids_ba.shape[0]}"
+                )
             pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
             input_ids, attention_mask = pad_and_stack(
                 input_ids_ab, attention_mask_ab, input_ids_ba, attention_mask_ba, pad_id
@@ -99,7 +101,9 @@ class PairwisePreferenceModel(SequenceScorer):
             if (segment_ids is None) != (segment_ids_ba is None):
                 raise ValueError("give both segment_ids and segment_ids_ba, or neither")
             if segment_ids is not None:
-                segments, _ = pad_and_stack(segment_ids, attention_mask_ab, segment_ids_ba, attention_mask_ba, 0)
+                segments, _ = pad_and_stack(
+                    segment_ids, attention_mask_ab, segment_ids_ba, attention_mask_ba, 0
+                )
         scores = self._score_pairs(input_ids, attention_mask, segments)  # (2B,)
         half = scores.shape[0] // 2
         return preference_logit(scores[:half], scores[half:])  # (B,)
@@ -134,7 +138,9 @@ class PairwisePreferenceModel(SequenceScorer):
         """
         return self.collate_rows(self.encode_rows(prompts, first, second))
 
-    def encode_rows(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[Any]:
+    def encode_rows(
+        self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]
+    ) -> list[Any]:
         """The 2B ``EncodedInput`` rows of :meth:`encode` before padding: (x, a, b) rows, then (x, b, a)."""
         from nlhf.data.judge_inputs import encode_triples
 
@@ -157,7 +163,8 @@ class PairwisePreferenceModel(SequenceScorer):
         def probs(lo: int, hi: int) -> Tensor:
             enc = self.encode(prompts[lo:hi], first[lo:hi], second[lo:hi])
             logits = self(
-                enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device),
+                enc["input_ids"].to(self.device),
+                enc["attention_mask"].to(self.device),
                 segment_ids=enc["segment_ids"].to(self.device),
             )  # (b,)
             return torch.sigmoid(logits)

@@ -55,7 +55,9 @@ class RewardModel(SequenceScorer):
         """
         if input_ids_second is None:
             if input_ids_first.shape[0] % 2:
-                raise ValueError(f"a single batch must hold 2B rows (firsts then seconds); got {input_ids_first.shape[0]}")
+                raise ValueError(
+                    f"a single batch must hold 2B rows (firsts then seconds); got {input_ids_first.shape[0]}"
+                )
             ids, mask = input_ids_first, attention_mask_first  # (2B, T)
         else:
             if attention_mask_second is None:
@@ -65,7 +67,9 @@ class RewardModel(SequenceScorer):
                 input_ids_first, attention_mask_first, input_ids_second, attention_mask_second, pad_id
             )  # (2B, T)
         if segment_ids is not None and segment_ids.shape != ids.shape:
-            raise ValueError(f"segment_ids {tuple(segment_ids.shape)} must match the stacked batch {tuple(ids.shape)}")
+            raise ValueError(
+                f"segment_ids {tuple(segment_ids.shape)} must match the stacked batch {tuple(ids.shape)}"
+            )
         rewards = self.score(ids, mask, segment_ids)  # (2B,)
         half = rewards.shape[0] // 2
         return bradley_terry_logit(rewards[:half], rewards[half:])  # (B,)
@@ -83,14 +87,20 @@ class RewardModel(SequenceScorer):
         tok, n = self._require_tokenizer(), self.max_length
         return self._collate(encode_singles(tok, list(prompts), list(responses), n, layout=self.input_layout))
 
-    def encode_rows(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[Any]:
+    def encode_rows(
+        self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]
+    ) -> list[Any]:
         """The 2B ``EncodedInput`` rows of a pair batch before padding: (x, first) rows, then (x, second)."""
         from nlhf.data.judge_inputs import encode_singles
 
         check_batch_sizes(prompts=prompts, first=first, second=second)
         p = list(prompts)
         return encode_singles(
-            self._require_tokenizer(), p + p, list(first) + list(second), self.max_length, layout=self.input_layout
+            self._require_tokenizer(),
+            p + p,
+            list(first) + list(second),
+            self.max_length,
+            layout=self.input_layout,
         )
 
     @torch.no_grad()

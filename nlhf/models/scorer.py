@@ -83,7 +83,10 @@ def backbone_kind(model: Any) -> str:
     )
 
     model_type = getattr(model.config, "model_type", None)
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+    if (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
         return "causal"
     return "encoder"
 
@@ -97,7 +100,10 @@ def strip_lm_head(model: Any) -> Any:
 
 
 def pool_hidden(
-    hidden: Tensor, attention_mask: Tensor, pooling: str, segment_ids: Tensor | None = None,
+    hidden: Tensor,
+    attention_mask: Tensor,
+    pooling: str,
+    segment_ids: Tensor | None = None,
     num_segments: int = 2,
 ) -> Tensor:
     """Pool hidden states (N, T, H) into one vector per row (N, H) under ``attention_mask`` (N, T).
@@ -110,7 +116,9 @@ def pool_hidden(
     mask = attention_mask.to(dtype=torch.long)  # (N, T)
     lengths = mask.sum(-1)  # (N,)
     if bool((lengths == 0).any()):
-        raise ValueError(f"rows {torch.nonzero(lengths == 0).flatten().tolist()} have no tokens (all-zero mask)")
+        raise ValueError(
+            f"rows {torch.nonzero(lengths == 0).flatten().tolist()} have no tokens (all-zero mask)"
+        )
     if pooling == "last":
         positions = torch.arange(mask.shape[1], device=mask.device)  # (T,)
         last = (mask * positions).amax(-1)  # (N,) index of the last real token
@@ -125,7 +133,9 @@ def pool_hidden(
                 "second's); the model's encode() returns them"
             )
         if segment_ids.shape != mask.shape:
-            raise ValueError(f"segment_ids {tuple(segment_ids.shape)} and attention_mask {tuple(mask.shape)} differ")
+            raise ValueError(
+                f"segment_ids {tuple(segment_ids.shape)} and attention_mask {tuple(mask.shape)} differ"
+            )
         pooled = []
         for k in range(1, num_segments + 1):
             slot = ((segment_ids == k) & (mask > 0)).to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
@@ -320,7 +330,9 @@ class SequenceScorer(nn.Module):
             raise RuntimeError(f"{type(self.backbone).__name__} returned no repeatable KV cache")
         cache.batch_repeat_interleave(2)  # rows 2i, 2i + 1 <- prefix i
 
-        order = torch.stack([torch.arange(B, device=dev), torch.arange(B, R, device=dev)], 1).flatten()  # (2B,)
+        order = torch.stack(
+            [torch.arange(B, device=dev), torch.arange(B, R, device=dev)], 1
+        ).flatten()  # (2B,)
         pre = prefix.repeat_interleave(2)  # (2B,) prefix length of each interleaved row
         cont_len = lengths[order] - pre  # (2B,) >= 1
         C = int(cont_len.max())
@@ -356,7 +368,9 @@ class SequenceScorer(nn.Module):
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, T)
             kwargs["use_cache"] = False
         hidden = self.backbone(**kwargs).last_hidden_state  # (N, T, H)
-        pooled = pool_hidden(hidden, attention_mask, self.pooling, segment_ids, self.num_segments)  # (N, H | S*H)
+        pooled = pool_hidden(
+            hidden, attention_mask, self.pooling, segment_ids, self.num_segments
+        )  # (N, H | S*H)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (N,)
 
     def _scored_in_batches(self, n: int, batch_size: int, score_rows: Callable[[int, int], Tensor]) -> Tensor:
@@ -442,11 +456,14 @@ class SequenceScorer(nn.Module):
             "backbone_model_type": getattr(cfg, "model_type", None),
             "hidden_size": self.hidden_size,
             "max_length": self.max_length,
-            "lora": None if self.lora is None or not is_peft_model(self.backbone)
+            "lora": None
+            if self.lora is None or not is_peft_model(self.backbone)
             else {**self.lora.to_dict(), "merged": merged},
         }
 
-    def save_pretrained(self, path: str | Path, *, merge_lora: bool = False, state_dict: dict | None = None) -> Path:
+    def save_pretrained(
+        self, path: str | Path, *, merge_lora: bool = False, state_dict: dict | None = None
+    ) -> Path:
         """Write backbone (safetensors), tokenizer, head and ``nlhf_head.json`` into ``path``.
 
         With LoRA: ``merge_lora=True`` folds the adapter into the backbone weights (a plain
@@ -469,13 +486,16 @@ class SequenceScorer(nn.Module):
                 prefix = next((p for p in parts if key.startswith(p)), None)
                 if prefix is None:
                     raise ValueError(f"save_pretrained: unexpected key {key!r} in state_dict")
-                parts[prefix][key[len(prefix):]] = value
+                parts[prefix][key[len(prefix) :]] = value
             path.mkdir(parents=True, exist_ok=True)
             (path / HEAD_CONFIG).unlink(missing_ok=True)
             self.backbone.save_pretrained(path, state_dict=parts["backbone."], safe_serialization=True)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(path)
-            save_file({k: v.detach().cpu().contiguous() for k, v in parts["head."].items()}, str(path / HEAD_WEIGHTS))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in parts["head."].items()},
+                str(path / HEAD_WEIGHTS),
+            )
             (path / HEAD_CONFIG).write_text(json.dumps(self.head_config(False), indent=2) + "\n")
             return path
         path.mkdir(parents=True, exist_ok=True)
@@ -529,7 +549,9 @@ class SequenceScorer(nn.Module):
 
         target = SequenceScorer._kinds.get(kind)
         if target is None:
-            raise ModelLoadError(f"{path / HEAD_CONFIG}: unknown kind {kind!r} (known: {sorted(SequenceScorer._kinds)})")
+            raise ModelLoadError(
+                f"{path / HEAD_CONFIG}: unknown kind {kind!r} (known: {sorted(SequenceScorer._kinds)})"
+            )
         if cls.kind and cls is not target:
             raise ModelLoadError(f"{path} holds a {kind!r} model ({target.__name__}), not a {cls.__name__}")
         version = meta.get("format_version", 0)
@@ -537,11 +559,15 @@ class SequenceScorer(nn.Module):
             raise ModelLoadError(f"{path / HEAD_CONFIG}: format_version {version} is newer than this nlhf "
                                  f"(reads up to {FORMAT_VERSION}); upgrade nlhf")  # fmt: skip
         if meta.get("pooling") not in POOLINGS:
-            raise ModelLoadError(f"{path / HEAD_CONFIG}: unknown pooling {meta.get('pooling')!r} (known: {list(POOLINGS)})")
+            raise ModelLoadError(
+                f"{path / HEAD_CONFIG}: unknown pooling {meta.get('pooling')!r} (known: {list(POOLINGS)})"
+            )
         # format 1 had no input_layout: every causal-LM input was "marked"
         layout = meta.get("input_layout", "marked") if version >= 2 else "marked"
         if layout not in INPUT_LAYOUTS:
-            raise ModelLoadError(f"{path / HEAD_CONFIG}: unknown input_layout {layout!r} (known: {list(INPUT_LAYOUTS)})")
+            raise ModelLoadError(
+                f"{path / HEAD_CONFIG}: unknown input_layout {layout!r} (known: {list(INPUT_LAYOUTS)})"
+            )
         kwargs: dict[str, Any] = {}
         if dtype is not None:
             kwargs["dtype"] = resolve_dtype(dtype)
@@ -557,8 +583,12 @@ class SequenceScorer(nn.Module):
         if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file():
             tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(str(path)))
         model = target(
-            backbone, tokenizer, pooling=meta["pooling"], kind_of_backbone=meta["backbone_kind"],
-            max_length=meta.get("max_length"), input_layout=layout,
+            backbone,
+            tokenizer,
+            pooling=meta["pooling"],
+            kind_of_backbone=meta["backbone_kind"],
+            max_length=meta.get("max_length"),
+            input_layout=layout,
         )
         model.lora = lora
         head = load_file(str(path / HEAD_WEIGHTS))

@@ -45,7 +45,9 @@ def win_rate_heatmap(result: Any, path: str | Path) -> Path:
     ax.set_xlabel("opponent (column)")
     ax.set_ylabel("policy (row)")
     conf = f"{result.confidence:.0%}"
-    ax.set_title(f"P(row beats column), judge: {result.judge}\n{conf} {result.interval} intervals", fontsize=10)
+    ax.set_title(
+        f"P(row beats column), judge: {result.judge}\n{conf} {result.interval} intervals", fontsize=10
+    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     path = Path(path)

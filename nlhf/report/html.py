@@ -19,7 +19,13 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml"}
+MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -53,7 +59,9 @@ def data_uri(path: str | Path) -> str:
     path = Path(path)
     mime = MIME.get(path.suffix.lower())
     if mime is None:
-        raise ValueError(f"{path}: cannot embed a {path.suffix or 'suffix-less'} file as an image ({sorted(MIME)})")
+        raise ValueError(
+            f"{path}: cannot embed a {path.suffix or 'suffix-less'} file as an image ({sorted(MIME)})"
+        )
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
@@ -87,7 +95,7 @@ def _table(lines: Sequence[str]) -> str:
     body = rows
     if len(rows) > 1 and is_sep[1]:
         head, body = [rows[0]], rows[2:]
-    body = [r for r, sep in zip(body, is_sep[len(rows) - len(body):]) if not sep]
+    body = [r for r, sep in zip(body, is_sep[len(rows) - len(body) :]) if not sep]
     out = ["<table>"]
     for r in head:
         out.append("<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in r) + "</tr>")
@@ -133,8 +141,11 @@ def markdown_to_html(text: str, heading_offset: int = 2) -> str:
             while i < len(lines) and re.match(r"\s*[-*]\s+", lines[i]):
                 item = re.sub(r"^\s*[-*]\s+", "", lines[i])
                 i += 1
-                while i < len(lines) and lines[i].startswith("  ") and lines[i].strip() and not re.match(
-                    r"\s*[-*]\s+", lines[i]
+                while (
+                    i < len(lines)
+                    and lines[i].startswith("  ")
+                    and lines[i].strip()
+                    and not re.match(r"\s*[-*]\s+", lines[i])
                 ):
                     item += " " + lines[i].strip()
                     i += 1
@@ -154,6 +165,6 @@ def markdown_to_html(text: str, heading_offset: int = 2) -> str:
 def page(title: str, body: str) -> str:
     """A complete HTML5 document with the inline stylesheet."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )

@@ -43,7 +43,9 @@ def _cell_color(p: float) -> str:
 
 def win_rate_table_html(result: Any) -> str:
     n = result.n
-    head = '<tr><th class="name">row beats column</th>' + "".join(f"<th>{escape(x)}</th>" for x in result.names)
+    head = '<tr><th class="name">row beats column</th>' + "".join(
+        f"<th>{escape(x)}</th>" for x in result.names
+    )
     rows = [head + "</tr>"]
     for i, name in enumerate(result.names):
         cells = [f'<td class="name">{escape(name)}</td>']
@@ -140,7 +142,9 @@ def report_html(
     body += ["<h2>Sample responses</h2>", samples_html(result), "<h2>Configuration</h2>",
              f"<pre>{escape(json.dumps(to_dict(cfg), indent=2))}</pre>"]  # fmt: skip
     if result.timings:
-        body.append("<p>Time: " + ", ".join(f"{escape(k)} {v:.1f} s" for k, v in result.timings.items()) + "</p>")
+        body.append(
+            "<p>Time: " + ", ".join(f"{escape(k)} {v:.1f} s" for k, v in result.timings.items()) + "</p>"
+        )
     return page(title, "\n".join(body))
 
 
@@ -176,8 +180,14 @@ def write_report(
     paths["markdown"].write_text(md, encoding="utf-8")
     paths["html"] = out / "report.html"
     paths["html"].write_text(
-        report_html(result, title=title, heatmap=paths["heatmap"], panel=paths["policies_plot"],
-                    sections=sections, images=images),  # fmt: skip
+        report_html(
+            result,
+            title=title,
+            heatmap=paths["heatmap"],
+            panel=paths["policies_plot"],
+            sections=sections,
+            images=images,
+        ),  # fmt: skip
         encoding="utf-8",
     )
     paths["json"] = out / "results.json"

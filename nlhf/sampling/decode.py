@@ -242,7 +242,9 @@ class RowGenerator:
         if not isinstance(seeds, Tensor):
             seeds = torch.tensor([_signed64(int(s)) for s in seeds], dtype=torch.int64)
         if seeds.dim() != 1 or seeds.dtype != torch.int64:
-            raise ValueError(f"RowGenerator: seeds must be a (N,) int64 tensor, got {tuple(seeds.shape)} {seeds.dtype}")
+            raise ValueError(
+                f"RowGenerator: seeds must be a (N,) int64 tensor, got {tuple(seeds.shape)} {seeds.dtype}"
+            )
         self.seeds = seeds.to(device) if device is not None else seeds  # (N,)
         self.calls = 0  # sampling calls made so far
 
@@ -396,7 +398,9 @@ class _CachedLM:
         self.width = P  # tokens in the cache so far
         self.next_position = prompt_mask.long().sum(dim=-1, keepdim=True)  # (B, 1)
 
-    def _forward(self, input_ids: Tensor, position_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def _forward(
+        self, input_ids: Tensor, position_ids: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
         kwargs = {self.cache_kw: self.cache, "use_cache": True}
         if self.keeps_logits:
             kwargs["logits_to_keep"] = 1
@@ -553,7 +557,11 @@ def _as_id_list(value: Any) -> list[int]:
 
 
 def _special_ids(
-    where: str, model: Any, cfg: SamplingConfig, eos_token_id: int | Sequence[int] | None, pad_token_id: int | None,
+    where: str,
+    model: Any,
+    cfg: SamplingConfig,
+    eos_token_id: int | Sequence[int] | None,
+    pad_token_id: int | None,
     device: Any,
 ) -> tuple[Tensor | None, int]:
     """(stop ids as a tensor or None, pad id), from the arguments or else the model's configs."""
@@ -578,8 +586,15 @@ def _special_ids(
 
 
 def _decode_setup(
-    where: str, model: Any, prompt_ids: Tensor, prompt_mask: Tensor, cfg: SamplingConfig, generator: Any,
-    eos_token_id: int | Sequence[int] | None, pad_token_id: int | None, rows_per_prompt: int = 1,
+    where: str,
+    model: Any,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    cfg: SamplingConfig,
+    generator: Any,
+    eos_token_id: int | Sequence[int] | None,
+    pad_token_id: int | None,
+    rows_per_prompt: int = 1,
 ) -> tuple[Tensor | None, int, Any]:
     """What every sampler starts from: ``(stop ids or None, pad id, the stream to draw from)``.
 
@@ -620,7 +635,9 @@ def _generate(
         for t in range(cfg.max_new_tokens):
             processed = process_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, V)
             tokens, sampling_logps = sample_tokens(processed, generator)  # (B,), (B,)
-            tokens = recorder.add(tokens, sampling_logps, logits, **{logps_name: _token_logps(logits, tokens)})
+            tokens = recorder.add(
+                tokens, sampling_logps, logits, **{logps_name: _token_logps(logits, tokens)}
+            )
             if recorder.done or t == cfg.max_new_tokens - 1:
                 break
             logits = lm.step(tokens)  # (B, V)
@@ -659,8 +676,16 @@ def generate(
         at temperature 1; for this function "policy" means the model that sampled).
     """
     return _generate(
-        model, prompt_ids, prompt_mask, cfg, generator, eos_token_id, pad_token_id, return_step_logits,
-        "generate", "policy_logps",
+        model,
+        prompt_ids,
+        prompt_mask,
+        cfg,
+        generator,
+        eos_token_id,
+        pad_token_id,
+        return_step_logits,
+        "generate",
+        "policy_logps",
     )
 
 
@@ -693,8 +718,16 @@ def sample_mixture(
     if beta in (0.0, 1.0):
         model, name = (policy, "policy_logps") if beta == 0.0 else (ref, "ref_logps")
         return _generate(
-            model, prompt_ids, prompt_mask, cfg, generator, eos_token_id, pad_token_id, return_step_logits,
-            "sample_mixture", name,
+            model,
+            prompt_ids,
+            prompt_mask,
+            cfg,
+            generator,
+            eos_token_id,
+            pad_token_id,
+            return_step_logits,
+            "sample_mixture",
+            name,
         )
     stop_ids, pad_id, generator = _decode_setup("sample_mixture", policy, prompt_ids, prompt_mask, cfg, generator,
                                                 eos_token_id, pad_token_id)  # fmt: skip
@@ -794,7 +827,9 @@ def sample_policy_and_mixture(
             policy_logits = policy_lm.step(torch.cat([policy_tokens, mixture_tokens], dim=0))  # (2B, V)
             ref_logits = ref_lm.step(mixture_tokens)  # (B, V)
         y = policy_rec.build(prompt_ids, prompt_mask)
-        y = dataclasses.replace(y, ref_logps=response_logps(ref, y))  # (B, R) log mu of y: one teacher-forced forward
+        y = dataclasses.replace(
+            y, ref_logps=response_logps(ref, y)
+        )  # (B, R) log mu of y: one teacher-forced forward
     return y, mixture_rec.build(prompt_ids, prompt_mask)
 
 
@@ -829,7 +864,9 @@ def response_logps(model: Any, rollout: Rollout, temperature: float = 1.0) -> Te
         **kwargs,
     ).logits  # (B, R+1, V) or (B, P+R, V)
     logits = logits[:, -(R + 1) :]  # (B, R+1, V): positions P-1 .. P+R-1
-    out = token_logps(logits, input_ids[:, P - 1 :], completion_mask[:, P - 1 :], temperature=temperature)  # (B, R)
+    out = token_logps(
+        logits, input_ids[:, P - 1 :], completion_mask[:, P - 1 :], temperature=temperature
+    )  # (B, R)
     return out
 
 

@@ -45,7 +45,9 @@ class Rollout:
     sampling_logps: Tensor  # (B, R) float32, log q(y_t | x, y_<t) of the distribution sampled
     policy_logps: Tensor | None = None  # (B, R) float32, log pi(y_t | .) at temperature 1
     ref_logps: Tensor | None = None  # (B, R) float32, log mu(y_t | .) at temperature 1
-    step_logits: Tensor | None = None  # (B, R, V) float32 logits each step sampled from (before temperature/cuts)
+    step_logits: Tensor | None = (
+        None  # (B, R, V) float32 logits each step sampled from (before temperature/cuts)
+    )
 
     @property
     def batch_size(self) -> int:

@@ -40,7 +40,9 @@ class Sampler(Protocol):
         """y ~ pi (the policy), with ``policy_logps``. (Online IPO: call twice; PPO: repeat prompts.)"""
         ...
 
-    def sample_mixture(self, prompts: PromptBatch, mixture_coef: float, generator: torch.Generator) -> Rollout:
+    def sample_mixture(
+        self, prompts: PromptBatch, mixture_coef: float, generator: torch.Generator
+    ) -> Rollout:
         """y' ~ token-level pi^(1-beta) mu^beta (IPO-MD: call twice)."""
         ...
 
@@ -95,12 +97,20 @@ class HFSampler:
             self.policy, prompts.input_ids, prompts.attention_mask, self.config, generator, **self._special()
         )
 
-    def sample_mixture(self, prompts: PromptBatch, mixture_coef: float, generator: torch.Generator) -> Rollout:
+    def sample_mixture(
+        self, prompts: PromptBatch, mixture_coef: float, generator: torch.Generator
+    ) -> Rollout:
         from nlhf.sampling.decode import sample_mixture
 
         return sample_mixture(
-            self.policy, self.reference, prompts.input_ids, prompts.attention_mask, mixture_coef, self.config,
-            generator, **self._special(),
+            self.policy,
+            self.reference,
+            prompts.input_ids,
+            prompts.attention_mask,
+            mixture_coef,
+            self.config,
+            generator,
+            **self._special(),
         )
 
     def sample_policy_and_mixture(
@@ -109,8 +119,14 @@ class HFSampler:
         from nlhf.sampling.decode import sample_policy_and_mixture
 
         return sample_policy_and_mixture(
-            self.policy, self.reference, prompts.input_ids, prompts.attention_mask, mixture_coef, self.config,
-            generator, **self._special(),
+            self.policy,
+            self.reference,
+            prompts.input_ids,
+            prompts.attention_mask,
+            mixture_coef,
+            self.config,
+            generator,
+            **self._special(),
         )
 
     def sample_opponent(self, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
@@ -119,10 +135,18 @@ class HFSampler:
         from nlhf.sampling.decode import sample_mixture
 
         if self.opponent is None:
-            raise ValueError("HFSampler.sample_opponent: no opponent model was given (HFSampler(..., opponent=ema))")
+            raise ValueError(
+                "HFSampler.sample_opponent: no opponent model was given (HFSampler(..., opponent=ema))"
+            )
         # mixture_coef = 1: sample from the second model only (its log-probs land in ref_logps)
         rollout = sample_mixture(
-            self.policy, self.opponent, prompts.input_ids, prompts.attention_mask, 1.0, self.config, generator,
+            self.policy,
+            self.opponent,
+            prompts.input_ids,
+            prompts.attention_mask,
+            1.0,
+            self.config,
+            generator,
             **self._special(),
         )
         return replace(rollout, ref_logps=None)  # those were the opponent's, not mu's

@@ -91,8 +91,16 @@ class LoopConfig:
             f"must be > 0, got {self.max_steps}",
         )
         check(self.epochs is None or self.epochs > 0, "loop.epochs", f"must be > 0, got {self.epochs}")
-        check(self.epochs is None or self.epochs < float("inf"), "loop.epochs", f"must be finite, got {self.epochs}")
-        check(0 <= self.seed < 2**32, "loop.seed", f"must be in [0, 2**32) (numpy's seed range), got {self.seed}")
+        check(
+            self.epochs is None or self.epochs < float("inf"),
+            "loop.epochs",
+            f"must be finite, got {self.epochs}",
+        )
+        check(
+            0 <= self.seed < 2**32,
+            "loop.seed",
+            f"must be in [0, 2**32) (numpy's seed range), got {self.seed}",
+        )
         check(
             self.max_steps is None or self.epochs is None,
             "loop.epochs",

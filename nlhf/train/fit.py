@@ -66,12 +66,16 @@ class FitConfig:
     eval_limit: int | None = None
     eval_fraction: float = 0.0  # held out of `data` when eval_data is not given
     max_length: int | None = None  # tokens per sequence (truncation rule: nlhf.models._encode); None: model's
-    pooling: Literal["auto", "last", "mean", "cls", "segments"] = "auto"  # auto: PM segments/last, RM mean/last
+    pooling: Literal["auto", "last", "mean", "cls", "segments"] = (
+        "auto"  # auto: PM segments/last, RM mean/last
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora: LoraSettings | None = None  # e.g. lora.r=8 enables LoRA
     merge_lora: bool = False  # save the LoRA adapter merged into the backbone
     calibration_bins: int = 10
-    pretokenize: bool = True  # tokenise the training pairs once before the loop (as TRL does), not in every step
+    pretokenize: bool = (
+        True  # tokenise the training pairs once before the loop (as TRL does), not in every step
+    )
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=16, log_every=10))
 
@@ -125,7 +129,9 @@ class EncodedPair:
     """A training pair tokenised before the loop (:func:`pretokenize`): the example and its two rows."""
 
     example: Any  # PreferenceExample
-    rows: tuple[Any, Any]  # EncodedInput: PM (x, first, second), (x, second, first); RM (x, first), (x, second)
+    rows: tuple[
+        Any, Any
+    ]  # EncodedInput: PM (x, first, second), (x, second, first); RM (x, first), (x, second)
 
 
 def pretokenize(model: Any, examples: Sequence[Any], chunk: int = 256) -> list[EncodedPair]:
@@ -137,7 +143,9 @@ def pretokenize(model: Any, examples: Sequence[Any], chunk: int = 256) -> list[E
     out: list[EncodedPair] = []
     for lo in range(0, len(examples), chunk):
         ex = [examples[i] for i in range(lo, min(lo + chunk, len(examples)))]
-        rows = model.encode_rows([e.prompt for e in ex], [e.first for e in ex], [e.second for e in ex])  # (2b,)
+        rows = model.encode_rows(
+            [e.prompt for e in ex], [e.first for e in ex], [e.second for e in ex]
+        )  # (2b,)
         out += [EncodedPair(e, (rows[i], rows[len(ex) + i])) for i, e in enumerate(ex)]
     return out
 
@@ -164,7 +172,9 @@ def make_collate(kind: str, model: Any) -> Any:
             enc = model.collate_rows([it.rows[0] for it in items] + [it.rows[1] for it in items])
         else:
             examples = items
-            rows = model.encode_rows([e.prompt for e in items], [e.first for e in items], [e.second for e in items])
+            rows = model.encode_rows(
+                [e.prompt for e in items], [e.first for e in items], [e.second for e in items]
+            )
             enc = model.collate_rows(rows)  # (2B, T): as model.encode (PM) / model.encode(x + x, a + b) (RM)
         return {
             "input_ids": enc["input_ids"],  # (2B, T)
@@ -181,8 +191,12 @@ def preference_logits(kind: str, model: Any, batch: dict[str, Any]) -> Any:
     """The logit of P(first > second) (B,), through ``model(...)`` so DDP synchronises."""
     segments = batch.get("segment_ids")  # (2B, T)
     if kind == "pm":
-        return model(batch["input_ids"], batch["attention_mask"], segment_ids=segments)  # (B,) f(x,a,b) - f(x,b,a)
-    rewards = model(batch["input_ids"], batch["attention_mask"], segments)  # (2B,) r(x, first) then r(x, second)
+        return model(
+            batch["input_ids"], batch["attention_mask"], segment_ids=segments
+        )  # (B,) f(x,a,b) - f(x,b,a)
+    rewards = model(
+        batch["input_ids"], batch["attention_mask"], segments
+    )  # (2B,) r(x, first) then r(x, second)
     half = rewards.shape[0] // 2
     return rewards[:half], rewards[half:]
 
@@ -320,7 +334,9 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if acc.is_main_process:
         probs, labels = result.eval_outputs["prob"].numpy(), result.eval_outputs["label"].numpy()
-        table = reliability_table(*both_orientations(probs, labels), bins)  # (2N,): (a, b, y) and (b, a, 1 - y)
+        table = reliability_table(
+            *both_orientations(probs, labels), bins
+        )  # (2N,): (a, b, y) and (b, a, 1 - y)
         plot_reliability(table, out / RELIABILITY_PNG, title=f"{'preference' if kind == 'pm' else 'reward'} model, "
                          f"{len(labels)} pairs x 2 orientations (ECE = {table.ece:.3f})")  # fmt: skip
         ev = result.eval_metrics

@@ -773,7 +773,9 @@ class TrainLoop:
         loop_state = {"scheduler": self.scheduler.state_dict()}
         if acc.scaler is not None:
             loop_state["scaler"] = acc.scaler.state_dict()
-        shared = {n: obj.state_dict() for n, obj in self.stateful.items() if not getattr(obj, "per_process", False)}
+        shared = {
+            n: obj.state_dict() for n, obj in self.stateful.items() if not getattr(obj, "per_process", False)
+        }
         own = {n: obj.state_dict() for n, obj in self.stateful.items() if getattr(obj, "per_process", False)}
         model_state = optimizer_state = collective_write = None
         if self.is_fsdp:
@@ -836,14 +838,18 @@ class TrainLoop:
             from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
 
             if not (path / FSDP_DIR).is_dir():
-                raise ckpt_lib.CheckpointError(f"{path}: has no {FSDP_DIR}/ (written without FSDP?); resume it without FSDP")
+                raise ckpt_lib.CheckpointError(
+                    f"{path}: has no {FSDP_DIR}/ (written without FSDP?); resume it without FSDP"
+                )
             plugin = acc.state.fsdp_plugin
             load_fsdp_model(plugin, acc, self.model, str(path / FSDP_DIR))
             load_fsdp_optimizer(plugin, acc, self.optimizer, self.model, str(path / FSDP_DIR))
         else:
             if (path / FSDP_DIR).is_dir():
                 raise ckpt_lib.CheckpointError(f"{path}: was written under FSDP; resume it under FSDP")
-            ckpt_lib.load_trainable_state_dict(acc.unwrap_model(self.model), ckpt.model_state, source=str(path))
+            ckpt_lib.load_trainable_state_dict(
+                acc.unwrap_model(self.model), ckpt.model_state, source=str(path)
+            )
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.scheduler.load_state_dict(ckpt.loop_state["scheduler"])
         if acc.scaler is not None and "scaler" in ckpt.loop_state:

@@ -99,7 +99,9 @@ class OfflineConfig:
     loss: Literal["dpo", "ipo", "cdpo"] = "dpo"
     tau: float = 0.1  # KL strength (TRL's beta)
     label_smoothing: float = 0.0  # cdpo only: probability eps that a label is flipped
-    reduction: Literal["sum", "mean"] = "sum"  # sequence log-prob: SUM (THEORY.md's tau) or per-token MEAN (TRL IPO)
+    reduction: Literal["sum", "mean"] = (
+        "sum"  # sequence log-prob: SUM (THEORY.md's tau) or per-token MEAN (TRL IPO)
+    )
     data: str = ""  # --data: file, directory or hub name (nlhf.data.load_preferences)
     eval_data: str | None = None  # --eval-data
     model: str = "smollm2"  # --model
@@ -122,21 +124,35 @@ class OfflineConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=8, log_every=10))
 
     def __post_init__(self) -> None:
-        check(self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}")
+        check(
+            self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}"
+        )
         if self.loss == "cdpo":
-            check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
+            check(
+                0.0 <= self.label_smoothing < 0.5,
+                "label_smoothing",
+                f"must be in [0, 0.5), got {self.label_smoothing}",
+            )
         else:
             check(self.label_smoothing == 0.0, "label_smoothing",
                   f"is only used by loss=cdpo (conservative DPO), got {self.label_smoothing} with loss={self.loss}")  # fmt: skip
         check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
-        check(self.eval_limit is None or self.eval_limit > 0, "eval_limit", f"must be > 0, got {self.eval_limit}")
+        check(
+            self.eval_limit is None or self.eval_limit > 0,
+            "eval_limit",
+            f"must be > 0, got {self.eval_limit}",
+        )
         check(self.max_prompt_tokens is None or self.max_prompt_tokens >= 1, "max_prompt_tokens",
               f"must be >= 1, got {self.max_prompt_tokens}")  # fmt: skip
         check(self.max_response_tokens is None or self.max_response_tokens >= 1, "max_response_tokens",
               f"must be >= 1, got {self.max_response_tokens}")  # fmt: skip
         check(self.ref_batch_size is None or self.ref_batch_size >= 1, "ref_batch_size",
               f"must be >= 1, got {self.ref_batch_size}")  # fmt: skip
-        check(not self.loop.out_dir or self.loop.out_dir == self.out, "loop.out_dir", "set `out` (--out) instead")
+        check(
+            not self.loop.out_dir or self.loop.out_dir == self.out,
+            "loop.out_dir",
+            "set `out` (--out) instead",
+        )
 
     def check_complete(self) -> None:
         """The fields without a usable default (called before any data or model loads)."""
@@ -192,7 +208,9 @@ class OfflineItem:
     pair: Any  # nlhf.data.TokenizedPair
 
 
-def tokenize_examples(tokenizer: Any, examples: Sequence[Any], cfg: OfflineConfig) -> tuple[list[Any], Counter]:
+def tokenize_examples(
+    tokenizer: Any, examples: Sequence[Any], cfg: OfflineConfig
+) -> tuple[list[Any], Counter]:
     """:func:`nlhf.data.tokenize_pair` for every pair, and truncation counts (pairs and tokens cut)."""
     from nlhf.data import tokenize_pair
 
@@ -253,7 +271,12 @@ def visited_indices(n: int, seed: int, positions: int) -> list[int]:
 
 
 def fill_reference_logps(
-    ref: RefLogps, name: str, pairs: Sequence[Any], needed: Sequence[int], cached: dict[str, Any], compute: Callable
+    ref: RefLogps,
+    name: str,
+    pairs: Sequence[Any],
+    needed: Sequence[int],
+    cached: dict[str, Any],
+    compute: Callable,
 ) -> int:
     """Put mu's log-probs of ``pairs[needed]`` into ``ref`` (split ``name``); returns how many were computed.
 
@@ -292,7 +315,9 @@ def collate_shared_prompt(pairs: Sequence[Any], pad_token_id: int) -> dict[str, 
     completions = [ids for p in pairs for ids in (p.first_ids, p.second_ids)]  # 2B, interleaved
     C = max(len(c) for c in completions)
     return {
-        "prompt_ids": torch.tensor([[pad_token_id] * (P - len(p.prompt_ids)) + p.prompt_ids for p in pairs]),  # (B, P)
+        "prompt_ids": torch.tensor(
+            [[pad_token_id] * (P - len(p.prompt_ids)) + p.prompt_ids for p in pairs]
+        ),  # (B, P)
         "prompt_lengths": torch.tensor([len(p.prompt_ids) for p in pairs]),  # (B,)
         "completion_ids": torch.tensor([c + [pad_token_id] * (C - len(c)) for c in completions]),  # (2B, C)
         "completion_lengths": torch.tensor([len(c) for c in completions]),  # (2B,)
@@ -331,7 +356,9 @@ def make_collate(
 # ----------------------------------------------------------------------------- log-probs
 
 
-def sequence_logps(model: Any, input_ids: Any, attention_mask: Any, completion_mask: Any, reduction: str) -> tuple[Any, Any]:
+def sequence_logps(
+    model: Any, input_ids: Any, attention_mask: Any, completion_mask: Any, reduction: str
+) -> tuple[Any, Any]:
     """One forward of ``model`` on (R, T) rows: completion log-probs (R,) and the logits (R, T, V).
 
     Calls ``model(...)`` (so that DDP synchronises) with ``use_cache=False``; the attention
@@ -418,7 +445,9 @@ def shared_prompt_logps(model: Any, batch: dict[str, Any], reduction: str, shari
         head_kw: dict[str, Any] = {"logits_to_keep": 1} if sharing.logits_to_keep else {}
         if padded:
             head_kw["attention_mask"] = head_mask
-            head_kw["position_ids"] = (torch.arange(P - 1, device=dev).unsqueeze(0) - start.unsqueeze(1)).clamp(min=0)
+            head_kw["position_ids"] = (
+                torch.arange(P - 1, device=dev).unsqueeze(0) - start.unsqueeze(1)
+            ).clamp(min=0)
         cache = output_cache(model(input_ids=prompt_ids[:, :-1], use_cache=True, **head_kw))
         if cache is None or not hasattr(cache, "batch_repeat_interleave"):
             raise RuntimeError(
@@ -432,7 +461,8 @@ def shared_prompt_logps(model: Any, batch: dict[str, Any], reduction: str, shari
     kw["position_ids"] = (plen - 1).repeat_interleave(2).unsqueeze(1) + torch.arange(C, device=dev)  # (R, C)
     if padded or not bool(comp_mask.all()):
         kw["attention_mask"] = torch.cat(
-            [head_mask.repeat_interleave(2, dim=0), torch.ones_like(comp_mask[:, :1]), comp_mask[:, :-1]], dim=1
+            [head_mask.repeat_interleave(2, dim=0), torch.ones_like(comp_mask[:, :1]), comp_mask[:, :-1]],
+            dim=1,
         )  # (R, P - 1 + C)
     logits = model(input_ids=ids, use_cache=P > 1, **kw).logits  # (R, C, V)
     # tokens 0 .. C-2: token_logps's shift (position t scores ids[t + 1] = response token t) ...
@@ -441,7 +471,9 @@ def shared_prompt_logps(model: Any, batch: dict[str, Any], reduction: str, shari
         scored = torch.cat([torch.zeros_like(comp_mask[:, :1]), comp_mask[:, :-1]], dim=1)  # (R, C)
         total = total + token_logps(logits, ids, scored).sum(dim=-1)
     # ... and token C-1 (rows of full width only) from the last position, which token_logps never reads
-    last = torch.log_softmax(logits[:, -1].to(total.dtype), dim=-1).gather(-1, comp_ids[:, -1:]).squeeze(-1)  # (R,)
+    last = (
+        torch.log_softmax(logits[:, -1].to(total.dtype), dim=-1).gather(-1, comp_ids[:, -1:]).squeeze(-1)
+    )  # (R,)
     total = total + torch.where(comp_mask[:, -1].bool(), last, torch.zeros_like(last))
     if reduction == "mean":
         total = total / clen.to(total.dtype)
@@ -454,7 +486,9 @@ def pair_logps(model: Any, batch: dict[str, Any], reduction: str, sharing: Promp
     """(2B,) sequence log-probs, firsts then seconds: prompt-shared when ``sharing`` is set, else one forward."""
     if sharing is not None and "prompt_ids" in batch:
         return shared_prompt_logps(model, batch, reduction, sharing)
-    seq, _ = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], reduction)
+    seq, _ = sequence_logps(
+        model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], reduction
+    )
     return seq
 
 
@@ -494,8 +528,10 @@ def reference_logps(
         while start < n:
             if batch_pairs is None:  # grow the batch while it stays in budget (widths increase)
                 stop = start + 1
-                while stop < n and 2 * (stop + 1 - start) * width[order[stop]] <= token_budget and (
-                    2 * (stop + 1 - start) * width[order[stop]] * vocab <= _REF_LOGITS_BUDGET
+                while (
+                    stop < n
+                    and 2 * (stop + 1 - start) * width[order[stop]] <= token_budget
+                    and (2 * (stop + 1 - start) * width[order[stop]] * vocab <= _REF_LOGITS_BUDGET)
                 ):
                     stop += 1
             else:
@@ -551,7 +587,9 @@ def token_kl(policy_logits: Any, ref_logits: Any, completion_mask: Any) -> Any:
 # ----------------------------------------------------------------------------- steps
 
 
-def pair_loss(cfg: OfflineConfig, chosen: Any, rejected: Any, ref_chosen: Any, ref_rejected: Any, labels: Any) -> Any:
+def pair_loss(
+    cfg: OfflineConfig, chosen: Any, rejected: Any, ref_chosen: Any, ref_rejected: Any, labels: Any
+) -> Any:
     """The configured loss of :mod:`nlhf.losses` on (B,) log-probs: a ``LossOutput`` with loss (B,)."""
     from nlhf.losses import get_loss
 
@@ -559,7 +597,9 @@ def pair_loss(cfg: OfflineConfig, chosen: Any, rejected: Any, ref_chosen: Any, r
     if cfg.loss == "ipo":
         return fn(chosen, rejected, ref_chosen, ref_rejected, tau=cfg.tau, labels=labels)
     if cfg.loss == "cdpo":
-        return fn(chosen, rejected, ref_chosen, ref_rejected, tau=cfg.tau, label_smoothing=cfg.label_smoothing)
+        return fn(
+            chosen, rejected, ref_chosen, ref_rejected, tau=cfg.tau, label_smoothing=cfg.label_smoothing
+        )
     return fn(chosen, rejected, ref_chosen, ref_rejected, tau=cfg.tau)
 
 
@@ -661,14 +701,20 @@ def _load_examples(cfg: OfflineConfig) -> tuple[list[Any], list[Any] | None]:
     if cfg.eval_data is None:
         return list(train), None
     ev = load_preferences(
-        cfg.eval_data, format=cfg.data_format, split=cfg.eval_split, skip_invalid=cfg.skip_invalid, limit=cfg.eval_limit
+        cfg.eval_data,
+        format=cfg.data_format,
+        split=cfg.eval_split,
+        skip_invalid=cfg.skip_invalid,
+        limit=cfg.eval_limit,
     )
     if len(ev) == 0:
         raise ValueError(f"{cfg.eval_data}: no evaluation pairs")
     return list(train), list(ev)
 
 
-def _fingerprint(cfg: OfflineConfig, model: Any, splits: dict[str, list[Any]], device: Any, shared: bool) -> str:
+def _fingerprint(
+    cfg: OfflineConfig, model: Any, splits: dict[str, list[Any]], device: Any, shared: bool
+) -> str:
     """What the cached reference log-probs depend on: model, weights, dtype, device, layout, reduction, token ids."""
     import torch
 
@@ -785,7 +831,11 @@ def run_offline(
     reference.to(acc.device)
     keep_reference = bool(eval_pairs) and cfg.eval_kl
     # prompt sharing runs two forwards before one backward: only for an unwrapped model (1 process, no FSDP/DeepSpeed)
-    plain = acc.num_processes == 1 and getattr(acc.distributed_type, "name", "NO") in ("NO", "MULTI_CPU", "MULTI_GPU")
+    plain = acc.num_processes == 1 and getattr(acc.distributed_type, "name", "NO") in (
+        "NO",
+        "MULTI_CPU",
+        "MULTI_GPU",
+    )
     sharing = prompt_sharing(policy) if cfg.share_prompt and plain else None
     fingerprint = _fingerprint(cfg, reference, splits, acc.device, sharing is not None)
 
@@ -822,7 +872,9 @@ def run_offline(
                                           sharing),
         )  # fmt: skip
     if computed and acc.is_main_process:
-        _save_ref_cache(cache_path, fingerprint, {**ref.table, **{f"{k}:done": v for k, v in ref.done.items()}})
+        _save_ref_cache(
+            cache_path, fingerprint, {**ref.table, **{f"{k}:done": v for k, v in ref.done.items()}}
+        )
     timings["ref_precompute"] = time.perf_counter() - t0
     if not keep_reference:
         del reference  # the frozen copy (full fine-tuning) is not needed any more
@@ -837,7 +889,9 @@ def run_offline(
     trained = acc.unwrap_model(loop.model)
     summary: dict[str, Any] = {}
     policy_dir = None
-    full_state = acc.get_state_dict(loop.model) if loop.is_fsdp else None  # collective: FSDP's shards gathered
+    full_state = (
+        acc.get_state_dict(loop.model) if loop.is_fsdp else None
+    )  # collective: FSDP's shards gathered
     if acc.is_main_process:
         if full_state is not None:
             policy_dir = save_gathered_policy(trained, full_state, out / POLICY_DIR, tokenizer)

@@ -51,11 +51,15 @@ class TrainFamily:
     run: str  # `module.run(cfg) -> result`
     fixed: Mapping[str, Any] = field(default_factory=dict)  # config keys the sub-command sets
     flags: tuple[str, ...] = ("data", "eval_data", "model", "out")  # config keys with a --flag
-    summary: str | None = None  # `module.summary(result) -> str` printed at the end (default: JSON of .summary)
+    summary: str | None = (
+        None  # `module.summary(result) -> str` printed at the end (default: JSON of .summary)
+    )
     description: str = ""
 
 
-_OFFLINE = dict(module="nlhf.train.offline", config_class="OfflineConfig", run="run_offline", summary="summary_line")
+_OFFLINE = dict(
+    module="nlhf.train.offline", config_class="OfflineConfig", run="run_offline", summary="summary_line"
+)
 
 TRAIN_FAMILIES: dict[str, TrainFamily] = {
     "dpo": TrainFamily(
@@ -79,6 +83,7 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
         **_OFFLINE,
     ),
 }
+
 
 def _plug_in_families() -> None:
     """The online Nash-MD family and RLHF declare their rows next to their trainers (cheap imports)."""
@@ -119,7 +124,9 @@ def resolve_config(
     cfg = load_config(cls, config_path, overrides, defaults=fixed, flags=flags)
     for key, value in fixed.items():
         if getattr(cfg, key) != value:
-            raise ConfigError(f"{key}: this sub-command sets {key}={value}, but the config says {key}={getattr(cfg, key)!r}")
+            raise ConfigError(
+                f"{key}: this sub-command sets {key}={value}, but the config says {key}={getattr(cfg, key)!r}"
+            )
     return cfg
 
 
@@ -167,7 +174,9 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--config", help="YAML file with the config's keys")
         for key in family.flags:
             parser.add_argument("--" + key.replace("_", "-"), dest=key, help=FLAG_HELP.get(key, key))
-        parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+        parser.add_argument(
+            "--resume", action="store_true", help="continue from the newest checkpoint in --out"
+        )
         parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
         parser.set_defaults(func=_runner(name))
 

@@ -117,7 +117,9 @@ class OnlineConfig:
     a hub name). ``sampling.seed`` is not used: generators derive from ``loop.seed``.
     """
 
-    algorithm: Literal["nash_md", "self_play", "best_response", "nash_ema", "online_ipo", "ipo_md"] = "nash_md"
+    algorithm: Literal["nash_md", "self_play", "best_response", "nash_ema", "online_ipo", "ipo_md"] = (
+        "nash_md"
+    )
     tau: float = 0.1  # KL strength (TRL's beta)
     mixture_coef: float | None = None  # beta; see the docstring
     ema_decay: float = 0.99  # nash_ema: ema <- decay * ema + (1 - decay) * theta after each update
@@ -144,7 +146,9 @@ class OnlineConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=8, log_every=10))
 
     def __post_init__(self) -> None:
-        check(self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}")
+        check(
+            self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}"
+        )
         beta = self.mixture_coef
         if beta is not None:
             check(0.0 <= beta <= 1.0, "mixture_coef", f"must be in [0, 1], got {beta}")
@@ -180,7 +184,9 @@ class OnlineConfig:
                        out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
 
 
-def load_online_config(config_path: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any) -> OnlineConfig:
+def load_online_config(
+    config_path: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any
+) -> OnlineConfig:
     """Defaults < YAML < ``key=value`` overrides < non-None ``flags`` (unknown keys and bad values name the key)."""
     from nlhf.train.offline_cli import resolve_config
 
@@ -211,7 +217,9 @@ class OnlineBatch:
         return OnlineBatch(self.prompts.to(device), self.texts)
 
 
-def tokenize_prompts(tokenizer: Any, prompts: Sequence[Any], max_prompt_tokens: int | None) -> list[PromptItem]:
+def tokenize_prompts(
+    tokenizer: Any, prompts: Sequence[Any], max_prompt_tokens: int | None
+) -> list[PromptItem]:
     """Tokenise every prompt once (chat template when the tokenizer has one), cut from the left.
 
     ``prompts``: ``PromptExample``/``PreferenceExample`` objects or bare prompts (str or messages).
@@ -312,9 +320,10 @@ def refuse_sharded_weights(trainer: str) -> None:
     from nlhf.config import ConfigError
 
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
-    zero3 = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes") and os.environ.get(
-        "ACCELERATE_DEEPSPEED_ZERO_STAGE", ""
-    ) == "3"
+    zero3 = (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
+        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "") == "3"
+    )
     if fsdp or zero3:
         raise ConfigError(
             f"{trainer}: {'FSDP' if fsdp else 'DeepSpeed ZeRO-3'} shards the policy's weights, which the sampler "
@@ -374,7 +383,9 @@ def step_output(losses: Any, metrics: dict[str, Any]) -> Any:
     from nlhf.train.loop import StepOutput
 
     ones = torch.ones_like(losses.detach(), dtype=torch.float32)  # (B,)
-    return StepOutput(losses=losses, weights=ones, metrics={k: (v.detach().float(), ones) for k, v in metrics.items()})
+    return StepOutput(
+        losses=losses, weights=ones, metrics={k: (v.detach().float(), ones) for k, v in metrics.items()}
+    )
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -429,7 +440,9 @@ class EmaOpponent:
         self.updates = int(state["updates"])
 
 
-def make_step(cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any) -> Callable[..., Any]:
+def make_step(
+    cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any
+) -> Callable[..., Any]:
     """The training step of ``cfg.algorithm`` (table in the module docstring): per-prompt losses, weight 1 each."""
     import torch
 
@@ -447,7 +460,9 @@ def make_step(cfg: OnlineConfig, sampler: Any, judge: Any, tokenizer: Any, refer
             y = sampler.sample(prompts, gen)  # y ~ pi
             y_opp = sampler.sample_opponent(prompts, gen)  # y' ~ the EMA policy
         else:
-            y, y_opp = sampler.sample_policy_and_mixture(prompts, beta, gen)  # y ~ pi (with log mu), y' ~ mixture
+            y, y_opp = sampler.sample_policy_and_mixture(
+                prompts, beta, gen
+            )  # y ~ pi (with log mu), y' ~ mixture
         preference = judge_preference(judge, batch.texts, y, y_opp, tokenizer)  # (B,)
         logps = response_logps(model, y)  # (B, R) log pi with gradient, temperature 1
         out = nash_md_pg_loss(
@@ -508,12 +523,16 @@ def _split_rollout(rollout: Any, B: int) -> tuple[Any, Any]:
     fields = [f.name for f in dataclasses.fields(rollout)]
 
     def part(sl: slice) -> Any:
-        return type(rollout)(**{n: (getattr(rollout, n)[sl] if getattr(rollout, n) is not None else None) for n in fields})
+        return type(rollout)(
+            **{n: (getattr(rollout, n)[sl] if getattr(rollout, n) is not None else None) for n in fields}
+        )
 
     return part(slice(0, B)), part(slice(B, 2 * B))
 
 
-def sample_against_reference(sampler: Any, batch: Any, ctx: Any, seed: int, exact: bool) -> tuple[Any, Any, dict]:
+def sample_against_reference(
+    sampler: Any, batch: Any, ctx: Any, seed: int, exact: bool
+) -> tuple[Any, Any, dict]:
     """Evaluation's samples of each prompt: ``(y, y_ref, metrics of y)``, y ~ pi and y_ref ~ mu.
 
     One decode loop (mixture_coef 1) on the rows' own streams (:func:`row_generator`). The
@@ -525,7 +544,9 @@ def sample_against_reference(sampler: Any, batch: Any, ctx: Any, seed: int, exac
     prompts = batch.prompts
     gen = row_generator(seed, ctx, prompts.input_ids.device)
     y, y_ref = sampler.sample_policy_and_mixture(prompts, 1.0, gen)  # y ~ pi, y_ref ~ mu
-    weight = None if exact else torch.exp(log_importance_weight(y.policy_logps, y.sampling_logps, y.response_mask))
+    weight = (
+        None if exact else torch.exp(log_importance_weight(y.policy_logps, y.sampling_logps, y.response_mask))
+    )
     k1, k3 = weighted_kl(y.policy_logps, y.ref_logps, y.response_mask, weight)
     return y, y_ref, {"kl_k1": k1, "kl_k3": k3, **rollout_metrics(y)}
 
@@ -562,7 +583,9 @@ class OnlineResult:
     opponent: Any = None  # nash_ema: the EmaOpponent
 
 
-def load_prompt_items(cfg: Any, tokenizer: Any, train_prompts: Any, eval_prompts: Any) -> tuple[list, list | None]:
+def load_prompt_items(
+    cfg: Any, tokenizer: Any, train_prompts: Any, eval_prompts: Any
+) -> tuple[list, list | None]:
     """Training and evaluation prompts (loaded from ``cfg.prompts`` / ``cfg.eval_prompts`` unless given), tokenised."""
     from nlhf.data import load_prompts
 
@@ -625,7 +648,9 @@ def finish_run(cfg: Any, loop: Any, result: Any, tokenizer: Any, out: Path, timi
         }
     timings["save"] = time.perf_counter() - t0
     if acc.is_main_process:
-        write_text_atomic(out / METRICS_JSON, json.dumps(summary, indent=2, allow_nan=True, default=str) + "\n")
+        write_text_atomic(
+            out / METRICS_JSON, json.dumps(summary, indent=2, allow_nan=True, default=str) + "\n"
+        )
     acc.wait_for_everyone()
     return trained, summary, policy_dir
 
@@ -637,7 +662,9 @@ def make_policy(model: Any, lora: Any, reference_model: Any = None) -> tuple[Any
     if reference_model is None:
         return build_policy(model, lora)
     if lora is not None:
-        raise ValueError("reference_model cannot be combined with LoRA (the reference is the base model, adapter off)")
+        raise ValueError(
+            "reference_model cannot be combined with LoRA (the reference is the base model, adapter off)"
+        )
     reference_model.requires_grad_(False)
     reference_model.eval()
     model.requires_grad_(True)

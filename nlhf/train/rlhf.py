@@ -102,7 +102,9 @@ class RLHFConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=4, log_every=10))
 
     def __post_init__(self) -> None:
-        check(self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}")
+        check(
+            self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}"
+        )
         check(self.group_size >= 2, "group_size",
               f"must be >= 2 (the leave-one-out baseline needs another response per prompt), got {self.group_size}")  # fmt: skip
         if self.ppo_epochs is not None:
@@ -128,7 +130,9 @@ class RLHFConfig:
                        out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
 
 
-def load_rlhf_config(config_path: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any) -> RLHFConfig:
+def load_rlhf_config(
+    config_path: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any
+) -> RLHFConfig:
     """Defaults < YAML < ``key=value`` overrides < non-None ``flags``."""
     from nlhf.train.offline_cli import resolve_config
 
@@ -147,7 +151,9 @@ def reward_model_fn(model: Any, batch_size: int = 32) -> Callable[[Sequence[Any]
     return reward_fn
 
 
-def compute_rewards(reward_fn: Callable[..., Any], prompts: Sequence[Any], rollout: Any, tokenizer: Any) -> Any:
+def compute_rewards(
+    reward_fn: Callable[..., Any], prompts: Sequence[Any], rollout: Any, tokenizer: Any
+) -> Any:
     """r(x, y) (N,) float32 on the rollout's device, checked: shape (N,) and finite, naming the row."""
     import torch
 
@@ -212,7 +218,9 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
     def sample(batch: Any, ctx: Any) -> tuple[Any, Any, Any]:
         """k responses per prompt (prompt-major), their rewards and mu's log-probs."""
         prompts = repeat_prompts(batch.prompts, k)  # (B k, P)
-        gen = row_generator(seed, ctx, prompts.input_ids.device).repeat_interleave(k)  # (B k,) streams, prompt-major
+        gen = row_generator(seed, ctx, prompts.input_ids.device).repeat_interleave(
+            k
+        )  # (B k,) streams, prompt-major
         rollout = sampler.sample(prompts, gen)
         texts = [p for p in batch.texts for _ in range(k)]
         rewards = compute_rewards(reward_fn, texts, rollout, tokenizer)  # (B k,)
@@ -279,7 +287,9 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
     return ppo_step if cfg.algorithm == "ppo" else pg_step
 
 
-def make_eval_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], tokenizer: Any) -> Callable[..., Any]:
+def make_eval_step(
+    cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], tokenizer: Any
+) -> Callable[..., Any]:
     """Evaluation: y ~ pi and y_ref ~ mu per prompt (one decode loop); reward, reward gain, KL, length."""
     import torch
 

@@ -94,20 +94,28 @@ def test_collator_counts_truncations_and_pads_to_multiple(tiny_tok):
     collator = PairCollator(tiny_tok, max_prompt_tokens=8, max_response_tokens=4, pad_to_multiple_of=16)
     batch = collator([EX, EX])
     assert batch.input_ids.shape[1] == 16
-    assert dict(collator.truncation) == {"pairs": 2, "prompt": 2, "prompt_tokens": 2 * (
-        len(tokenize_pair(tiny_tok, EX).prompt_ids) - 8), "second": 2, "second_tokens": 2 * 4}
+    assert dict(collator.truncation) == {
+        "pairs": 2,
+        "prompt": 2,
+        "prompt_tokens": 2 * (len(tokenize_pair(tiny_tok, EX).prompt_ids) - 8),
+        "second": 2,
+        "second_tokens": 2 * 4,
+    }
 
 
 def test_prompt_collator_left_pads(tiny_tok):
     collator = PromptCollator(tiny_tok, max_prompt_tokens=None)
     batch = collator([PromptExample("hi", "p.jsonl:1"), PromptExample("a longer prompt", "p.jsonl:2")])
-    n0 = len(tiny_tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                          tokenize=True)["input_ids"])
+    n0 = len(
+        tiny_tok.apply_chat_template(
+            [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=True
+        )["input_ids"]
+    )
     n1 = n0 + len("a longer prompt") - 2
     assert batch.prompt_lengths.tolist() == [n0, n1]
     assert batch.attention_mask[0].tolist() == [0] * (n1 - n0) + [1] * n0
     assert batch.attention_mask[1].tolist() == [1] * n1
-    assert _text(tiny_tok, batch.input_ids[0, n1 - n0:].tolist()).endswith("<|im_start|>assistant\n")
+    assert _text(tiny_tok, batch.input_ids[0, n1 - n0 :].tolist()).endswith("<|im_start|>assistant\n")
     assert batch.sources == ("p.jsonl:1", "p.jsonl:2")
     short = PromptCollator(tiny_tok, max_prompt_tokens=5)([EX])
     assert short.input_ids.shape == (1, 5) and short.attention_mask.tolist() == [[1] * 5]
@@ -120,9 +128,11 @@ def test_prompt_collator_left_pads(tiny_tok):
 def test_encode_triple_minilm_layout(minilm_tok):
     tok = minilm_tok
     enc = encode_triple(tok, "hello world", "good answer", "bad answer", max_length=64)
-    x, a, b = (tok("hello world", add_special_tokens=False)["input_ids"],
-               tok("good answer", add_special_tokens=False)["input_ids"],
-               tok("bad answer", add_special_tokens=False)["input_ids"])
+    x, a, b = (
+        tok("hello world", add_special_tokens=False)["input_ids"],
+        tok("good answer", add_special_tokens=False)["input_ids"],
+        tok("bad answer", add_special_tokens=False)["input_ids"],
+    )
     cls, sep = tok.cls_token_id, tok.sep_token_id
     assert enc.input_ids == [cls] + x + [sep] + a + [sep] + b + [sep]
     assert enc.token_type_ids == [0] * (len(x) + 2) + [1] * (len(a) + len(b) + 2)
@@ -142,10 +152,10 @@ def test_encode_triple_minilm_truncation(minilm_tok):
     enc = encode_triple(tok, prompt, a, b, max_length=512)
     assert len(enc.input_ids) == 512
     keep = 508 - 250
-    assert enc.input_ids[1:1 + keep] == x[-keep:]  # cut from the left
+    assert enc.input_ids[1 : 1 + keep] == x[-keep:]  # cut from the left
     assert enc.prompt_cut == len(x) - keep and enc.response_cuts == (0, 0)
     swapped = encode_triple(tok, prompt, b, a, max_length=512)
-    assert swapped.input_ids[1:1 + keep] == x[-keep:]
+    assert swapped.input_ids[1 : 1 + keep] == x[-keep:]
     # responses of 400 and 600 tokens: prompt floor 64, then water-filling 444 -> (222, 222)
     long = encode_triple(tok, prompt, "yes " * 400, "no " * 600, max_length=512)
     assert len(long.input_ids) == 512
@@ -169,7 +179,10 @@ def test_encode_causal_layout_and_collate(tiny_tok):
     tight = encode_triple(tok, "x" * 50, "a" * 30, "b" * 10, max_length=60, min_prompt_tokens=4)
     assert len(tight.input_ids) == 60
     assert (tight.prompt_cut, tight.response_cuts) == (46, (13, 0))
-    assert tok.decode(tight.input_ids) == "xxxx\n\nResponse A:\n" + "a" * 17 + "\n\nResponse B:\n" + "b" * 10 + "<|im_end|>"
+    assert (
+        tok.decode(tight.input_ids)
+        == "xxxx\n\nResponse A:\n" + "a" * 17 + "\n\nResponse B:\n" + "b" * 10 + "<|im_end|>"
+    )
     batch = collate_encoded([enc, single], pad_token_id=tok.pad_token_id)
     n0, n1 = len(enc.input_ids), len(single.input_ids)
     assert batch.lengths.tolist() == [n0, n1]
@@ -194,7 +207,10 @@ def test_judge_collator_both_orders(minilm_tok):
     from nlhf.data import JudgeCollator
 
     tok = minilm_tok
-    exs = [PreferenceExample("q one", "alpha", "beta gamma", 0.8, "f:1"), PreferenceExample("q", "x", "y", 1.0, "f:2")]
+    exs = [
+        PreferenceExample("q one", "alpha", "beta gamma", 0.8, "f:1"),
+        PreferenceExample("q", "x", "y", 1.0, "f:2"),
+    ]
     triple = JudgeCollator(tok, max_length=64)(exs)
     assert triple.batch_size == 2 and triple.labels.tolist() == pytest.approx([0.8, 1.0])
     assert triple.inputs.input_ids.shape[0] == 4 and triple.sources == ("f:1", "f:2")

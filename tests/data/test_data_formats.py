@@ -33,8 +33,13 @@ def test_trl_text_jsonl(tmp_path, write_jsonl):
 
 
 def test_trl_conversational_explicit_prompt(tmp_path, write_jsonl):
-    rows = [{"prompt": [{"role": "system", "content": "Be brief."}, _user("Hi")],
-             "chosen": [_assistant("Hello!")], "rejected": [_assistant("Go away.")]}]
+    rows = [
+        {
+            "prompt": [{"role": "system", "content": "Be brief."}, _user("Hi")],
+            "chosen": [_assistant("Hello!")],
+            "rejected": [_assistant("Go away.")],
+        }
+    ]
     ex = load_preferences(write_jsonl(tmp_path / "c.jsonl", rows))[0]
     assert ex.prompt == (Message("system", "Be brief."), Message("user", "Hi"))
     assert (ex.first, ex.second) == ("Hello!", "Go away.")
@@ -46,16 +51,26 @@ def test_trl_conversational_implicit_prompt(tmp_path, write_jsonl):
     ds = load_preferences(write_jsonl(tmp_path / "i.jsonl", rows))
     assert ds.format == "trl"
     ex = ds[0]
-    assert ex.prompt == (Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Tell me a joke"))
+    assert ex.prompt == (
+        Message("user", "Hi"),
+        Message("assistant", "Hello"),
+        Message("user", "Tell me a joke"),
+    )
     assert (ex.first, ex.second) == ("Knock knock.", "No.")
 
 
 def test_ultrafeedback_binarized_style(tmp_path, write_jsonl):
-    rows = [{"prompt": "Name a colour", "prompt_id": "p1",
-             "chosen": [_user("Name a colour"), _assistant("Blue")],
-             "rejected": [_user("Name a colour"), _assistant("Seven")],
-             "messages": [_user("Name a colour"), _assistant("Blue")],
-             "score_chosen": 8.5, "score_rejected": 2}]
+    rows = [
+        {
+            "prompt": "Name a colour",
+            "prompt_id": "p1",
+            "chosen": [_user("Name a colour"), _assistant("Blue")],
+            "rejected": [_user("Name a colour"), _assistant("Seven")],
+            "messages": [_user("Name a colour"), _assistant("Blue")],
+            "score_chosen": 8.5,
+            "score_rejected": 2,
+        }
+    ]
     ds = load_preferences(write_jsonl(tmp_path / "uf.jsonl", rows))
     assert ds.format == "ultrafeedback"
     ex = ds[0]
@@ -66,8 +81,13 @@ def test_ultrafeedback_binarized_style(tmp_path, write_jsonl):
 
 def test_ultrafeedback_with_system_turn_uses_whole_prefix(tmp_path, write_jsonl):
     prefix = [{"role": "system", "content": "You are kind."}, _user("Name a colour")]
-    rows = [{"prompt": "Name a colour", "chosen": prefix + [_assistant("Blue")],
-             "rejected": prefix + [_assistant("Seven")]}]
+    rows = [
+        {
+            "prompt": "Name a colour",
+            "chosen": prefix + [_assistant("Blue")],
+            "rejected": prefix + [_assistant("Seven")],
+        }
+    ]
     ex = load_preferences(write_jsonl(tmp_path / "uf.jsonl", rows))[0]
     assert ex.prompt == (Message("system", "You are kind."), Message("user", "Name a colour"))
 
@@ -96,8 +116,11 @@ def test_json_list_and_data_wrapper(tmp_path):
     (tmp_path / "l.json").write_text(json.dumps(TRL_TEXT))
     (tmp_path / "w.json").write_text(json.dumps({"data": TRL_TEXT, "version": 1}))
     a, b = load_preferences(tmp_path / "l.json"), load_preferences(tmp_path / "w.json")
-    assert [(e.prompt, e.first) for e in a] == [(e.prompt, e.first) for e in b] == [
-        ("What is 2+2?", " 4"), ("Capital of France?", " Paris")]
+    assert (
+        [(e.prompt, e.first) for e in a]
+        == [(e.prompt, e.first) for e in b]
+        == [("What is 2+2?", " 4"), ("Capital of France?", " Paris")]
+    )
     assert a[1].source == f"{tmp_path / 'l.json'}:2"
 
 
@@ -121,14 +144,17 @@ def test_csv_text_and_json_cells(tmp_path):
         w.writerow([json.dumps([_user("Hi")]), "Hello", "Bye", "b"])
     ds = load_preferences(path, columns={"prompt": "question"})
     assert [(e.prompt, e.first, e.label) for e in ds] == [
-        ("Why, oh why?", "Because, that's why.", 0.9), ((Message("user", "Hi"),), "Hello", 0.0)]
+        ("Why, oh why?", "Because, that's why.", 0.9),
+        ((Message("user", "Hi"),), "Hello", 0.0),
+    ]
     assert "question" not in ds[0].metadata
 
 
 def test_column_mapping(tmp_path, write_jsonl):
     rows = [{"q": "p", "good": "yes", "bad": "no", "id": 7}]
-    ex = load_preferences(write_jsonl(tmp_path / "m.jsonl", rows),
-                          columns={"prompt": "q", "chosen": "good", "rejected": "bad"})[0]
+    ex = load_preferences(
+        write_jsonl(tmp_path / "m.jsonl", rows), columns={"prompt": "q", "chosen": "good", "rejected": "bad"}
+    )[0]
     assert (ex.prompt, ex.first, ex.second, dict(ex.metadata)) == ("p", "yes", "no", {"id": 7})
     with pytest.raises(ValueError, match="unknown key 'answer'"):
         load_preferences(tmp_path / "m.jsonl", columns={"answer": "good"})
@@ -143,8 +169,11 @@ def test_explicit_format_and_unknown_format(tmp_path, write_jsonl):
 
 def test_undetectable_columns_named(tmp_path, write_jsonl):
     path = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}])
-    with pytest.raises(PreferenceDataError, match=r"d\.jsonl line 1: cannot tell the data format from the "
-                                                  r"columns \['answer', 'question'\]"):
+    with pytest.raises(
+        PreferenceDataError,
+        match=r"d\.jsonl line 1: cannot tell the data format from the "
+        r"columns \['answer', 'question'\]",
+    ):
         load_preferences(path, skip_invalid=True)  # a format problem is never skipped
 
 
@@ -163,8 +192,12 @@ def test_hf_save_to_disk_dataset_and_dict(tmp_path):
     assert [(e.prompt, e.first, e.second) for e in ds] == [("a", "x", "u"), ("b", "y", "v"), ("c", "z", "w")]
     assert ds[1].source == f"{tmp_path / 'single'}:2"
 
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
-                               "test": datasets.Dataset.from_dict({k: v[:1] for k, v in rows.items()})})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(rows),
+            "test": datasets.Dataset.from_dict({k: v[:1] for k, v in rows.items()}),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "dict"))
     assert len(load_preferences(tmp_path / "dict")) == 3  # "train" by default
     test = load_preferences(tmp_path / "dict", split="test")
@@ -185,20 +218,25 @@ def test_hf_directory_of_jsonl_files(tmp_path, write_jsonl):
 
 def test_hf_hub_name_goes_through_load_dataset_and_fails_clearly_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PreferenceDataError, match=r"nobody/no-such-dataset.*could not load the Hugging Face "
-                                                  r"dataset \(datasets\.load_dataset"):
+    with pytest.raises(
+        PreferenceDataError,
+        match=r"nobody/no-such-dataset.*could not load the Hugging Face "
+        r"dataset \(datasets\.load_dataset",
+    ):
         load_preferences("nobody/no-such-dataset", split="train", cache_dir=str(tmp_path / "cache"))
 
 
 def test_save_and_reload_roundtrip(tmp_path, write_jsonl):
-    rows = [{"prompt": [_user("Hi")], "chosen": [_assistant("Hello")], "rejected": [_assistant("Bye")],
-             "id": 3},
-            {"prompt": "p", "chosen": "a", "rejected": "b", "label": 0.6}]
+    rows = [
+        {"prompt": [_user("Hi")], "chosen": [_assistant("Hello")], "rejected": [_assistant("Bye")], "id": 3},
+        {"prompt": "p", "chosen": "a", "rejected": "b", "label": 0.6},
+    ]
     ds = load_preferences(write_jsonl(tmp_path / "d.jsonl", rows))
     back = load_preferences(save_preferences(ds, tmp_path / "out.jsonl.gz"))
     assert back.format == "pairwise"
     assert [(e.prompt, e.first, e.second, e.label, dict(e.metadata)) for e in back] == [
-        (e.prompt, e.first, e.second, e.label, dict(e.metadata)) for e in ds]
+        (e.prompt, e.first, e.second, e.label, dict(e.metadata)) for e in ds
+    ]
 
 
 def test_load_prompts_from_every_format(tmp_path, write_jsonl):
@@ -208,15 +246,20 @@ def test_load_prompts_from_every_format(tmp_path, write_jsonl):
         "pw.jsonl": [{"prompt": "What?", "response_a": "a", "response_b": "b", "label": 0.5}],
         "only.jsonl": [{"prompt": "What?", "id": 1}],
         "hh.jsonl": [{"chosen": hh + "No.", "rejected": hh + "Sure."}],
-        "conv.jsonl": [{"chosen": [_user("What?"), _assistant("a")], "rejected": [_user("What?"), _assistant("b")]}],
+        "conv.jsonl": [
+            {"chosen": [_user("What?"), _assistant("a")], "rejected": [_user("What?"), _assistant("b")]}
+        ],
         "msgs.jsonl": [{"messages": [_user("What?"), _assistant("a")]}],
     }
     got = {name: load_prompts(write_jsonl(tmp_path / name, rows))[0].prompt for name, rows in files.items()}
     what = (Message("user", "What?"),)
     assert got == {
-        "trl.jsonl": "What?", "pw.jsonl": "What?", "only.jsonl": "What?",
+        "trl.jsonl": "What?",
+        "pw.jsonl": "What?",
+        "only.jsonl": "What?",
         "hh.jsonl": (Message("user", "Hi there"), Message("assistant", "Hello"), Message("user", "A joke?")),
-        "conv.jsonl": what, "msgs.jsonl": what,
+        "conv.jsonl": what,
+        "msgs.jsonl": what,
     }
     assert load_prompts(tmp_path / "only.jsonl")[0].metadata == {"id": 1}
 

@@ -73,9 +73,37 @@ TRIED: Counter[str] = Counter()  # inputs tried, by test
 # ----------------------------------------------------------------------------- text
 
 ODD = [
-    "\x00", "\x1b", "\x7f", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u202e", "\u200f", "\u2028",
-    "\u0301", "\u00ad", "\u0645\u0631\u062d\u0628\u0627", "\u05e9\u05dc\u05d5\u05dd", "\U0001f600",
-    "\U0010fffd", "\uffff", "\r", "\n", "\r\n", "\t", " ", "\\", '"', ",", "'", "[{", "{}", "null", "\u3000",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\ufeff",
+    "\u202e",
+    "\u200f",
+    "\u2028",
+    "\u0301",
+    "\u00ad",
+    "\u0645\u0631\u062d\u0628\u0627",
+    "\u05e9\u05dc\u05d5\u05dd",
+    "\U0001f600",
+    "\U0010fffd",
+    "\uffff",
+    "\r",
+    "\n",
+    "\r\n",
+    "\t",
+    " ",
+    "\\",
+    '"',
+    ",",
+    "'",
+    "[{",
+    "{}",
+    "null",
+    "\u3000",
 ]
 _piece = st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=8), st.sampled_from(ODD))
 _filler = st.lists(_piece, max_size=4).map("".join)
@@ -93,8 +121,12 @@ def texts(draw: Any, huge: bool = True) -> str:
 
 def blank_texts() -> st.SearchStrategy[str]:
     """Text that shows nothing: whitespace, controls and zero-width/format characters only."""
-    return st.lists(st.sampled_from(["", " ", "\n", "\t", "\r\n", "\x00", "\u200b", "\ufeff", "\u200e", "\u3000",
-                                     "\u2028", "\x1b"]), max_size=6).map("".join)
+    return st.lists(
+        st.sampled_from(
+            ["", " ", "\n", "\t", "\r\n", "\x00", "\u200b", "\ufeff", "\u200e", "\u3000", "\u2028", "\x1b"]
+        ),
+        max_size=6,
+    ).map("".join)
 
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -112,14 +144,27 @@ _TURN = re.compile(r"\n\n(Human|Assistant):")
 def labels(draw: Any) -> tuple[Any, float]:
     """(what the file holds, the label it means)."""
     value = draw(st.floats(0.0, 1.0))
-    return draw(st.sampled_from([
-        (value, value), (0, 0.0), (1, 1.0), ("a", 1.0), ("B", 0.0), (" tie ", 0.5), ("0.7", 0.7),
-        (repr(value), value), (" 0.25\n", 0.25),
-    ]))
+    return draw(
+        st.sampled_from(
+            [
+                (value, value),
+                (0, 0.0),
+                (1, 1.0),
+                ("a", 1.0),
+                ("B", 0.0),
+                (" tie ", 0.5),
+                ("0.7", 0.7),
+                (repr(value), value),
+                (" 0.25\n", 0.25),
+            ]
+        )
+    )
 
 
 @st.composite
-def valid_rows(draw: Any, fmt: str, plain: bool = False) -> tuple[dict[str, Any], tuple[Any, str, str, float]]:
+def valid_rows(
+    draw: Any, fmt: str, plain: bool = False
+) -> tuple[dict[str, Any], tuple[Any, str, str, float]]:
     """A row of format ``fmt`` and the example it must load as: ``(prompt, first, second, label)``.
 
     ``plain``: labels are floats (Parquet and Hugging Face columns have one type).
@@ -137,17 +182,26 @@ def valid_rows(draw: Any, fmt: str, plain: bool = False) -> tuple[dict[str, Any]
         msgs = [{"role": r, "content": c} for r, c in turns]
         expected = tuple(Message(r, c) for r, c in turns)
         if fmt == "trl_conv":
-            row = {"prompt": msgs, "chosen": [{"role": "assistant", "content": a}],
-                   "rejected": [{"role": "assistant", "content": b}]}
+            row = {
+                "prompt": msgs,
+                "chosen": [{"role": "assistant", "content": a}],
+                "rejected": [{"role": "assistant", "content": b}],
+            }
         else:
-            row = {"chosen": [*msgs, {"role": "assistant", "content": a}],
-                   "rejected": [*msgs, {"role": "assistant", "content": b}]}
+            row = {
+                "chosen": [*msgs, {"role": "assistant", "content": a}],
+                "rejected": [*msgs, {"role": "assistant", "content": b}],
+            }
         return row, (expected, a, b, 1.0)
     if fmt == "ultrafeedback":
         s1, s2 = draw(st.floats(-10, 10)), draw(st.floats(-10, 10))
-        row = {"prompt": p, "chosen": [{"role": "user", "content": p}, {"role": "assistant", "content": a}],
-               "rejected": [{"role": "user", "content": p}, {"role": "assistant", "content": b}],
-               "score_chosen": s1, "score_rejected": s2}
+        row = {
+            "prompt": p,
+            "chosen": [{"role": "user", "content": p}, {"role": "assistant", "content": a}],
+            "rejected": [{"role": "user", "content": p}, {"role": "assistant", "content": b}],
+            "score_chosen": s1,
+            "score_rejected": s2,
+        }
         return row, (p, a, b, 1.0)
     if fmt == "hh":
         n = draw(st.integers(0, 2))
@@ -170,8 +224,10 @@ def swapped_duplicate(row: dict[str, Any], fmt: str, expected: tuple) -> tuple[d
     """The same comparison with the responses in the other order (a duplicate by the loader's rule)."""
     p, a, b, label = expected
     if fmt == "pairwise":
-        return ({**row, "response_a": row["response_b"], "response_b": row["response_a"], "label": 1.0 - label},
-                (p, b, a, 1.0 - label))
+        return (
+            {**row, "response_a": row["response_b"], "response_b": row["response_a"], "label": 1.0 - label},
+            (p, b, a, 1.0 - label),
+        )
     return dict(row), expected
 
 
@@ -194,8 +250,15 @@ def _json_bytes(value: Any, ensure_ascii: bool) -> bytes:
         return json.dumps(value, ensure_ascii=True).encode()
 
 
-def write_container(directory: Path, container: str, rows: list[Any], *, blank_lines: list[int] | None = None,
-                    ensure_ascii: bool = True, raw: dict[int, bytes] | None = None) -> tuple[Path, list[int]]:
+def write_container(
+    directory: Path,
+    container: str,
+    rows: list[Any],
+    *,
+    blank_lines: list[int] | None = None,
+    ensure_ascii: bool = True,
+    raw: dict[int, bytes] | None = None,
+) -> tuple[Path, list[int]]:
     """Write ``rows`` to ``directory`` in ``container``; return (path, the line/row number of each row).
 
     ``blank_lines[i]``: blank lines written before JSONL row i. ``raw[i]``: bytes that replace
@@ -297,7 +360,11 @@ def test_valid_rows_load_exactly_as_written(data):
         i = data.draw(st.integers(0, len(rows) - 1))
         if is_dup[i]:
             continue
-        row, exp = swapped_duplicate(rows[i], fmt, expected[i]) if data.draw(st.booleans()) else (rows[i], expected[i])
+        row, exp = (
+            swapped_duplicate(rows[i], fmt, expected[i])
+            if data.draw(st.booleans())
+            else (rows[i], expected[i])
+        )
         j = data.draw(st.integers(i + 1, len(rows)))
         rows.insert(j, row)
         expected.insert(j, exp)
@@ -308,10 +375,12 @@ def test_valid_rows_load_exactly_as_written(data):
     drop = data.draw(st.booleans(), label="drop")
     explicit = data.draw(st.booleans(), label="explicit format")
     with tempfile.TemporaryDirectory() as tmp:
-        path, numbers = write_container(Path(tmp), container, rows, blank_lines=blank,
-                                        ensure_ascii=data.draw(st.booleans()))
-        ds = load_preferences(path, format=LOADER_FORMAT[fmt] if explicit else None,
-                              duplicates="drop" if drop else "keep")
+        path, numbers = write_container(
+            Path(tmp), container, rows, blank_lines=blank, ensure_ascii=data.draw(st.booleans())
+        )
+        ds = load_preferences(
+            path, format=LOADER_FORMAT[fmt] if explicit else None, duplicates="drop" if drop else "keep"
+        )
     # rows drawn independently may repeat too: a duplicate is any repeat of (prompt, {a, b}, P(a > b))
     seen: set[Any] = set()
     for i, (p, a, b, label) in enumerate(expected):
@@ -362,7 +431,9 @@ def test_prompts_load_exactly_as_written(data):
 # ----------------------------------------------------------------------------- 2. hostile rows
 
 GARBAGE = st.one_of(
-    st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.lists(st.one_of(st.integers(), st.text(max_size=3), st.none()), min_size=1, max_size=3),
 )
@@ -373,12 +444,31 @@ def corrupted_rows(draw: Any, fmt: str) -> tuple[dict[str, Any] | bytes, set[str
     """A row of format ``fmt`` broken in one way; ``(row or raw JSONL bytes, possible reasons, how)``."""
     row, (p, a, b, _) = draw(valid_rows(fmt))
     row = dict(row)
-    text_keys = {"trl_text": ("prompt", "chosen", "rejected"), "trl_soft": ("prompt", "chosen", "rejected"),
-                 "pairwise": ("prompt", "response_a", "response_b"), "hh": ("chosen", "rejected"),
-                 "trl_conv": ("prompt", "chosen", "rejected"), "trl_implicit": ("chosen", "rejected"),
-                 "ultrafeedback": ("chosen", "rejected")}[fmt]  # (without its prompt it is TRL-implicit)
-    how = draw(st.sampled_from(["missing", "null", "garbage", "blank", "surrogate", "identical", "label",
-                                "bad_messages", "other_format", "raw"]))
+    text_keys = {
+        "trl_text": ("prompt", "chosen", "rejected"),
+        "trl_soft": ("prompt", "chosen", "rejected"),
+        "pairwise": ("prompt", "response_a", "response_b"),
+        "hh": ("chosen", "rejected"),
+        "trl_conv": ("prompt", "chosen", "rejected"),
+        "trl_implicit": ("chosen", "rejected"),
+        "ultrafeedback": ("chosen", "rejected"),
+    }[fmt]  # (without its prompt it is TRL-implicit)
+    how = draw(
+        st.sampled_from(
+            [
+                "missing",
+                "null",
+                "garbage",
+                "blank",
+                "surrogate",
+                "identical",
+                "label",
+                "bad_messages",
+                "other_format",
+                "raw",
+            ]
+        )
+    )
     key = draw(st.sampled_from(text_keys))
     hh = fmt == "hh"
     if how in ("missing", "null"):
@@ -392,7 +482,9 @@ def corrupted_rows(draw: Any, fmt: str) -> tuple[dict[str, Any] | bytes, set[str
         value = draw(GARBAGE)
         row[key] = value
         if isinstance(value, list):
-            reasons = {"wrong_type"} if hh else {"bad_message", "empty_prompt", "empty_response", "wrong_type"}
+            reasons = (
+                {"wrong_type"} if hh else {"bad_message", "empty_prompt", "empty_response", "wrong_type"}
+            )
         else:
             reasons = {"wrong_type"}
         return row, reasons, how
@@ -401,7 +493,11 @@ def corrupted_rows(draw: Any, fmt: str) -> tuple[dict[str, Any] | bytes, set[str
         row[key] = value
         if hh:
             return row, {"bad_transcript"}, how
-        if isinstance(row.get(key), str) and fmt in ("trl_conv", "trl_implicit", "ultrafeedback") and key != "prompt":
+        if (
+            isinstance(row.get(key), str)
+            and fmt in ("trl_conv", "trl_implicit", "ultrafeedback")
+            and key != "prompt"
+        ):
             # a text response next to a conversation
             return row, {"empty_response", "bad_conversation"}, how
         if fmt in ("ultrafeedback",) and key == "prompt":
@@ -420,7 +516,9 @@ def corrupted_rows(draw: Any, fmt: str) -> tuple[dict[str, Any] | bytes, set[str
             row[key] = [{"role": "user", "content": bad}]
             return row, {"bad_text"}, how
         row[key] = bad
-        reasons = {"bad_text", "prompt_mismatch"} if (fmt == "ultrafeedback" and key == "prompt") else {"bad_text"}
+        reasons = (
+            {"bad_text", "prompt_mismatch"} if (fmt == "ultrafeedback" and key == "prompt") else {"bad_text"}
+        )
         return row, reasons, how
     if how == "identical":
         if fmt == "pairwise":
@@ -433,27 +531,51 @@ def corrupted_rows(draw: Any, fmt: str) -> tuple[dict[str, Any] | bytes, set[str
             row["rejected"] = a + " "
         return row, {"identical_responses"}, how
     if how == "label":
-        value, reason = draw(st.sampled_from([
-            (math.nan, "bad_label"), (math.inf, "bad_label"), (-math.inf, "bad_label"), (1.5, "bad_label"),
-            (-0.1, "bad_label"), (10**400, "bad_label"), ("maybe", "bad_label"), ("nan", "bad_label"),
-            ("1e999", "bad_label"), ("", "bad_label"), (True, "wrong_type"), ([0.5], "wrong_type"),
-            ({"p": 0.5}, "wrong_type"),
-        ]))
+        value, reason = draw(
+            st.sampled_from(
+                [
+                    (math.nan, "bad_label"),
+                    (math.inf, "bad_label"),
+                    (-math.inf, "bad_label"),
+                    (1.5, "bad_label"),
+                    (-0.1, "bad_label"),
+                    (10**400, "bad_label"),
+                    ("maybe", "bad_label"),
+                    ("nan", "bad_label"),
+                    ("1e999", "bad_label"),
+                    ("", "bad_label"),
+                    (True, "wrong_type"),
+                    ([0.5], "wrong_type"),
+                    ({"p": 0.5}, "wrong_type"),
+                ]
+            )
+        )
         row["label"] = value
         return row, {reason}, how
     if how == "bad_messages":
-        msgs = draw(st.sampled_from([
-            [{"role": "human", "content": "hi"}], [{"role": "user"}], [{"content": "x"}], ["user: hi"],
-            [{"role": "user", "content": 3}], [{"role": ["user"], "content": "x"}], [[{"role": "user"}]],
-            [{"role": "user", "content": {"text": "x"}}],
-        ]))
+        msgs = draw(
+            st.sampled_from(
+                [
+                    [{"role": "human", "content": "hi"}],
+                    [{"role": "user"}],
+                    [{"content": "x"}],
+                    ["user: hi"],
+                    [{"role": "user", "content": 3}],
+                    [{"role": ["user"], "content": "x"}],
+                    [[{"role": "user"}]],
+                    [{"role": "user", "content": {"text": "x"}}],
+                ]
+            )
+        )
         field = "prompt" if "prompt" in text_keys and fmt != "ultrafeedback" else key
         row[field] = msgs
         if hh:
             return row, {"wrong_type"}, how
         return row, {"bad_message"}, how
     if how == "other_format":
-        other = draw(st.sampled_from([f for f in FORMATS if f != fmt and not (f in TRL_FAMILY and fmt in TRL_FAMILY)]))
+        other = draw(
+            st.sampled_from([f for f in FORMATS if f != fmt and not (f in TRL_FAMILY and fmt in TRL_FAMILY)])
+        )
         row, _ = draw(valid_rows(other))
         if fmt == "hh":
             reasons = {"bad_transcript", "wrong_type", "missing_field"}
@@ -461,11 +583,23 @@ def corrupted_rows(draw: Any, fmt: str) -> tuple[dict[str, Any] | bytes, set[str
             reasons = {"missing_field"}
         return row, reasons, how
     # raw: a JSONL line that is not a JSON object
-    raw = draw(st.sampled_from([
-        b"{not json", b"[1, 2]", b'"just a string"', b"42", b"null", b"\xff\xfe{}", b'{"prompt": "\xc3"}',
-        b"[" * 100_000 + b"]" * 100_000, b'{"prompt": "p", "prompt": "q", "chosen": "a", "rejected": "b"}',
-        b'{"label": 1' + b"0" * 5000 + b"}", b'{"prompt": "p", "chosen": "a", "rejected": "b"',
-    ]))
+    raw = draw(
+        st.sampled_from(
+            [
+                b"{not json",
+                b"[1, 2]",
+                b'"just a string"',
+                b"42",
+                b"null",
+                b"\xff\xfe{}",
+                b'{"prompt": "\xc3"}',
+                b"[" * 100_000 + b"]" * 100_000,
+                b'{"prompt": "p", "prompt": "q", "chosen": "a", "rejected": "b"}',
+                b'{"label": 1' + b"0" * 5000 + b"}",
+                b'{"prompt": "p", "chosen": "a", "rejected": "b"',
+            ]
+        )
+    )
     return raw, {"bad_json"}, how
 
 
@@ -494,16 +628,24 @@ def test_hostile_rows_are_named_or_skipped_and_counted(data):
                 raw[i] = bad
                 bad = {}
             else:  # a JSON list holds a value that is not an object
-                bad = json.loads(bad) if bad in (b"[1, 2]", b'"just a string"', b"42", b"null") else [bad.decode(
-                    "latin-1")[:20]]
+                bad = (
+                    json.loads(bad)
+                    if bad in (b"[1, 2]", b'"just a string"', b"42", b"null")
+                    else [bad.decode("latin-1")[:20]]
+                )
         rows.append(bad)
         expected.append(None)
         reasons.append(why)
     skip = data.draw(st.booleans(), label="skip_invalid")
     with tempfile.TemporaryDirectory() as tmp:
-        path, numbers = write_container(Path(tmp), container, rows, raw=raw,
-                                        blank_lines=data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)),
-                                        ensure_ascii=data.draw(st.booleans()))
+        path, numbers = write_container(
+            Path(tmp),
+            container,
+            rows,
+            raw=raw,
+            blank_lines=data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)),
+            ensure_ascii=data.draw(st.booleans()),
+        )
         bad_rows = [i for i in range(n) if expected[i] is None]
         good_rows = [i for i in range(n) if expected[i] is not None]
         try:
@@ -539,8 +681,9 @@ def test_mixed_formats_in_one_file(data):
     TRIED["mixed"] += 1
     fmts = data.draw(st.lists(st.sampled_from(FORMATS), min_size=2, max_size=4), label="formats")
     rows, expected = zip(*(data.draw(valid_rows(f)) for f in fmts))
-    compatible = all((f in TRL_FAMILY) == (fmts[0] in TRL_FAMILY) and (f == fmts[0] or f in TRL_FAMILY)
-                     for f in fmts)
+    compatible = all(
+        (f in TRL_FAMILY) == (fmts[0] in TRL_FAMILY) and (f == fmts[0] or f in TRL_FAMILY) for f in fmts
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path, numbers = write_container(Path(tmp), "jsonl", list(rows))
         if compatible:
@@ -549,8 +692,11 @@ def test_mixed_formats_in_one_file(data):
             return
         with pytest.raises(PreferenceDataError) as info:
             load_preferences(path)
-    first = next(i for i, f in enumerate(fmts) if not ((f in TRL_FAMILY) == (fmts[0] in TRL_FAMILY)
-                                                       and (f == fmts[0] or f in TRL_FAMILY)))
+    first = next(
+        i
+        for i, f in enumerate(fmts)
+        if not ((f in TRL_FAMILY) == (fmts[0] in TRL_FAMILY) and (f == fmts[0] or f in TRL_FAMILY))
+    )
     check_error(info.value, path, numbers[first], {"missing_field", "wrong_type", "bad_transcript"}, "line")
 
 
@@ -559,18 +705,28 @@ def test_mixed_formats_in_one_file(data):
 def test_hostile_cells_in_typed_containers(data):
     """CSV, Parquet and saved datasets: blank, null, identical and out-of-range cells name the row."""
     TRIED["typed_cells"] += 1
-    container = data.draw(st.sampled_from(("csv", "csv.gz", "parquet", "parquet", "hf_saved")), label="container")
+    container = data.draw(
+        st.sampled_from(("csv", "csv.gz", "parquet", "parquet", "hf_saved")), label="container"
+    )
     fmt = data.draw(st.sampled_from(("trl_text", "pairwise", "hh")), label="fmt")
     n = data.draw(st.integers(1, 4))
     rows, expected = zip(*(data.draw(valid_rows(fmt, plain=True)) for _ in range(n)))
     rows = [dict(r) for r in rows]
     i = data.draw(st.integers(0, n - 1), label="bad row")
-    first, second = {"trl_text": ("chosen", "rejected"), "pairwise": ("response_a", "response_b"),
-                     "hh": ("chosen", "rejected")}[fmt]
+    first, second = {
+        "trl_text": ("chosen", "rejected"),
+        "pairwise": ("response_a", "response_b"),
+        "hh": ("chosen", "rejected"),
+    }[fmt]
     key = data.draw(st.sampled_from(("prompt", first, second) if fmt != "hh" else (first, second)))
-    how = data.draw(st.sampled_from(("blank", "null", "identical", "label") if fmt == "pairwise"
-                                    else ("blank", "null", "identical")))
-    empty = ("bad_transcript",) if fmt == "hh" else ("empty_prompt",) if key == "prompt" else ("empty_response",)
+    how = data.draw(
+        st.sampled_from(
+            ("blank", "null", "identical", "label") if fmt == "pairwise" else ("blank", "null", "identical")
+        )
+    )
+    empty = (
+        ("bad_transcript",) if fmt == "hh" else ("empty_prompt",) if key == "prompt" else ("empty_response",)
+    )
     if how == "label":
         rows[i]["label"] = data.draw(st.sampled_from((math.nan, 1.5, -0.25, math.inf)))
         why = {"bad_label"}
@@ -605,14 +761,25 @@ def test_hostile_prompts(data):
     n = data.draw(st.integers(2, 4))
     rows: list[Any] = [{"prompt": data.draw(texts())} for _ in range(n)]
     i = data.draw(st.integers(1, n - 1))  # row 1 is valid: the format is detected from it
-    rows[i], why = data.draw(st.sampled_from([
-        ({"other": 1}, "missing_field"), ({"prompt": None}, "missing_field"), ({"prompt": 3}, "wrong_type"),
-        ({"prompt": {"text": "x"}}, "wrong_type"), ({"prompt": " \u200b\x00"}, "empty_prompt"),
-        ({"prompt": []}, "empty_prompt"), ({"prompt": [{"role": "user", "content": "\u200d"}]}, "empty_prompt"),
-        ({"prompt": [{"role": "robot", "content": "x"}]}, "bad_message"), ({"prompt": "x\ud83d"}, "bad_text"),
-        ({"messages": "hello"}, "missing_field"), ({"prompt": [[]]}, "bad_message"),
-        ({"prompt": True}, "wrong_type"), ({"prompt": 10**400}, "wrong_type"),
-    ]))
+    rows[i], why = data.draw(
+        st.sampled_from(
+            [
+                ({"other": 1}, "missing_field"),
+                ({"prompt": None}, "missing_field"),
+                ({"prompt": 3}, "wrong_type"),
+                ({"prompt": {"text": "x"}}, "wrong_type"),
+                ({"prompt": " \u200b\x00"}, "empty_prompt"),
+                ({"prompt": []}, "empty_prompt"),
+                ({"prompt": [{"role": "user", "content": "\u200d"}]}, "empty_prompt"),
+                ({"prompt": [{"role": "robot", "content": "x"}]}, "bad_message"),
+                ({"prompt": "x\ud83d"}, "bad_text"),
+                ({"messages": "hello"}, "missing_field"),
+                ({"prompt": [[]]}, "bad_message"),
+                ({"prompt": True}, "wrong_type"),
+                ({"prompt": 10**400}, "wrong_type"),
+            ]
+        )
+    )
     skip = data.draw(st.booleans())
     with tempfile.TemporaryDirectory() as tmp:
         path, numbers = write_container(Path(tmp), "jsonl", rows)
@@ -634,10 +801,16 @@ def test_hostile_prompts(data):
 def test_broken_files_name_the_file(data):
     """Empty, whitespace-only, truncated gzip, random bytes, invalid UTF-8, a BOM: load as written or name the file."""
     TRIED["files"] += 1
-    container = data.draw(st.sampled_from(("jsonl", "jsonl.gz", "json", "json.gz", "csv", "csv.gz", "parquet")))
+    container = data.draw(
+        st.sampled_from(("jsonl", "jsonl.gz", "json", "json.gz", "csv", "csv.gz", "parquet"))
+    )
     fmt = data.draw(st.sampled_from(("trl_text", "pairwise", "hh")))
-    rows, expected = zip(*(data.draw(valid_rows(fmt, plain=True)) for _ in range(data.draw(st.integers(1, 3)))))
-    how = data.draw(st.sampled_from(("empty", "whitespace", "truncate", "random", "bad_utf8", "bom", "gzip_empty")))
+    rows, expected = zip(
+        *(data.draw(valid_rows(fmt, plain=True)) for _ in range(data.draw(st.integers(1, 3))))
+    )
+    how = data.draw(
+        st.sampled_from(("empty", "whitespace", "truncate", "random", "bad_utf8", "bom", "gzip_empty"))
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path, numbers = write_container(Path(tmp), container, list(rows))
         if how == "bom" and container != "parquet":
@@ -684,8 +857,10 @@ def test_hf_local_folder_of_data_files(tmp_path):
     TRIED["hf_folder"] += 1
     folder = tmp_path / "folder"
     folder.mkdir()
-    rows = [{"prompt": "p\u200b1", "chosen": "\u05e9\u05dc\u05d5\u05dd", "rejected": "b\x00"},
-            {"prompt": "p2", "chosen": "a", "rejected": " \u200b "}]
+    rows = [
+        {"prompt": "p\u200b1", "chosen": "\u05e9\u05dc\u05d5\u05dd", "rejected": "b\x00"},
+        {"prompt": "p2", "chosen": "a", "rejected": " \u200b "},
+    ]
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(PreferenceDataError) as info:
         load_preferences(folder, cache_dir=str(tmp_path / "cache"))
@@ -703,30 +878,45 @@ def test_regressions_found_by_the_properties(tmp_path):
     TRIED["regressions"] += 1
     good = '{"prompt": "p", "chosen": "a", "rejected": "b"}'
     cases = {
-        '{"prompt": "p", "chosen": "a", "rejected": "b", "label": 1' + "0" * 400 + "}":
-            ("bad_label", "label must be in [0, 1], got an integer of 1329 bits"),
+        '{"prompt": "p", "chosen": "a", "rejected": "b", "label": 1' + "0" * 400 + "}": (
+            "bad_label",
+            "label must be in [0, 1], got an integer of 1329 bits",
+        ),
         '{"label": 1' + "0" * 5000 + "}": ("bad_json", "not valid JSON (Exceeds the limit (4300 digits)"),
         "[" * 100_000 + "]" * 100_000: ("bad_json", "not valid JSON (nested too deeply)"),
-        '{"prompt": "p", "chosen": "a", "chosen": "c", "rejected": "b"}':
-            ("bad_json", "not valid JSON (an object has the key 'chosen' twice)"),
-        '{"prompt": "p", "chosen": "\\ud800", "rejected": "b"}':
-            ("bad_text", "the response is not valid Unicode: lone surrogate '\\ud800' at character 1"),
-        '{"prompt": "p", "chosen": "\\u200b\\u200d", "rejected": "b"}':
-            ("empty_response", "empty response (only whitespace, control or invisible characters)"),
+        '{"prompt": "p", "chosen": "a", "chosen": "c", "rejected": "b"}': (
+            "bad_json",
+            "not valid JSON (an object has the key 'chosen' twice)",
+        ),
+        '{"prompt": "p", "chosen": "\\ud800", "rejected": "b"}': (
+            "bad_text",
+            "the response is not valid Unicode: lone surrogate '\\ud800' at character 1",
+        ),
+        '{"prompt": "p", "chosen": "\\u200b\\u200d", "rejected": "b"}': (
+            "empty_response",
+            "empty response (only whitespace, control or invisible characters)",
+        ),
         '{"prompt": "p", "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}], '
         '"rejected": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "b"}], '
-        '"score_chosen": 1' + "0" * 400 + "}": ("wrong_type", "an integer of 1329 bits is too large for a float"),
+        '"score_chosen": 1' + "0" * 400 + "}": (
+            "wrong_type",
+            "an integer of 1329 bits is too large for a float",
+        ),
     }
     for k, (line, (reason, phrase)) in enumerate(cases.items()):
         path = tmp_path / f"r{k}.jsonl"
         path.write_text(good + "\n" + line + "\n")
         with pytest.raises(PreferenceDataError) as info:
             load_preferences(path, format="trl")
-        assert str(info.value).startswith(f"{path} line 2: ") and phrase in str(info.value), str(info.value)[:200]
+        assert str(info.value).startswith(f"{path} line 2: ") and phrase in str(info.value), str(info.value)[
+            :200
+        ]
         assert info.value.reason == reason
     # the same deep nesting in a .json file names the file
     (tmp_path / "deep.json").write_text("[" + good + "," + "[" * 100_000 + "]" * 100_000 + "]")
-    with pytest.raises(PreferenceDataError, match=re.escape(f"{tmp_path / 'deep.json'}: not valid JSON (nested")):
+    with pytest.raises(
+        PreferenceDataError, match=re.escape(f"{tmp_path / 'deep.json'}: not valid JSON (nested")
+    ):
         load_preferences(tmp_path / "deep.json")
     # a CSV field over the csv module's 128 KiB default limit is data, not an error
     with open(tmp_path / "huge.csv", "w", newline="") as f:
@@ -734,7 +924,9 @@ def test_regressions_found_by_the_properties(tmp_path):
     assert load_preferences(tmp_path / "huge.csv")[0].first == "a" * 300_000
     # a whitespace-only .json file is an empty file
     (tmp_path / "ws.json").write_text(" \n")
-    with pytest.raises(PreferenceDataError, match=re.escape(f"{tmp_path / 'ws.json'}: empty file (whitespace only)")):
+    with pytest.raises(
+        PreferenceDataError, match=re.escape(f"{tmp_path / 'ws.json'}: empty file (whitespace only)")
+    ):
         load_preferences(tmp_path / "ws.json")
     with pytest.raises(ValueError, match="limit must be a positive integer, got True"):
         load_preferences(tmp_path / "huge.csv", limit=True)
@@ -747,7 +939,12 @@ def test_duplicates_are_counted_logged_and_kept_or_dropped(tmp_path, write_jsonl
     rows = [
         {"prompt": "p", "response_a": "x", "response_b": "y", "label": 0.7},
         {"prompt": "p", "response_a": "y", "response_b": "x", "label": 0.3},  # the same comparison, swapped
-        {"prompt": "p", "response_a": "x", "response_b": "y", "label": 0.6},  # another judgement: not a duplicate
+        {
+            "prompt": "p",
+            "response_a": "x",
+            "response_b": "y",
+            "label": 0.6,
+        },  # another judgement: not a duplicate
         {"prompt": "q", "response_a": "x", "response_b": "y", "label": 0.7},
         {"prompt": "p", "response_a": "x", "response_b": "y", "label": 0.7, "rater": 2},  # metadata ignored
     ]
@@ -767,8 +964,13 @@ def test_duplicates_are_counted_logged_and_kept_or_dropped(tmp_path, write_jsonl
 
 
 @HOSTILE
-@given(lengths=st.lists(st.integers(0, 5000), min_size=1, max_size=4), budget=st.integers(0, 6000),
-       prompt_len=st.integers(0, 5000), floor=st.integers(0, 600), cap=st.one_of(st.none(), st.integers(1, 800)))
+@given(
+    lengths=st.lists(st.integers(0, 5000), min_size=1, max_size=4),
+    budget=st.integers(0, 6000),
+    prompt_len=st.integers(0, 5000),
+    floor=st.integers(0, 600),
+    cap=st.one_of(st.none(), st.integers(1, 800)),
+)
 def test_truncation_budgets_on_any_lengths(lengths, budget, prompt_len, floor, cap):
     """water_fill and segment_budgets keep their promises for any lengths (the huge-field side of issue 7)."""
     TRIED["truncation"] += 1
@@ -784,11 +986,14 @@ def test_truncation_budgets_on_any_lengths(lengths, budget, prompt_len, floor, c
     assert water_fill(lengths[::-1], budget) == keeps[::-1]  # the order of the segments does not matter
     k = len(lengths)
     try:
-        prompt_keep, response_keeps = segment_budgets(prompt_len, lengths, budget, min_prompt_tokens=floor,
-                                                      max_response_tokens=cap)
+        prompt_keep, response_keeps = segment_budgets(
+            prompt_len, lengths, budget, min_prompt_tokens=floor, max_response_tokens=cap
+        )
     except ValueError as err:
         assert budget < min(prompt_len, floor) + k and "cannot hold" in str(err)
         return
     assert prompt_keep + sum(response_keeps) <= budget
     assert min(prompt_len, floor) <= prompt_keep <= prompt_len
-    assert all(1 <= r <= (n if cap is None else min(n, cap)) for r, n in zip(response_keeps, lengths) if n > 0)
+    assert all(
+        1 <= r <= (n if cap is None else min(n, cap)) for r, n in zip(response_keeps, lengths) if n > 0
+    )

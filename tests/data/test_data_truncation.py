@@ -61,11 +61,13 @@ def test_segment_budgets_properties(prompt_len, responses, max_tokens, min_promp
     floor = min(prompt_len, min_prompt)
     if max_tokens < floor + len(responses):
         with pytest.raises(ValueError):
-            segment_budgets(prompt_len, responses, max_tokens, min_prompt_tokens=min_prompt,
-                            max_response_tokens=max_resp)
+            segment_budgets(
+                prompt_len, responses, max_tokens, min_prompt_tokens=min_prompt, max_response_tokens=max_resp
+            )
         return
-    p, keeps = segment_budgets(prompt_len, responses, max_tokens, min_prompt_tokens=min_prompt,
-                               max_response_tokens=max_resp)
+    p, keeps = segment_budgets(
+        prompt_len, responses, max_tokens, min_prompt_tokens=min_prompt, max_response_tokens=max_resp
+    )
     caps = [r if max_resp is None else min(r, max_resp) for r in responses]
     assert p + sum(keeps) <= max_tokens  # everything fits
     assert floor <= p <= prompt_len  # the prompt keeps at least its floor
@@ -84,6 +86,11 @@ def test_segment_budgets_properties(prompt_len, responses, max_tokens, min_promp
             assert floor <= p <= floor + len(responses) - 1
     # both orders of a pair get the same tokens of each response
     if len(responses) == 2:
-        p2, keeps2 = segment_budgets(prompt_len, responses[::-1], max_tokens, min_prompt_tokens=min_prompt,
-                                     max_response_tokens=max_resp)
+        p2, keeps2 = segment_budgets(
+            prompt_len,
+            responses[::-1],
+            max_tokens,
+            min_prompt_tokens=min_prompt,
+            max_response_tokens=max_resp,
+        )
         assert (p2, keeps2) == (p, keeps[::-1])

@@ -50,7 +50,10 @@ def test_eval_with_a_saved_preference_model(tmp_path, capsys):
     assert rc == 0
     data = json.loads((out / "results.json").read_text())
     assert data["exploitability_method"] == "pool_best_of_n"
-    assert data["exploit_details"]["best_of_n"] == 2 and data["exploit_details"]["best_of_n_reference"] == "reference"
+    assert (
+        data["exploit_details"]["best_of_n"] == 2
+        and data["exploit_details"]["best_of_n_reference"] == "reference"
+    )
     assert data["reference"] == "reference"  # loaded outside the pool
     assert data["judge"].startswith("PreferenceModelJudge")
 

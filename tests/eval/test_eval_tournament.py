@@ -52,7 +52,9 @@ def test_longer_wins_deterministic_policies_give_the_exact_matrix():
     np.testing.assert_array_equal(r.wins, np.array([[0, 20, 20], [0, 0, 20], [0, 0, 0]]))
     np.testing.assert_array_equal(r.n_games, 20 * (1 - np.eye(3, dtype=int)))
     assert r.win_low[0, 1] == pytest.approx(1 - 0.161125, abs=2e-6) and r.win_high[0, 1] == pytest.approx(1.0)
-    assert r.win_low[1, 0] == pytest.approx(0.0, abs=1e-12) and r.win_high[1, 0] == pytest.approx(0.161125, abs=2e-6)
+    assert r.win_low[1, 0] == pytest.approx(0.0, abs=1e-12) and r.win_high[1, 0] == pytest.approx(
+        0.161125, abs=2e-6
+    )
     assert all(math.isnan(r.win_low[i, i]) for i in range(3))
     assert r.responses == [["ccc"] * 20, ["bb"] * 20, ["a"] * 20]
     np.testing.assert_array_equal(r.mean_length, [2.0, 2.0, 2.0])  # the action and EOS
@@ -191,8 +193,14 @@ def test_samples_do_not_depend_on_batch_size():
     prompts = ["hi", "what is 2+2?", "name a colour", "a fourth, longer prompt here"]
     judge = CallableJudge(longer_wins)
     runs = [
-        run_tournament(pols, prompts, judge, TournamentConfig(samples_per_prompt=2, max_new_tokens=6, batch_size=b,
-                       bootstrap=0), reference=pols[0], progress=False)  # fmt: skip
+        run_tournament(
+            pols,
+            prompts,
+            judge,
+            TournamentConfig(samples_per_prompt=2, max_new_tokens=6, batch_size=b, bootstrap=0),
+            reference=pols[0],
+            progress=False,
+        )  # fmt: skip
         for b in (2, 8)
     ]
     assert runs[0].responses == runs[1].responses
@@ -267,7 +275,9 @@ def test_win_interval_is_on_the_fractional_win_count():
     judge = CallableJudge(lambda x, a, b: 0.7, name="constant")
     r = run_tournament(pols, ["x"] * 5, judge, CFG, progress=False)
     assert r.win_rate[0, 1] == pytest.approx(0.7) and r.wins[0, 1] == pytest.approx(14.0)
-    assert r.win_low[0, 1] == pytest.approx(0.481027, abs=2e-5) and r.win_high[0, 1] == pytest.approx(0.854521, abs=2e-5)
+    assert r.win_low[0, 1] == pytest.approx(0.481027, abs=2e-5) and r.win_high[0, 1] == pytest.approx(
+        0.854521, abs=2e-5
+    )
     cp = run_tournament(pols, ["x"] * 5, judge, TournamentConfig(**{**CFG.__dict__, "interval": "clopper_pearson"}),
                         progress=False)  # fmt: skip
     assert cp.win_low[0, 1] < r.win_low[0, 1] < 0.7 < r.win_high[0, 1] < cp.win_high[0, 1]
@@ -290,10 +300,14 @@ def test_win_interval_counts_the_samples_of_a_prompt_as_one_cluster():
     judge = CallableJudge(lambda x, a, b: float((int(x[1]) < 3) == (len(a) > len(b))), name="by prompt")
     r = run_tournament(pols, prompts, judge, CFG, progress=False)
     assert r.win_rate[0, 1] == pytest.approx(0.5) and r.n_effective[0, 1] == pytest.approx(5.0)
-    assert r.win_low[0, 1] == pytest.approx(0.170424, abs=2e-5) and r.win_high[0, 1] == pytest.approx(0.829576, abs=2e-5)
+    assert r.win_low[0, 1] == pytest.approx(0.170424, abs=2e-5) and r.win_high[0, 1] == pytest.approx(
+        0.829576, abs=2e-5
+    )
     naive = run_tournament(pols, prompts, judge, TournamentConfig(**{**CFG.__dict__, "cluster_prompts": False}),
                            progress=False)  # fmt: skip
     assert naive.n_effective[0, 1] == 24.0
-    assert naive.win_low[0, 1] == pytest.approx(0.314274, abs=2e-5) and naive.win_high[0, 1] == pytest.approx(0.685726, abs=2e-5)
+    assert naive.win_low[0, 1] == pytest.approx(0.314274, abs=2e-5) and naive.win_high[0, 1] == pytest.approx(
+        0.685726, abs=2e-5
+    )
     assert "effective number of comparisons" in r.to_markdown() and "independent" in naive.to_markdown()
     assert r.to_dict()["n_effective"][0][1] == 5.0

@@ -15,8 +15,10 @@ def test_metric_sums_per_example_hand_values():
 
 def test_metric_sums_per_token_hand_values():
     """Per-token loss ((1, 2, 9), (3, 9, 9)) with mask ((1, 1, 0), (1, 0, 0)): loss 6 over 3 tokens."""
-    out = LossOutput(loss=torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0]]),
-                     metrics={"r": torch.tensor([[1.0, 1.0, 5.0], [0.5, 5.0, 5.0]])})
+    out = LossOutput(
+        loss=torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0]]),
+        metrics={"r": torch.tensor([[1.0, 1.0, 5.0], [0.5, 5.0, 5.0]])},
+    )
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
     sums = metric_sums(out, mask)
     assert {k: float(v) for k, v in sums.items()} == {"loss": 6.0, "count": 3.0, "r": 2.5}

@@ -12,10 +12,15 @@ def test_registry_names_map_to_functions():
     from nlhf.losses import nash, pairwise, preference, rlhf
 
     expected = {
-        "dpo": pairwise.dpo_loss, "ipo": pairwise.ipo_loss, "cdpo": pairwise.cdpo_loss,
-        "nash_md_pg": nash.nash_md_pg_loss, "online_ipo": nash.online_ipo_loss,
-        "rlhf_pg": rlhf.rlhf_pg_loss, "ppo": rlhf.ppo_clip_loss,
-        "bce": preference.bce_preference_loss, "bt": preference.bradley_terry_loss,
+        "dpo": pairwise.dpo_loss,
+        "ipo": pairwise.ipo_loss,
+        "cdpo": pairwise.cdpo_loss,
+        "nash_md_pg": nash.nash_md_pg_loss,
+        "online_ipo": nash.online_ipo_loss,
+        "rlhf_pg": rlhf.rlhf_pg_loss,
+        "ppo": rlhf.ppo_clip_loss,
+        "bce": preference.bce_preference_loss,
+        "bt": preference.bradley_terry_loss,
     }
     assert known_losses() == sorted(expected) == sorted(LOSSES)
     for name, fn in expected.items():

@@ -185,8 +185,9 @@ def test_nash_md_pg_expected_gradient_is_exact_by_enumeration(tau):
     exact = -torch.autograd.grad(exact_objective(th, tau, OPPONENT), th)[0]
     got = expected_loss_gradient(lambda t: _nash_on(PAIRS_Y, PAIRS_OPP, t, tau), THETA, weights)
     torch.testing.assert_close(got, exact, rtol=0, atol=1e-12)
-    wrong = expected_loss_gradient(lambda t: _nash_on(PAIRS_Y, PAIRS_OPP, t, tau, same_token_kl=True),
-                                   THETA, weights)
+    wrong = expected_loss_gradient(
+        lambda t: _nash_on(PAIRS_Y, PAIRS_OPP, t, tau, same_token_kl=True), THETA, weights
+    )
     assert (wrong - exact).abs().max() > 0.01
 
 
@@ -199,10 +200,13 @@ def _mc_gradient(theta, tau, n, seed, sample_temperature=1.0, **kw):
     y = torch.multinomial(q, n, replacement=True, generator=g)  # (n,)
     opp = torch.multinomial(OPPONENT, n, replacement=True, generator=g)  # (n,)
     if sample_temperature != 1.0:
-        kw = dict(kw, sampling_logps=token_logps_table(theta, SEQS[PAIRS_Y], SEQ_MASK[PAIRS_Y], sample_temperature))
+        kw = dict(
+            kw, sampling_logps=token_logps_table(theta, SEQS[PAIRS_Y], SEQ_MASK[PAIRS_Y], sample_temperature)
+        )
     th = theta.clone().requires_grad_(True)
-    per_pair = torch.autograd.functional.jacobian(lambda t: _nash_on(PAIRS_Y, PAIRS_OPP, t, tau, **kw), th,
-                                                  vectorize=True)  # (49, 9)
+    per_pair = torch.autograd.functional.jacobian(
+        lambda t: _nash_on(PAIRS_Y, PAIRS_OPP, t, tau, **kw), th, vectorize=True
+    )  # (49, 9)
     grads = per_pair[y * 7 + opp]  # (n, 9)
     return grads.mean(0), grads.std(0) / math.sqrt(n)
 
@@ -238,8 +242,9 @@ def test_nash_md_pg_importance_weights_correct_temperature_sampling():
     g = torch.Generator().manual_seed(1)
     y = torch.multinomial(seq_probs(THETA, 0.6), n, replacement=True, generator=g)
     opp = torch.multinomial(OPPONENT, n, replacement=True, generator=g)
-    per_pair = torch.autograd.functional.jacobian(lambda t: _nash_on(PAIRS_Y, PAIRS_OPP, t, tau),
-                                                  THETA.clone(), vectorize=True)
+    per_pair = torch.autograd.functional.jacobian(
+        lambda t: _nash_on(PAIRS_Y, PAIRS_OPP, t, tau), THETA.clone(), vectorize=True
+    )
     naive = per_pair[y * 7 + opp]
     assert _max_z(naive.mean(0), naive.std(0) / math.sqrt(n), exact) > 10
 
@@ -253,8 +258,9 @@ def _online_ipo_on(theta, tau, reduction):
     mask = SEQ_MASK  # (7, 2): token_logps_table is already aligned with its mask
     lp = seq_logps(token_logps_table(theta, SEQS, mask), mask, reduction)  # (7,)
     lr = seq_logps(token_logps_table(REF, SEQS, mask), mask, reduction)  # (7,)
-    return online_ipo_loss(lp[PAIRS_Y], lp[PAIRS_OPP], lr[PAIRS_Y], lr[PAIRS_OPP], PREF[PAIRS_Y, PAIRS_OPP],
-                           tau).loss
+    return online_ipo_loss(
+        lp[PAIRS_Y], lp[PAIRS_OPP], lr[PAIRS_Y], lr[PAIRS_OPP], PREF[PAIRS_Y, PAIRS_OPP], tau
+    ).loss
 
 
 @pytest.mark.parametrize("tau", [0.2, 1.0])

@@ -89,8 +89,15 @@ def test_ipo_hand_values_hard_and_soft_labels():
 
 def test_ipo_hard_label_one_is_one_over_two_tau():
     """labels = 1 gives exactly the default (Eq. 17 target 1/(2 tau))."""
-    args = [torch.tensor([0.3, -2.0]), torch.tensor([-1.0, 0.5]), torch.tensor([0.0, 0.1]), torch.tensor([0.2, 0.0])]
-    torch.testing.assert_close(ipo_loss(*args, tau=0.1).loss, ipo_loss(*args, tau=0.1, labels=torch.ones(2)).loss)
+    args = [
+        torch.tensor([0.3, -2.0]),
+        torch.tensor([-1.0, 0.5]),
+        torch.tensor([0.0, 0.1]),
+        torch.tensor([0.2, 0.0]),
+    ]
+    torch.testing.assert_close(
+        ipo_loss(*args, tau=0.1).loss, ipo_loss(*args, tau=0.1, labels=torch.ones(2)).loss
+    )
 
 
 def test_ipo_soft_label_folds_both_orderings():
@@ -128,8 +135,14 @@ def test_ipo_d1_closed_form():
     ref = torch.full((3,), math.log(1 / 3), dtype=torch.float64)
     for tau in (0.1, 0.5, 1.0):
         theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-15,
-                                line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [theta],
+            lr=1.0,
+            max_iter=200,
+            tolerance_grad=1e-12,
+            tolerance_change=1e-15,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure(theta=theta, opt=opt, tau=tau):
             opt.zero_grad()
@@ -173,6 +186,8 @@ def test_pairwise_errors():
     with pytest.raises(ValueError, match="one shape"):
         dpo_loss(pc, pr.expand(2), rc, rr, tau=1.0)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\]; row 1 is 1.5"):
-        ipo_loss(*[t.expand(2) for t in _pair()], tau=1.0, labels=torch.tensor([0.5, 1.5], dtype=torch.float64))
+        ipo_loss(
+            *[t.expand(2) for t in _pair()], tau=1.0, labels=torch.tensor([0.5, 1.5], dtype=torch.float64)
+        )
     with pytest.raises(ValueError, match="label_smoothing"):
         cdpo_loss(pc, pr, rc, rr, tau=1.0, label_smoothing=0.5)

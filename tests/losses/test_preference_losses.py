@@ -18,8 +18,9 @@ def test_bce_hand_values_soft_labels_and_gradient():
     z = torch.tensor([LN3, LN3, LN3, 0.0], dtype=D, requires_grad=True)
     p = torch.tensor([1.0, 0.25, 0.0, 0.5], dtype=D)
     out = bce_preference_loss(z, p)
-    torch.testing.assert_close(out.loss, torch.tensor([0.2876820725, 1.1116412890, 1.3862943611, 0.6931471806],
-                                                      dtype=D))
+    torch.testing.assert_close(
+        out.loss, torch.tensor([0.2876820725, 1.1116412890, 1.3862943611, 0.6931471806], dtype=D)
+    )
     out.loss.sum().backward()
     torch.testing.assert_close(z.grad, torch.tensor([-0.25, 0.5, 0.75, 0.0], dtype=D))
     torch.testing.assert_close(out.metrics["prob"], torch.tensor([0.75, 0.75, 0.75, 0.5], dtype=D))

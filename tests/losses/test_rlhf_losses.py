@@ -42,8 +42,9 @@ def test_rlhf_advantages_and_pg_hand_values():
     torch.testing.assert_close(logpi.grad, torch.tensor([[-0.7, -0.7], [0.7, 0.0]], dtype=D))
     torch.testing.assert_close(out.metrics["kl_k1"], torch.tensor([0.4, -0.2], dtype=D))
     # k3 row 1: exp(0.2) - 1 - 0.2 = 0.021403; row 0: 2 * (exp(-0.2) - 1 + 0.2) = 0.037462
-    torch.testing.assert_close(out.metrics["kl_k3"], torch.tensor([2 * (math.exp(-0.2) - 0.8),
-                                                                   math.exp(0.2) - 1.2], dtype=D))
+    torch.testing.assert_close(
+        out.metrics["kl_k3"], torch.tensor([2 * (math.exp(-0.2) - 0.8), math.exp(0.2) - 1.2], dtype=D)
+    )
 
 
 # The tabular single-token case: 4 responses, policy softmax(theta), reference mu, reward r.
@@ -66,7 +67,9 @@ def test_rlhf_pg_expected_gradient_is_exact_by_enumeration(group_size):
     pi = logpi_table.exp().detach()
     weights = pi[groups].prod(-1).repeat_interleave(group_size)  # (4^k k,)
     mask = torch.ones(ys.shape[0], 1, dtype=torch.bool)
-    out = rlhf_pg_loss(logpi_table[ys].unsqueeze(-1), logmu_table[ys].unsqueeze(-1), mask, REWARD[ys], tau, group_size)
+    out = rlhf_pg_loss(
+        logpi_table[ys].unsqueeze(-1), logmu_table[ys].unsqueeze(-1), mask, REWARD[ys], tau, group_size
+    )
     # the expectation of the sum over the k samples of a group is k times the per-sample expectation
     got = torch.autograd.grad((weights * out.loss).sum() / group_size, th)[0]
 

@@ -49,9 +49,16 @@ def test_preference_model_fits_a_cycle_that_a_reward_model_cannot(tiny_tok):
     rm = RewardModel(tiny_causal_lm(tokenizer=tiny_tok, seed=0), tiny_tok)
     first = rm.encode(PROMPTS, FIRSTS)
     second = rm.encode(PROMPTS, SECONDS)
-    _fit(rm, lambda: rm.logit(first["input_ids"], first["attention_mask"], second["input_ids"], second["attention_mask"]))
+    _fit(
+        rm,
+        lambda: rm.logit(
+            first["input_ids"], first["attention_mask"], second["input_ids"], second["attention_mask"]
+        ),
+    )
     with torch.no_grad():
-        logits = rm.logit(first["input_ids"], first["attention_mask"], second["input_ids"], second["attention_mask"])
+        logits = rm.logit(
+            first["input_ids"], first["attention_mask"], second["input_ids"], second["attention_mask"]
+        )
     # the Bradley-Terry logits around a cycle sum to zero, whatever the weights...
     assert abs(float(logits.sum())) < 1e-4
     # ...so the reward model gets at most 2 of the 3 pairs right

@@ -55,8 +55,9 @@ def tiny_dirs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("loader", LOADERS)
-@pytest.mark.parametrize("missing", ["/no/such/model/dir", "./no_such_dir/model", "~/no-such-nlhf-model/x",
-                                     "missing-model.gguf"])
+@pytest.mark.parametrize(
+    "missing", ["/no/such/model/dir", "./no_such_dir/model", "~/no-such-nlhf-model/x", "missing-model.gguf"]
+)
 def test_path_that_does_not_exist(loader, missing):
     message = one_line_error(LOADERS[loader], missing)
     assert missing in message and ("not found" in message), message
@@ -77,9 +78,19 @@ BROKEN_CONFIGS = {
     "not_json": ("{not json", "is not a valid JSON file"),
     "no_model_type": ("{}", "Should have a `model_type` key"),
     "unknown_type": (json.dumps({"model_type": "whatever"}), "model type `whatever`"),
-    "no_weights": (json.dumps({"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2,
-                               "num_hidden_layers": 1, "intermediate_size": 8, "vocab_size": 10}),
-                   "no file named model.safetensors"),
+    "no_weights": (
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 8,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 1,
+                "intermediate_size": 8,
+                "vocab_size": 10,
+            }
+        ),
+        "no file named model.safetensors",
+    ),
 }
 
 
@@ -89,7 +100,9 @@ def test_broken_model_directories(loader, case, tmp_path):
     text, phrase = BROKEN_CONFIGS[case]
     (tmp_path / "config.json").write_text(text)
     message = one_line_error(LOADERS[loader], tmp_path)
-    assert message.startswith("could not load the ") and f" in {tmp_path}" in message and phrase in message, message
+    assert message.startswith("could not load the ") and f" in {tmp_path}" in message and phrase in message, (
+        message
+    )
 
 
 @pytest.mark.parametrize("loader", LOADERS)
@@ -119,15 +132,21 @@ def test_gguf_of_an_unsupported_or_broken_architecture(loader, tmp_path):
     cache = tmp_path / "cache"
     path = _write_gguf(tmp_path / "odd.gguf", "whatever")
     message = one_line_error(LOADERS[loader], path, cache_dir=cache)
-    assert message.startswith(f"{path}: GGUF architecture 'whatever' is not supported by transformers (supported: ")
+    assert message.startswith(
+        f"{path}: GGUF architecture 'whatever' is not supported by transformers (supported: "
+    )
     message = one_line_error(LOADERS[loader], tmp_path, gguf_file="odd.gguf", cache_dir=cache)
     assert "architecture 'whatever' is not supported" in message
     # an architecture transformers lists, in a file without what it needs (no tokenizer)
     path = _write_gguf(tmp_path / "mamba.gguf", "mamba")
     message = one_line_error(LOADERS[loader], path, cache_dir=cache)
-    assert message.startswith(f"{path}: transformers could not read this GGUF file (architecture 'mamba'): "), message
+    assert message.startswith(
+        f"{path}: transformers could not read this GGUF file (architecture 'mamba'): "
+    ), message
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + bytes(20))
-    assert "is not a readable GGUF file" in one_line_error(LOADERS[loader], tmp_path / "junk.gguf", cache_dir=cache)
+    assert "is not a readable GGUF file" in one_line_error(
+        LOADERS[loader], tmp_path / "junk.gguf", cache_dir=cache
+    )
     assert not cache.exists() or not any(cache.iterdir()), "a failed conversion left something in the cache"
 
 
@@ -137,7 +156,9 @@ def test_hub_name_offline_and_not_cached(loader, name, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     message = one_line_error(LOADERS[loader], name)
-    assert message.startswith(f"could not load {name!r}: it is not a local directory, not a known name"), message
+    assert message.startswith(f"could not load {name!r}: it is not a local directory, not a known name"), (
+        message
+    )
     assert "(HF_HUB_OFFLINE is set, so the hub was not contacted)" in message, message
 
 

@@ -14,7 +14,11 @@ from nlhf.models.loading import ModelLoadError
 from nlhf.models.scorer import HEAD_CONFIG, pool_hidden
 from nlhf.models.tiny import tiny_causal_lm
 
-PROMPTS = ["Name a fruit.", "What is 2 + 2?", (Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Bye?"))]
+PROMPTS = [
+    "Name a fruit.",
+    "What is 2 + 2?",
+    (Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Bye?")),
+]
 FIRST = ["An apple, which is red.", "4", "Goodbye!"]
 SECOND = ["Rock.", "Five, probably, or maybe twenty-two.", "No"]
 
@@ -31,7 +35,9 @@ def _random_head(model: PairwisePreferenceModel, seed: int = 1) -> None:
     [("causal", "auto", "last"), ("encoder", "auto", "segments"), ("causal", "segments", "segments"),
      ("encoder", "mean", "mean")],
 )  # fmt: skip
-def test_symmetry_by_construction_on_random_weights(backbone, pooling, resolved, tiny_lm, tiny_tok, tiny_bert):
+def test_symmetry_by_construction_on_random_weights(
+    backbone, pooling, resolved, tiny_lm, tiny_tok, tiny_bert
+):
     """P(a > b) + P(b > a) = 1 and P(a > a) = 1/2 to 1e-6, for any weights (THEORY.md Sec. 1),
     under the default poolings ("last" on causal LMs, "segments" on encoders) and others."""
     model_, tok = (tiny_lm, tiny_tok) if backbone == "causal" else tiny_bert
@@ -55,8 +61,12 @@ def test_single_batch_and_two_batches_agree(tiny_lm, tiny_tok):
     from nlhf.data.judge_inputs import collate_encoded, encode_triple
 
     both = pm.encode(PROMPTS, FIRST, SECOND)
-    ab = collate_encoded([encode_triple(tiny_tok, p, a, b, pm.max_length) for p, a, b in zip(PROMPTS, FIRST, SECOND)], 2)
-    ba = collate_encoded([encode_triple(tiny_tok, p, b, a, pm.max_length) for p, a, b in zip(PROMPTS, FIRST, SECOND)], 2)
+    ab = collate_encoded(
+        [encode_triple(tiny_tok, p, a, b, pm.max_length) for p, a, b in zip(PROMPTS, FIRST, SECOND)], 2
+    )
+    ba = collate_encoded(
+        [encode_triple(tiny_tok, p, b, a, pm.max_length) for p, a, b in zip(PROMPTS, FIRST, SECOND)], 2
+    )
     ab = {"input_ids": ab.input_ids, "attention_mask": ab.attention_mask}
     # the same rows padded 3 columns wider: pad_and_stack must align the two widths
     ba = {
@@ -124,7 +134,9 @@ def test_encode_matches_the_data_layer_and_respects_max_length(tiny_tok):
     enc = pm.encode(prompts, first, second)
     examples = [PreferenceExample(p, a, b) for p, a, b in zip(prompts, first, second)]
     ref = JudgeCollator(tiny_tok, max_length=128, mode="triple")(examples).inputs
-    assert torch.equal(enc["input_ids"], ref.input_ids) and torch.equal(enc["attention_mask"], ref.attention_mask)
+    assert torch.equal(enc["input_ids"], ref.input_ids) and torch.equal(
+        enc["attention_mask"], ref.attention_mask
+    )
     assert enc["input_ids"].shape == (4, 128) and enc["truncated"] == 2  # both orders of the long pair
     text = tiny_tok.decode(enc["input_ids"][0])
     assert "END" in text and "START" not in text  # the prompt is cut from the left
@@ -135,11 +147,19 @@ def test_save_load_round_trip_identical(tmp_path, tiny_lm, tiny_tok):
     _random_head(pm)
     pm.save_pretrained(tmp_path / "pm")
     meta = json.loads((tmp_path / "pm" / HEAD_CONFIG).read_text())
-    assert meta["kind"] == "pairwise_preference" and meta["pooling"] == "last" and meta["backbone_kind"] == "causal"
-    assert (tmp_path / "pm" / "model.safetensors").is_file() and (tmp_path / "pm" / "head.safetensors").is_file()
+    assert (
+        meta["kind"] == "pairwise_preference"
+        and meta["pooling"] == "last"
+        and meta["backbone_kind"] == "causal"
+    )
+    assert (tmp_path / "pm" / "model.safetensors").is_file() and (
+        tmp_path / "pm" / "head.safetensors"
+    ).is_file()
     loaded = PairwisePreferenceModel.from_pretrained(tmp_path / "pm")
     assert loaded.tokenizer.pad_token == "<|im_end|>"
-    torch.testing.assert_close(loaded.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=0, rtol=0)
+    torch.testing.assert_close(
+        loaded.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=0, rtol=0
+    )
     with pytest.raises(ModelLoadError, match="not a RewardModel"):
         RewardModel.from_pretrained(tmp_path / "pm")
     with pytest.raises(ModelLoadError, match="from_pretrained"):
@@ -161,7 +181,9 @@ def test_encoder_backbone_round_trip(tmp_path, tiny_bert):  # an old pooling sti
     pm.save_pretrained(tmp_path / "pm")
     loaded = PairwisePreferenceModel.from_pretrained(tmp_path / "pm")
     assert loaded.backbone_kind == "encoder" and loaded.pooling == "cls" and loaded.max_length == 512
-    torch.testing.assert_close(loaded.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=0, rtol=0)
+    torch.testing.assert_close(
+        loaded.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=0, rtol=0
+    )
 
 
 def _train_a_bit(pm: PairwisePreferenceModel, steps: int = 3) -> None:

@@ -28,7 +28,9 @@ def test_prob_is_sigmoid_of_reward_difference(tiny_lm, tiny_tok):
     r_first = rm.reward(PROMPTS, FIRST)  # (2,)
     r_second = rm.reward(PROMPTS, SECOND)
     assert r_first.shape == (2,) and (r_first - r_second).abs().min() > 1e-4
-    torch.testing.assert_close(rm.prob(PROMPTS, FIRST, SECOND), torch.sigmoid(r_first - r_second), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        rm.prob(PROMPTS, FIRST, SECOND), torch.sigmoid(r_first - r_second), atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(
         rm.prob(PROMPTS, FIRST, SECOND) + rm.prob(PROMPTS, SECOND, FIRST), torch.ones(2), atol=1e-6, rtol=0
     )

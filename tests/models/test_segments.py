@@ -97,9 +97,13 @@ def test_segments_score_is_the_head_on_two_slot_means(backbone, tiny_lm, tiny_to
         scores = pm.score(ids, mask, seg)
         logits = pm(ids, mask, segment_ids=seg)
         swapped = pm.encode(PROMPTS, SECOND, FIRST)
-        logits_swapped = pm(swapped["input_ids"], swapped["attention_mask"], segment_ids=swapped["segment_ids"])
+        logits_swapped = pm(
+            swapped["input_ids"], swapped["attention_mask"], segment_ids=swapped["segment_ids"]
+        )
     torch.testing.assert_close(scores, torch.tensor(expected), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(logits, scores[:3] - scores[3:], atol=2e-5, rtol=0)  # causal: shared-prefix path
+    torch.testing.assert_close(
+        logits, scores[:3] - scores[3:], atol=2e-5, rtol=0
+    )  # causal: shared-prefix path
     torch.testing.assert_close(logits_swapped, -logits, atol=1e-5, rtol=0)
     assert logits.abs().min() > 1e-4  # not trivially zero
     with pytest.raises(ValueError, match="needs segment_ids"):
@@ -159,7 +163,10 @@ def test_reward_model_causal_layout_is_prompt_response_eos(tiny_lm, tiny_tok):
     rm = RewardModel(tiny_lm, tiny_tok)
     assert rm.input_layout == "plain"
     enc = rm.encode(["hi", "hey"], ["abc", "d"])
-    x, y = tiny_tok("hi", add_special_tokens=False)["input_ids"], tiny_tok("abc", add_special_tokens=False)["input_ids"]
+    x, y = (
+        tiny_tok("hi", add_special_tokens=False)["input_ids"],
+        tiny_tok("abc", add_special_tokens=False)["input_ids"],
+    )
     assert enc["input_ids"][0].tolist() == x + y + [tiny_tok.eos_token_id]
     assert enc["segment_ids"][0].tolist() == [0, 0, 1, 1, 1, 0]
     assert enc["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0]  # "hey" + "d" + eos, then padding
@@ -173,8 +180,13 @@ def test_reward_model_encoder_layout_unchanged(tiny_bert):
     bert, tok = tiny_bert
     rm = RewardModel(bert, tok)
     enc = rm.encode(["hello world"], ["good answer"])
-    x, y = tok("hello world", add_special_tokens=False)["input_ids"], tok("good answer", add_special_tokens=False)["input_ids"]
-    assert enc["input_ids"][0].tolist() == [tok.cls_token_id] + x + [tok.sep_token_id] + y + [tok.sep_token_id]
+    x, y = (
+        tok("hello world", add_special_tokens=False)["input_ids"],
+        tok("good answer", add_special_tokens=False)["input_ids"],
+    )
+    assert enc["input_ids"][0].tolist() == [tok.cls_token_id] + x + [tok.sep_token_id] + y + [
+        tok.sep_token_id
+    ]
 
 
 # ----------------------------------------------------------------------------- nlhf_head.json versions
@@ -190,7 +202,9 @@ def test_head_json_records_pooling_and_layout(tmp_path, tiny_bert, tiny_lm, tiny
     assert (meta["format_version"], meta["pooling"], meta["input_layout"]) == (2, "segments", "marked")
     loaded = PairwisePreferenceModel.from_pretrained(tmp_path / "pm")
     assert loaded.pooling == "segments" and loaded.head.weight.shape == (1, 2 * bert.config.hidden_size)
-    torch.testing.assert_close(loaded.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=0, rtol=0)
+    torch.testing.assert_close(
+        loaded.prob(PROMPTS, FIRST, SECOND), pm.prob(PROMPTS, FIRST, SECOND), atol=0, rtol=0
+    )
 
     rm = RewardModel(tiny_lm, tiny_tok)
     rm.save_pretrained(tmp_path / "rm")
@@ -212,7 +226,9 @@ def test_format_1_reward_model_loads_with_its_marked_layout(tmp_path, tiny_lm, t
     assert old.input_layout == "marked"
     enc = old.encode(["hi"], ["A"])
     assert tiny_tok.decode(enc["input_ids"][0]) == "hi\n\nResponse:\nA<|im_end|>"
-    marked = collate_encoded([encode_single(tiny_tok, "hi", "A", 100, layout="marked")], tiny_tok.pad_token_id)
+    marked = collate_encoded(
+        [encode_single(tiny_tok, "hi", "A", 100, layout="marked")], tiny_tok.pad_token_id
+    )
     with torch.no_grad():
         expected = rm.score(marked.input_ids, marked.attention_mask)
     torch.testing.assert_close(old.reward(["hi"], ["A"]), expected, atol=1e-6, rtol=0)
@@ -269,7 +285,9 @@ def test_shared_prompt_gives_the_scores_and_gradients_of_whole_rows(pooling, tin
         torch.testing.assert_close(g_shared[name], grad, atol=2e-4, rtol=1e-3, msg=name)
     # the shared path really ran: two backbone calls, the first on the B prefixes only
     calls = []
-    hook = pm.backbone.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    hook = pm.backbone.register_forward_pre_hook(
+        lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True
+    )
     pm.share_prompt = True
     with torch.no_grad():
         pm(ids, mask, segment_ids=seg)
@@ -297,10 +315,14 @@ def test_batched_encoding_equals_row_by_row(backbone, tiny_tok, tiny_bert):
     seconds = SECOND + ["no", "same"]
     L = 96 if backbone == "causal" else 64
     rows = encode_triples(tok, prompts, firsts, seconds, L, min_prompt_tokens=8)
-    assert rows == [encode_triple(tok, p, a, b, L, min_prompt_tokens=8) for p, a, b in zip(prompts, firsts, seconds)]
+    assert rows == [
+        encode_triple(tok, p, a, b, L, min_prompt_tokens=8) for p, a, b in zip(prompts, firsts, seconds)
+    ]
     assert rows[3].truncated and rows[3].prompt_cut > 0 and len(rows[3].input_ids) == L
     for layout in ("plain", "marked"):
         singles = encode_singles(tok, prompts, firsts, L, layout=layout, min_prompt_tokens=8)
-        assert singles == [encode_single(tok, p, y, L, layout=layout, min_prompt_tokens=8) for p, y in zip(prompts, firsts)]
+        assert singles == [
+            encode_single(tok, p, y, L, layout=layout, min_prompt_tokens=8) for p, y in zip(prompts, firsts)
+        ]
     with pytest.raises(ValueError, match="batch sizes differ"):
         encode_triples(tok, prompts, firsts, seconds[:2], L)

@@ -41,7 +41,11 @@ def make_result() -> TournamentResult:
         interval="wilson",
         config=TournamentConfig(),
         prompts=["What is 2+2?", "Name a <script>colour</script>"],
-        responses=[["4", "four", "red", "blue"], ["It is 4.", "4!", "Red.", "Blue."], ["- 4", "- four", "- red", "- b"]],
+        responses=[
+            ["4", "four", "red", "blue"],
+            ["It is 4.", "4!", "Red.", "Blue."],
+            ["- 4", "- four", "- red", "- b"],
+        ],
         response_lengths=[[2, 3, 2, 2], [5, 3, 3, 3], [3, 4, 3, 3]],
         reference="reference",
     )
@@ -65,18 +69,26 @@ def test_report_files_and_self_contained_html(tmp_path):
     result = make_result()
     extra = tmp_path / "extra.png"
     # a real 1x1 PNG for the caller's image
-    extra.write_bytes(base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))
+    extra.write_bytes(
+        base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+        )
+    )
     paths = write_report(result, tmp_path / "out", title="Demo <run>",
                          sections=[("Closing note", "Nash-MD **won**.\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |")],
                          images={"extra figure": extra})  # fmt: skip
     for key in ("heatmap", "policies_plot", "markdown", "html", "json", "samples"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
-    assert paths["heatmap"].name == "win_rates.png" and paths["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        paths["heatmap"].name == "win_rates.png" and paths["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    )
     # markdown: the matrix with intervals, the policy table, the caller's section
     md = paths["markdown"].read_text()
     assert "| **reference** | 0.500 | 0.700 [0.550, 0.850] | 0.400 [0.250, 0.550] |" in md
-    assert "| **nash-md** | 0.420 ± 0.050 | 28.5 | 0.25 | 0.020 [0.000, 0.050] | 0.30 | 0.30 | 0.40 | 0.00 |" in md
+    assert (
+        "| **nash-md** | 0.420 ± 0.050 | 28.5 | 0.25 | 0.020 [0.000, 0.050] | 0.30 | 0.30 | 0.40 | 0.00 |"
+        in md
+    )
     assert "## Closing note" in md and "Wilson score" in md
     # json: NaN written as null, round trip of the matrix
     data = json.loads(paths["json"].read_text())
@@ -99,7 +111,9 @@ def test_report_files_and_self_contained_html(tmp_path):
 
 
 def test_markdown_subset_escapes_and_renders():
-    out = markdown_to_html("# Title\n\nA <b>x</b> and `a<b` and **bold** and *it*.\n\n```\n<raw>\n```\n\n- [link](http://x)")
+    out = markdown_to_html(
+        "# Title\n\nA <b>x</b> and `a<b` and **bold** and *it*.\n\n```\n<raw>\n```\n\n- [link](http://x)"
+    )
     assert "<h3>Title</h3>" in out
     assert "A &lt;b&gt;x&lt;/b&gt; and <code>a&lt;b</code> and <strong>bold</strong> and <em>it</em>." in out
     assert "<pre>&lt;raw&gt;</pre>" in out
@@ -121,7 +135,9 @@ CHECK_SCRIPT = """<script>window.addEventListener('load', function () {
   document.body.appendChild(out); });</script>"""
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (Debian: apt-get install -y chromium)"
+)
 def test_report_renders_in_headless_chromium(tmp_path):
     """Open the report in headless Chromium: the tables are in the rendered DOM and every image decoded.
 

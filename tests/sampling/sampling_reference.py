@@ -22,7 +22,9 @@ from nlhf.sampling import mixture_logits, position_ids_from_mask, process_logits
 
 
 @torch.no_grad()
-def uncached_mixture(policy, ref, prompt_ids, prompt_mask, mixture_coef, cfg, generator, eos_token_id, pad_token_id):
+def uncached_mixture(
+    policy, ref, prompt_ids, prompt_mask, mixture_coef, cfg, generator, eos_token_id, pad_token_id
+):
     """(tokens (B, n), lengths (B,), step_logits (B, n, V)) with a full recompute at every step."""
     B = prompt_ids.shape[0]
     ids, mask = prompt_ids, prompt_mask.long()
@@ -52,7 +54,9 @@ def uncached_mixture(policy, ref, prompt_ids, prompt_mask, mixture_coef, cfg, ge
 
 
 @torch.no_grad()
-def shared_cache_mixture(policy, ref, prompt_ids, prompt_mask, mixture_coef, max_new_tokens, generator, eos_token_id):
+def shared_cache_mixture(
+    policy, ref, prompt_ids, prompt_mask, mixture_coef, max_new_tokens, generator, eos_token_id
+):
     """(response tokens (B, max_new_tokens) of the one-shared-cache "mixture", final cache length).
 
     Pad = eos after a row's end. Both models append to the cache, so it ends twice as long as
@@ -68,7 +72,13 @@ def shared_cache_mixture(policy, ref, prompt_ids, prompt_mask, mixture_coef, max
     finished = torch.zeros(B, dtype=torch.bool)
     out = []
     for _ in range(max_new_tokens):
-        kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, cache_kw: cache, "use_cache": True}
+        kwargs = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": pos,
+            cache_kw: cache,
+            "use_cache": True,
+        }
         policy_logits = policy(**kwargs).logits[:, -1]
         ref_logits = ref(**kwargs).logits[:, -1]
         mixed = torch.log_softmax(mixture_coef * ref_logits + (1 - mixture_coef) * policy_logits, dim=-1)

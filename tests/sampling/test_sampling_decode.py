@@ -38,7 +38,9 @@ def _on_mask(x, mask):
 def test_cached_loop_equals_full_recompute(policy, batch):
     """Same generator seed: same tokens, and every step's logits match a no-cache full forward."""
     cfg = SamplingConfig(max_new_tokens=12, temperature=0.8, top_k=50, top_p=0.95)
-    ro = generate(policy, batch.input_ids, batch.attention_mask, cfg, make_generator(0), return_step_logits=True)
+    ro = generate(
+        policy, batch.input_ids, batch.attention_mask, cfg, make_generator(0), return_step_logits=True
+    )
     tokens, lengths, step_logits = uncached_mixture(
         policy, None, batch.input_ids, batch.attention_mask, 0.0, cfg, make_generator(0), EOS, PAD
     )
@@ -59,8 +61,12 @@ def test_left_padded_rows_equal_the_same_rows_alone(policy, batch):
         n = int(alone.response_lengths[0])
         assert int(together.response_lengths[b]) == n
         assert together.response_ids[b, :n].tolist() == alone.response_ids[0, :n].tolist()
-        torch.testing.assert_close(together.step_logits[b, :n], alone.step_logits[0, :n], atol=2e-5, rtol=1e-5)
-        torch.testing.assert_close(together.policy_logps[b, :n], alone.policy_logps[0, :n], atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            together.step_logits[b, :n], alone.step_logits[0, :n], atol=2e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            together.policy_logps[b, :n], alone.policy_logps[0, :n], atol=2e-5, rtol=1e-5
+        )
     assert torch.count_nonzero(together.sampling_logps) == 0  # top_k = 1: log q = log 1
 
 
@@ -85,7 +91,9 @@ def test_each_row_stops_at_its_own_eos_and_masks_come_from_lengths(policy, batch
     not, so before its end each row repeats the run that ignores EOS; after its end it holds
     pad (= eos) with mask 0, and the EOS itself is inside the mask.
     """
-    free = generate(policy, batch.input_ids, batch.attention_mask, SamplingConfig(max_new_tokens=10, stop_on_eos=False))
+    free = generate(
+        policy, batch.input_ids, batch.attention_mask, SamplingConfig(max_new_tokens=10, stop_on_eos=False)
+    )
     assert bool(free.truncated.all()) and free.response_lengths.tolist() == [10] * 4
     eos = int(free.response_ids[0, 3])
     cfg = SamplingConfig(max_new_tokens=10)
@@ -121,7 +129,9 @@ def test_deterministic_given_the_generator(policy, batch):
     g = make_generator(5)
     first = generate(policy, batch.input_ids, batch.attention_mask, cfg, g)
     second = generate(policy, batch.input_ids, batch.attention_mask, cfg, g)  # the stream moves on
-    assert torch.equal(first.response_ids, a.response_ids) and not torch.equal(second.response_ids, a.response_ids)
+    assert torch.equal(first.response_ids, a.response_ids) and not torch.equal(
+        second.response_ids, a.response_ids
+    )
     # no generator: seeded from cfg.seed
     d = generate(policy, batch.input_ids, batch.attention_mask, SamplingConfig(max_new_tokens=8, seed=5))
     assert torch.equal(d.response_ids, a.response_ids)
@@ -130,11 +140,15 @@ def test_deterministic_given_the_generator(policy, batch):
 def test_recorded_logps_match_scoring_and_the_sampling_distribution(policy, batch):
     """policy_logps (temperature 1) = a trainer's forward; sampling_logps = log q of the processed logits."""
     cfg = SamplingConfig(max_new_tokens=12, temperature=0.7, top_k=20)
-    ro = generate(policy, batch.input_ids, batch.attention_mask, cfg, make_generator(1), return_step_logits=True)
+    ro = generate(
+        policy, batch.input_ids, batch.attention_mask, cfg, make_generator(1), return_step_logits=True
+    )
     mask = ro.response_mask
     scored = response_logps(policy, ro)  # (B, R), with gradient
     assert scored.requires_grad and scored.shape == ro.response_ids.shape
-    torch.testing.assert_close(_on_mask(scored.detach(), mask), _on_mask(ro.policy_logps, mask), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        _on_mask(scored.detach(), mask), _on_mask(ro.policy_logps, mask), atol=2e-5, rtol=1e-5
+    )
     assert scored.detach()[~mask.bool()].abs().sum() == 0
     logq = torch.log_softmax(process_logits(ro.step_logits.flatten(0, 1), 0.7, 20, 1.0), dim=-1)
     logq = logq.gather(-1, ro.response_ids.flatten()[:, None]).view_as(ro.response_ids)
@@ -143,7 +157,9 @@ def test_recorded_logps_match_scoring_and_the_sampling_distribution(policy, batc
     assert float(_on_mask(ro.sampling_logps - ro.policy_logps, mask).mean()) > 0
     # scoring at the sampling temperature (no top-k) is log softmax(logits / 0.7)
     scored_t = response_logps(policy, ro, temperature=0.7).detach()
-    expected_t = torch.log_softmax(ro.step_logits / 0.7, dim=-1).gather(-1, ro.response_ids[..., None]).squeeze(-1)
+    expected_t = (
+        torch.log_softmax(ro.step_logits / 0.7, dim=-1).gather(-1, ro.response_ids[..., None]).squeeze(-1)
+    )
     torch.testing.assert_close(_on_mask(scored_t, mask), _on_mask(expected_t, mask), atol=2e-5, rtol=1e-5)
 
 
@@ -163,7 +179,9 @@ def test_rollout_helpers(policy, batch):
     ids, attn, comp = ro.sequences()
     assert ids.shape == attn.shape == comp.shape == (4, 8 + ro.response_ids.shape[1])
     assert comp[:, :8].sum() == 0 and torch.equal(comp[:, 8:], ro.response_mask.bool())
-    assert ro.position_ids()[2].tolist()[6:] == list(range(2 + ro.response_ids.shape[1]))  # prompt of 2 tokens
+    assert ro.position_ids()[2].tolist()[6:] == list(
+        range(2 + ro.response_ids.shape[1])
+    )  # prompt of 2 tokens
     texts = ro.response_texts(tok)
     assert texts[0] == tok.decode(ro.response_ids[0, : int(ro.response_lengths[0])], skip_special_tokens=True)
     assert ro.to("cpu").response_ids is not None and ro.without_step_logits().step_logits is None
@@ -184,7 +202,10 @@ def test_bad_inputs_are_refused_with_the_row(policy, batch):
     with pytest.raises(ValueError, match="no EOS id is known"):
         generate(no_eos, batch.input_ids, batch.attention_mask, cfg)
     # ... unless it is given, or stopping is off
-    assert generate(no_eos, batch.input_ids, batch.attention_mask, cfg, eos_token_id=EOS).response_ids.shape[0] == 4
+    assert (
+        generate(no_eos, batch.input_ids, batch.attention_mask, cfg, eos_token_id=EOS).response_ids.shape[0]
+        == 4
+    )
 
 
 def test_repeated_prompts_are_prefilled_once(policy, monkeypatch):
@@ -207,11 +228,15 @@ def test_repeated_prompts_are_prefilled_once(policy, monkeypatch):
         return real_forward(self, input_ids, position_ids, attention_mask)
 
     monkeypatch.setattr(decode._CachedLM, "_forward", counting)
-    shared = generate(policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True)
+    shared = generate(
+        policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True
+    )
     assert seen[0] == 3 and set(seen[1:]) == {5}  # prefill on 3 distinct rows, then every row steps
     seen.clear()
     monkeypatch.setattr(decode, "_distinct_rows", lambda ids, mask: (None, None))
-    alone = generate(policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True)
+    alone = generate(
+        policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True
+    )
     assert seen[0] == 5
     assert torch.equal(shared.response_ids, alone.response_ids)
     torch.testing.assert_close(shared.step_logits, alone.step_logits, atol=1e-5, rtol=1e-5)

@@ -73,7 +73,9 @@ def test_mixture_logits_is_the_normalised_geometric_mixture():
     )
     # beta = 1/4: pi^(3/4) mu^(1/4) = (0.5^.75 0.9^.25, 0.5^.75 0.1^.25), normalised
     a, b = 0.9**0.25, 0.1**0.25
-    torch.testing.assert_close(_probs(mixture_logits(log_pi, log_mu, 0.25)), torch.tensor([[a / (a + b), b / (a + b)]]))
+    torch.testing.assert_close(
+        _probs(mixture_logits(log_pi, log_mu, 0.25)), torch.tensor([[a / (a + b), b / (a + b)]])
+    )
 
 
 def test_mixture_logits_ends_are_exact_even_with_minus_inf():

@@ -61,7 +61,14 @@ def test_each_step_samples_the_formula(models, batch, beta):
     policy, ref = models
     cfg = SamplingConfig(max_new_tokens=12, temperature=0.9, top_p=0.95)
     ro = sample_mixture(
-        policy, ref, batch.input_ids, batch.attention_mask, beta, cfg, make_generator(3), return_step_logits=True
+        policy,
+        ref,
+        batch.input_ids,
+        batch.attention_mask,
+        beta,
+        cfg,
+        make_generator(3),
+        return_step_logits=True,
     )
     tokens, lengths, step_logits = uncached_mixture(
         policy, ref, batch.input_ids, batch.attention_mask, beta, cfg, make_generator(3), EOS, PAD
@@ -70,7 +77,9 @@ def test_each_step_samples_the_formula(models, batch, beta):
     torch.testing.assert_close(ro.step_logits, step_logits, atol=2e-5, rtol=1e-5)
 
     mask = ro.response_mask
-    formula = (1 - beta) * _teacher_forced_logits(policy, ro) + beta * _teacher_forced_logits(ref, ro)  # (B, R, V)
+    formula = (1 - beta) * _teacher_forced_logits(policy, ro) + beta * _teacher_forced_logits(
+        ref, ro
+    )  # (B, R, V)
     torch.testing.assert_close(_on_mask(ro.step_logits, mask), _on_mask(formula, mask), atol=2e-5, rtol=1e-5)
     logq = torch.log_softmax(process_logits(formula.flatten(0, 1), 0.9, 0, 0.95), dim=-1)
     logq = logq.gather(-1, ro.response_ids.flatten()[:, None]).view_as(ro.response_ids)
@@ -126,7 +135,14 @@ def test_policy_and_mixture_from_one_loop(models, batch):
     beta = 0.4
     cfg = SamplingConfig(max_new_tokens=12)
     y, y_mix = sample_policy_and_mixture(
-        policy, ref, batch.input_ids, batch.attention_mask, beta, cfg, make_generator(4), return_step_logits=True
+        policy,
+        ref,
+        batch.input_ids,
+        batch.attention_mask,
+        beta,
+        cfg,
+        make_generator(4),
+        return_step_logits=True,
     )
     assert torch.equal(y.prompt_ids, batch.input_ids) and torch.equal(y_mix.prompt_ids, batch.input_ids)
     pol_y = _teacher_forced_logits(policy, y)
@@ -158,13 +174,20 @@ def test_hf_sampler_is_a_sampler_and_calls_the_loops(models, batch):
     sampler = HFSampler(policy, ref, cfg, eos_token_id=EOS, pad_token_id=PAD)
     assert isinstance(sampler, Sampler)
     got = sampler.sample(batch, make_generator(9))
-    assert torch.equal(got.response_ids, generate(policy, batch.input_ids, batch.attention_mask, cfg, make_generator(9)).response_ids)
+    assert torch.equal(
+        got.response_ids,
+        generate(policy, batch.input_ids, batch.attention_mask, cfg, make_generator(9)).response_ids,
+    )
     got = sampler.sample_mixture(batch, 0.5, make_generator(9))
     expected = sample_mixture(policy, ref, batch.input_ids, batch.attention_mask, 0.5, cfg, make_generator(9))
     assert torch.equal(got.response_ids, expected.response_ids)
     y, y_mix = sampler.sample_policy_and_mixture(batch, 0.5, make_generator(9))
-    y2, y_mix2 = sample_policy_and_mixture(policy, ref, batch.input_ids, batch.attention_mask, 0.5, cfg, make_generator(9))
-    assert torch.equal(y.response_ids, y2.response_ids) and torch.equal(y_mix.response_ids, y_mix2.response_ids)
+    y2, y_mix2 = sample_policy_and_mixture(
+        policy, ref, batch.input_ids, batch.attention_mask, 0.5, cfg, make_generator(9)
+    )
+    assert torch.equal(y.response_ids, y2.response_ids) and torch.equal(
+        y_mix.response_ids, y_mix2.response_ids
+    )
     sampler.weights_updated()  # a no-op for this backend
 
 
@@ -187,7 +210,9 @@ def test_lora_reference_is_the_base_model_with_the_adapter_off(batch):
     torch.testing.assert_close(via_ref.step_logits, mu.step_logits, atol=2e-5, rtol=1e-5)
     assert not torch.allclose(via_policy.step_logits[:, 0], mu.step_logits[:, 0], atol=1e-3)
     # the mixture with separate caches works when both "models" are one peft module
-    ro = sample_mixture(policy, reference, batch.input_ids, batch.attention_mask, 0.5, cfg, return_step_logits=True)
+    ro = sample_mixture(
+        policy, reference, batch.input_ids, batch.attention_mask, 0.5, cfg, return_step_logits=True
+    )
     formula = 0.5 * _teacher_forced_logits(policy, ro) + 0.5 * _teacher_forced_logits(frozen_base, ro)
     torch.testing.assert_close(
         _on_mask(ro.step_logits, ro.response_mask), _on_mask(formula, ro.response_mask), atol=2e-5, rtol=1e-5

@@ -40,7 +40,9 @@ def cut(rollout, b):
 
 def test_splitmix64_matches_the_reference_sequence():
     """SplitMix64 seeded 0: the published first outputs 0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4."""
-    z = splitmix64(torch.tensor([0x9E3779B97F4A7C15 - 2**64, 2 * 0x9E3779B97F4A7C15 - 2**64], dtype=torch.int64))
+    z = splitmix64(
+        torch.tensor([0x9E3779B97F4A7C15 - 2**64, 2 * 0x9E3779B97F4A7C15 - 2**64], dtype=torch.int64)
+    )
     assert [v % 2**64 for v in z.tolist()] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4]
     u = counter_uniforms(torch.tensor([0]), 0, 2)  # the same two draws, top 53 bits
     assert u.tolist() == [[(0xE220A8397B1DCDAF >> 11) * 2.0**-53, (0x6E789E6AA1B965F4 >> 11) * 2.0**-53]]
@@ -55,7 +57,9 @@ def test_counter_uniforms_are_uniform_and_blocks_agree():
     assert float((hist - 0.1).abs().max()) < 2e-3
     lag = torch.corrcoef(torch.stack([u[:, :-1].flatten(), u[:, 1:].flatten()]))[0, 1]
     assert abs(float(lag)) < 5e-3  # consecutive draws of a stream uncorrelated
-    assert torch.equal(counter_uniforms(torch.arange(5), 7, 3), counter_uniforms(torch.arange(5), 0, 10)[:, 7:])
+    assert torch.equal(
+        counter_uniforms(torch.arange(5), 7, 3), counter_uniforms(torch.arange(5), 0, 10)[:, 7:]
+    )
     stream = RowStream(torch.arange(5))
     drawn = torch.stack([stream.next_uniforms(5) for _ in range(70)], dim=1)  # crosses two 32-draw blocks
     assert torch.equal(drawn, counter_uniforms(torch.arange(5), 0, 70))
@@ -93,13 +97,17 @@ def test_a_torch_generator_is_not_batch_invariant(models):
 def test_mixture_and_nash_pair_rows_do_not_depend_on_their_batch(models):
     policy, ref = models
     full = batch_of([0, 1, 2, 3])
-    mix = sample_mixture(policy, ref, full.input_ids, full.attention_mask, 0.5, CFG, RowGenerator(SEEDS), eos_token_id=EOS)
+    mix = sample_mixture(
+        policy, ref, full.input_ids, full.attention_mask, 0.5, CFG, RowGenerator(SEEDS), eos_token_id=EOS
+    )
     y, y_mix = sample_policy_and_mixture(policy, ref, full.input_ids, full.attention_mask, 0.25, CFG,
                                          RowGenerator(SEEDS), eos_token_id=EOS)  # fmt: skip
     for rows in ([0, 1], [2, 3]):
         b = batch_of(rows)
         seeds = [SEEDS[i] for i in rows]
-        part = sample_mixture(policy, ref, b.input_ids, b.attention_mask, 0.5, CFG, RowGenerator(seeds), eos_token_id=EOS)
+        part = sample_mixture(
+            policy, ref, b.input_ids, b.attention_mask, 0.5, CFG, RowGenerator(seeds), eos_token_id=EOS
+        )
         py, pmix = sample_policy_and_mixture(policy, ref, b.input_ids, b.attention_mask, 0.25, CFG,
                                              RowGenerator(seeds), eos_token_id=EOS)  # fmt: skip
         for j, i in enumerate(rows):

@@ -62,7 +62,9 @@ def exact(models):
     policy, ref = models
 
     def per_step(model):
-        return _next_logps(model, [PROMPT])[0], _next_logps(model, [PROMPT + [a] for a in range(V)])  # (V,), (V, V)
+        return _next_logps(model, [PROMPT])[0], _next_logps(
+            model, [PROMPT + [a] for a in range(V)]
+        )  # (V,), (V, V)
 
     (p1, p2), (r1, r2) = per_step(policy), per_step(ref)
     m1 = torch.log_softmax((1 - BETA) * p1 + BETA * r1, dim=-1)  # (V,)

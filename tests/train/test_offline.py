@@ -36,7 +36,9 @@ PAIRS = [
 
 
 def config(tmp_path, name="run", **kw) -> OfflineConfig:
-    loop = dict(max_steps=1, micro_batch_size=8, log_every=1, progress=False, tensorboard=False, min_free_disk_mb=1)
+    loop = dict(
+        max_steps=1, micro_batch_size=8, log_every=1, progress=False, tensorboard=False, min_free_disk_mb=1
+    )
     loop.update(kw.pop("loop", {}))
     optim = dict(lr=1e-3, max_grad_norm=0.0, schedule="constant")
     optim.update(kw.pop("optim", {}))
@@ -148,7 +150,9 @@ def test_reference_logps_are_computed_once_not_every_epoch(tmp_path, share_promp
     model = tiny_causal_lm(tokenizer=tok, seed=0)
     counter = ForwardCounter()
     # a plain function (deepcopy keeps functions, but would copy a callable object): counts the copy too
-    model.register_forward_pre_hook(lambda module, args, kwargs: counter(module, args, kwargs), with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: counter(module, args, kwargs), with_kwargs=True
+    )
     cfg = config(tmp_path, loss="dpo", share_prompt=share_prompt, ref_batch_size=3,
                  loop=dict(max_steps=None, epochs=3, micro_batch_size=2))  # fmt: skip
     result = run_offline(cfg, model=model, tokenizer=tok, train_examples=PAIRS)
@@ -290,7 +294,9 @@ def test_metrics_are_logged_and_eval_kl_is_zero_before_training_moves(tmp_path):
         assert key in train, key
     ev = result.summary["eval"]
     assert ev["kl_ref"] == pytest.approx(0.0, abs=1e-6)
-    assert ev["loss"] == pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item(), abs=1e-4)  # log 2
+    assert ev["loss"] == pytest.approx(
+        torch.nn.functional.softplus(torch.tensor(0.0)).item(), abs=1e-4
+    )  # log 2
     assert abs(ev["reward_margin"]) < 1e-4
 
 

@@ -47,7 +47,9 @@ def test_a_short_run_computes_only_the_pairs_it_reads(tmp_path):
     tok = tiny_tokenizer()
     model = tiny_causal_lm(tokenizer=tok, seed=0)
     model.register_forward_pre_hook(
-        lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0]) if not torch.is_grad_enabled() else None,
+        lambda m, args, kwargs: (
+            rows.append(kwargs["input_ids"].shape[0]) if not torch.is_grad_enabled() else None
+        ),
         with_kwargs=True,
     )
     result = run_offline(config(tmp_path), model=model, tokenizer=tok, train_examples=PAIRS)
@@ -74,7 +76,10 @@ def test_the_subset_gives_the_same_run_as_computing_everything(tmp_path, monkeyp
     monkeypatch.setattr(offline, "visited_indices", lambda n, seed, positions: list(range(n)))
     full = run(config(tmp_path, "full"))
     assert short.summary["ref_pairs_computed"] == 4 and full.summary["ref_pairs_computed"] == 12
-    logs = [[json.loads(ln) for ln in (tmp_path / d / METRICS_FILE).read_text().splitlines()] for d in ("short", "full")]
+    logs = [
+        [json.loads(ln) for ln in (tmp_path / d / METRICS_FILE).read_text().splitlines()]
+        for d in ("short", "full")
+    ]
     steps = [[r for r in log if r["split"] == "train"] for log in logs]
     assert len(steps[0]) == len(steps[1]) == 2
     for a, b in zip(*steps, strict=True):

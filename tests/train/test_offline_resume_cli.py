@@ -95,7 +95,12 @@ def test_cli_train_ipo_end_to_end_then_dpo_from_the_saved_policy(tmp_path, pairs
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert (saved["loss"], saved["tau"], saved["model"], saved["loop"]["max_steps"]) == ("ipo", 0.5, "tiny", 3)
+    assert (saved["loss"], saved["tau"], saved["model"], saved["loop"]["max_steps"]) == (
+        "ipo",
+        0.5,
+        "tiny",
+        3,
+    )
     summary = json.loads((out / offline.METRICS_JSON).read_text())
     assert summary["steps"] == 3 and summary["n_train"] == len(PAIRS)
     assert ckpt_lib.find_latest(out).name == "ckpt-3"

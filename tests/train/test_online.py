@@ -29,7 +29,16 @@ def _one_thread(one_thread):
     """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
-PROMPTS = ["Hi", "What is 2 + 2?", "Name a colour", "Say yes", "Count to three", "?", "Capital of France?", "Why"]
+PROMPTS = [
+    "Hi",
+    "What is 2 + 2?",
+    "Name a colour",
+    "Say yes",
+    "Count to three",
+    "?",
+    "Capital of France?",
+    "Why",
+]
 
 
 def shorter_is_better(prompt, first, second) -> float:
@@ -45,7 +54,8 @@ def text_score(text: str) -> float:
 
 
 TEXT_SCORE_JUDGE = CallableJudge(
-    lambda prompt, first, second: 1.0 / (1.0 + math.exp(text_score(second) - text_score(first))), name="text_score"
+    lambda prompt, first, second: 1.0 / (1.0 + math.exp(text_score(second) - text_score(first))),
+    name="text_score",
 )
 
 
@@ -54,7 +64,9 @@ def minus_length(prompts, responses):
 
 
 def loop_cfg(**kw) -> LoopConfig:
-    base = dict(max_steps=1, micro_batch_size=4, log_every=1, progress=False, tensorboard=False, min_free_disk_mb=1)
+    base = dict(
+        max_steps=1, micro_batch_size=4, log_every=1, progress=False, tensorboard=False, min_free_disk_mb=1
+    )
     base.update(kw)
     return LoopConfig(**base)
 
@@ -103,7 +115,12 @@ def test_online_family_end_to_end_on_tiny_llama(tmp_path, algorithm):
                         eval_prompts=PROMPTS[:4])  # fmt: skip
     s = result.summary
     assert s["algorithm"] == algorithm and s["steps"] == 2 and s["updates"] == 2
-    assert s["mixture_coef"] == {"nash_md": 0.125, "self_play": 0.0, "best_response": 1.0, "ipo_md": 0.125}.get(algorithm)
+    assert s["mixture_coef"] == {
+        "nash_md": 0.125,
+        "self_play": 0.0,
+        "best_response": 1.0,
+        "ipo_md": 0.125,
+    }.get(algorithm)
     lines = [json.loads(x) for x in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
     first = next(r for r in lines if r["split"] == "train" and r["step"] == 1)
     # step 0 runs with pi = mu: log pi - log mu = 0 on every token (up to the cached-vs-full forward rounding)
@@ -119,7 +136,9 @@ def test_online_family_end_to_end_on_tiny_llama(tmp_path, algorithm):
     ids = torch.tensor([tok("Hi there")["input_ids"]])
     torch.testing.assert_close(saved(ids).logits, result.policy(ids).logits)
     assert (result.out_dir / "metrics.json").is_file() and (result.out_dir / "config.yaml").is_file()
-    if algorithm == "nash_ema":  # two EMA updates (one per optimiser step): strictly between theta_0 and theta_2
+    if (
+        algorithm == "nash_ema"
+    ):  # two EMA updates (one per optimiser step): strictly between theta_0 and theta_2
         ema = result.opponent.state_dict()
         assert ema["updates"] == 2 and set(ema["params"]) == set(before)
         name = "model.embed_tokens.weight"
@@ -223,18 +242,28 @@ def test_nash_md_gradient_accumulation_is_invariant(tmp_path, monkeypatch):
         before, ref, ref_metrics = train(8, 1, top_k, f"a{top_k}")
         moved = max(float((ref[n] - before[n]).abs().max()) for n in ref)
         assert moved > 1e-3  # a real update, not an invariance of zero
-        assert abs(ref_metrics[0]["win_rate"] - 0.5) > 0.01 and ref_metrics[0]["kl_k1"] > 0.1  # both terms at work
+        assert (
+            abs(ref_metrics[0]["win_rate"] - 0.5) > 0.01 and ref_metrics[0]["kl_k1"] > 0.1
+        )  # both terms at work
         for micro, accum in ((2, 4), (1, 8)):
             _, other, metrics = train(micro, accum, top_k, f"{micro}x{accum}-{top_k}")
             gap = max(float((other[n] - ref[n]).abs().max()) for n in ref)
-            assert gap <= 1e-5 * moved, (micro, accum, top_k, gap, moved)  # float32 rounding of other batch shapes
+            assert gap <= 1e-5 * moved, (
+                micro,
+                accum,
+                top_k,
+                gap,
+                moved,
+            )  # float32 rounding of other batch shapes
             keys = ("loss", "win_rate", "kl_k1", "length") + (("importance_weight",) if top_k else ())
             for step in (0, 1):
                 for m in keys:
                     assert metrics[step][m] == pytest.approx(ref_metrics[step][m], rel=1e-5, abs=1e-7)
 
     # negative control: one generator per micro-batch, seeded by its first position
-    monkeypatch.setattr(online, "row_generator", lambda seed, ctx, device: make_generator(seed + ctx.positions[0], device))
+    monkeypatch.setattr(
+        online, "row_generator", lambda seed, ctx, device: make_generator(seed + ctx.positions[0], device)
+    )
     _, one_batch, _ = train(8, 1, 0, "neg-a")
     _, eight_batches, _ = train(1, 8, 0, "neg-b")
     assert max(float((one_batch[n] - eight_batches[n]).abs().max()) for n in one_batch) > 1e-3

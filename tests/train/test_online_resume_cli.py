@@ -31,7 +31,9 @@ def _one_thread(one_thread):
     """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
-RESUME_LOOP = dict(max_steps=8, micro_batch_size=2, grad_accum_steps=2, save_every=2, keep_last=2, log_every=1)
+RESUME_LOOP = dict(
+    max_steps=8, micro_batch_size=2, grad_accum_steps=2, save_every=2, keep_last=2, log_every=1
+)
 RESUME_OPTIM = dict(lr=3e-3, warmup_steps=2, schedule="cosine", weight_decay=0.01, max_grad_norm=1.0)
 
 
@@ -61,7 +63,9 @@ def test_nash_ema_crash_then_resume_is_bit_identical(tmp_path, monkeypatch):
 def test_negative_control_resume_without_the_ema_state_differs(tmp_path, monkeypatch):
     full = full_then_crashed(monkeypatch, online, partial(run_ema, tmp_path))
     with monkeypatch.context() as m:
-        m.setattr(online.EmaOpponent, "load_state_dict", lambda self, state: None)  # the EMA restarts at theta_0
+        m.setattr(
+            online.EmaOpponent, "load_state_dict", lambda self, state: None
+        )  # the EMA restarts at theta_0
         resumed = run_ema(tmp_path, "crashed", resume=True)
     ema_a, ema_b = full.opponent.state_dict()["params"], resumed.opponent.state_dict()["params"]
     assert not all(torch.equal(ema_a[n], ema_b[n]) for n in ema_a)
@@ -123,7 +127,12 @@ COMMON = ["loop.max_steps=2", "loop.micro_batch_size=2", "loop.progress=false", 
 
 @pytest.mark.parametrize(
     ("family", "extra"),
-    [("nash-md", ["mixture_coef=0.25"]), ("self-play", []), ("ipo-md", []), ("ppo", ["group_size=2", "ppo_epochs=2"])],
+    [
+        ("nash-md", ["mixture_coef=0.25"]),
+        ("self-play", []),
+        ("ipo-md", []),
+        ("ppo", ["group_size=2", "ppo_epochs=2"]),
+    ],
 )
 def test_cli_trains_and_saves(tmp_path, monkeypatch, capsys, cli_files, family, extra):
     from nlhf.models.loading import load_causal_lm

@@ -44,12 +44,22 @@ MICRO = 2  # per process; the single process runs 2 x MICRO
 
 
 def launch(root: Path, out: Path, processes: int, micro: int) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    )
     args = [str(SCRIPT), str(root), str(out), str(micro), *CASES, *NEGATIVE]
     if processes == 1:
         cmd = [sys.executable, *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            *args,
+        ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     try:
@@ -72,7 +82,10 @@ def runs(tmp_path_factory):
     for run in CASES + NEGATIVE:
         name = run.replace(":", "-")
         out[run] = tuple(
-            (torch.load(base / side / name / "final.pt"), json.loads((base / side / name / "result.json").read_text()))
+            (
+                torch.load(base / side / name / "final.pt"),
+                json.loads((base / side / name / "result.json").read_text()),
+            )
             for side in ("one", "two")
         )
     print("seconds", json.loads((base / "two" / "seconds.json").read_text()))

@@ -53,15 +53,26 @@ def entry_points(out: str, loop: LoopConfig):
 
     pairs = [PreferenceExample(p, a, b) for p, a, b in PAIRS]
     return {
-        "pm": lambda: fit.run_fit("pm", fit.FitConfig(data="pairs.jsonl", model="minilm", out=out, loop=loop)),
-        "rm": lambda: fit.run_fit("rm", fit.FitConfig(data="pairs.jsonl", model="minilm", out=out, loop=loop)),
-        "dpo": lambda: offline.run_offline(offline.OfflineConfig(model="tiny", out=out, loop=loop), train_examples=pairs),
-        "nash_md": lambda: online.run_online(online.OnlineConfig(model="tiny", judge="judge-dir", out=out, loop=loop),
-                                             train_prompts=PROMPTS),  # fmt: skip
-        "nash_ema": lambda: online.run_online(online.OnlineConfig(algorithm="nash_ema", model="tiny", out=out, loop=loop),
-                                              judge=CallableJudge(shorter_is_better), train_prompts=PROMPTS),  # fmt: skip
-        "ppo": lambda: rlhf.run_rlhf(rlhf.RLHFConfig(model="tiny", out=out, loop=loop), reward_fn=minus_length,
-                                     train_prompts=PROMPTS),  # fmt: skip
+        "pm": lambda: fit.run_fit(
+            "pm", fit.FitConfig(data="pairs.jsonl", model="minilm", out=out, loop=loop)
+        ),
+        "rm": lambda: fit.run_fit(
+            "rm", fit.FitConfig(data="pairs.jsonl", model="minilm", out=out, loop=loop)
+        ),
+        "dpo": lambda: offline.run_offline(
+            offline.OfflineConfig(model="tiny", out=out, loop=loop), train_examples=pairs
+        ),
+        "nash_md": lambda: online.run_online(
+            online.OnlineConfig(model="tiny", judge="judge-dir", out=out, loop=loop), train_prompts=PROMPTS
+        ),  # fmt: skip
+        "nash_ema": lambda: online.run_online(
+            online.OnlineConfig(algorithm="nash_ema", model="tiny", out=out, loop=loop),
+            judge=CallableJudge(shorter_is_better),
+            train_prompts=PROMPTS,
+        ),  # fmt: skip
+        "ppo": lambda: rlhf.run_rlhf(
+            rlhf.RLHFConfig(model="tiny", out=out, loop=loop), reward_fn=minus_length, train_prompts=PROMPTS
+        ),  # fmt: skip
     }
 
 
@@ -129,7 +140,9 @@ def test_nan_loss_in_a_trainer_stops_with_the_last_good_checkpoint_intact(tmp_pa
     model = tiny_causal_lm(tokenizer=tok, seed=0)
     with pytest.warns(UserWarning, match="nonfinite loss; step skipped"):
         with pytest.raises(NonFiniteLossError, match=r"stopping at step 4: 2 steps in a row .*ckpt-2"):
-            offline.run_offline(cfg, model=model, tokenizer=tok, train_examples=[PreferenceExample(*p) for p in PAIRS])
+            offline.run_offline(
+                cfg, model=model, tokenizer=tok, train_examples=[PreferenceExample(*p) for p in PAIRS]
+            )
     good = ckpt_lib.load_checkpoint(ckpt_lib.find_latest(tmp_path / "run"))
     assert good.step == 2 and good.trainer_state["updates"] == 2
     now = {n: p.detach() for n, p in model.named_parameters()}

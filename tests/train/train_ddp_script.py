@@ -36,7 +36,9 @@ def main() -> None:
             target = out / run.replace(":", "-")
             target.mkdir(parents=True, exist_ok=True)
             torch.save(res["params"], target / "final.pt")
-            record = {k: res[k] for k in ("train", "eval", "processes", "updates", "steps", "update", "judge_rows")}
+            record = {
+                k: res[k] for k in ("train", "eval", "processes", "updates", "steps", "update", "judge_rows")
+            }
             (target / "result.json").write_text(json.dumps(record))
     if _is_main():
         (out / "seconds.json").write_text(json.dumps(seconds))

@@ -70,7 +70,9 @@ def child_line(check: str, proc: subprocess.CompletedProcess, t0: float) -> dict
 
 
 def run_py(args: list[str], timeout: int = 240, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], env=env(**extra), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], env=env(**extra), capture_output=True, text=True, timeout=timeout
+    )
 
 
 # ----------------------------------------------------------------------------- children
@@ -98,7 +100,11 @@ def mixed_precision_child(mode: str, out: str, device: str) -> None:
     res = loop.run()
     losses = [json.loads(x)["loss"] for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     ck = ckpt_lib.load_checkpoint(ckpt_lib.find_latest(out))
-    want = {"no": "torch.float32", "bf16": "torch.bfloat16", "fp16": "torch.float16"}[mode] if device == "cuda" else "torch.float32"
+    want = (
+        {"no": "torch.float32", "bf16": "torch.bfloat16", "fp16": "torch.float16"}[mode]
+        if device == "cuda"
+        else "torch.float32"
+    )
     print(json.dumps({
         "check": f"mixed_precision/{mode}", "device": str(loop.accelerator.device),
         "accelerate_mixed_precision": loop.accelerator.mixed_precision, "autocast_dtypes": sorted(seen),
@@ -118,7 +124,13 @@ def trainer_child(name: str, root: str, out: str, device: str) -> None:
     res = run_trainer(name, root, out, micro=4, max_steps=1, sgd=False, mixed_precision="bf16", device=device)
     train, ev = res["train"], res["eval"]
     finite = all(math.isfinite(v) for v in train.values() if isinstance(v, float) and v == v)
-    ok = res["updates"] == 1 and math.isfinite(train["loss"]) and finite and bool(ev) and res.get("update", 0) > 0
+    ok = (
+        res["updates"] == 1
+        and math.isfinite(train["loss"])
+        and finite
+        and bool(ev)
+        and res.get("update", 0) > 0
+    )
     print(json.dumps({"check": f"{'online' if name == 'nash_md' else 'offline'}/{name}-bf16", "ok": ok,
                       "device": device, "train": train, "eval": ev, "update": res.get("update")}, default=str),
           flush=True)  # fmt: skip
@@ -169,7 +181,9 @@ def check_sampling(device: str) -> None:
     prompts = [[1, 72, 101, 108], [1, 87, 104, 97, 116, 32], [1, 65]]
     cfg = SamplingConfig(max_new_tokens=12)
     whole_batch = collate_prompts(prompts, pad_token_id=2).to(device)
-    whole = generate(model, whole_batch.input_ids, whole_batch.attention_mask, cfg, RowGenerator([7, 8, 9], device=device))
+    whole = generate(
+        model, whole_batch.input_ids, whole_batch.attention_mask, cfg, RowGenerator([7, 8, 9], device=device)
+    )
     alone = collate_prompts(prompts[2:], pad_token_id=2).to(device)
     part = generate(model, alone.input_ids, alone.attention_mask, cfg, RowGenerator([9], device=device))
     n = int(part.response_lengths[0])
@@ -212,7 +226,12 @@ def check_fsdp(tmp: Path, device: str) -> None:
     a, b = torch.load(out / "final-full.pt"), torch.load(out / "final-resume.pt")
     equal = a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
     kind = lines["full"]["distributed_type"]
-    ok = equal and lines["resume"]["steps"] == 2 and lines["full"]["policy_saved"] and bool(lines["full"]["eval"])
+    ok = (
+        equal
+        and lines["resume"]["steps"] == 2
+        and lines["full"]["policy_saved"]
+        and bool(lines["full"]["eval"])
+    )
     if device != "cpu":
         ok = ok and kind == "FSDP" and bool(lines["full"]["fsdp_files"])
     report({"check": "fsdp/dpo-1proc", "ok": ok, "distributed_type": kind, "resume_equal": equal,
@@ -271,11 +290,20 @@ def main() -> int:
 
     cpu = "--cpu" in sys.argv[1:]
     cuda = torch.cuda.is_available()
-    missing = [m for m in ("transformers", "accelerate", "peft", "safetensors") if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("transformers", "accelerate", "peft", "safetensors")
+        if importlib.util.find_spec(m) is None
+    ]
     report({"check": "env", "torch": torch.__version__, "cuda": cuda, "cpu_mode": cpu, "missing_packages": missing,
             "gpu": torch.cuda.get_device_name(0) if cuda else None})  # fmt: skip
     if not cuda and not cpu:
-        report({"check": "all", "skip": "no CUDA GPU here: nothing checked (run with --cpu to exercise the logic on the CPU)"})
+        report(
+            {
+                "check": "all",
+                "skip": "no CUDA GPU here: nothing checked (run with --cpu to exercise the logic on the CPU)",
+            }
+        )
         return 0
     device = "cpu" if cpu else "cuda"
     t_start = time.time()
@@ -294,7 +322,9 @@ def main() -> int:
         check_resume(tmp, device)
         check_fit(tmp, device)
     if "peft" in missing:
-        report({"check": "lora", "skip": "peft is not installed: LoRA is not exercised (no check here needs it)"})
+        report(
+            {"check": "lora", "skip": "peft is not installed: LoRA is not exercised (no check here needs it)"}
+        )
     failed = [r["check"] for r in RESULTS if r.get("ok") is False]
     report({"check": "summary", "device": device, "passed": sum(1 for r in RESULTS if r.get("ok") is True),
             "failed": failed, "seconds": round(time.time() - t_start, 1)})  # fmt: skip

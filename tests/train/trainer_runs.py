@@ -45,7 +45,16 @@ RLHF = ("ppo", "rlhf_pg")
 TRAINERS = ("toy", *FIT, "dpo", "ipo", *ONLINE, *RLHF)
 
 # Prompts and responses of unequal lengths, so the shards of the processes hold unequal numbers of tokens.
-PROMPTS = ["Hi", "What is 2 + 2?", "Name a colour", "Say yes", "Count to three", "?", "Capital of France?", "Why"]
+PROMPTS = [
+    "Hi",
+    "What is 2 + 2?",
+    "Name a colour",
+    "Say yes",
+    "Count to three",
+    "?",
+    "Capital of France?",
+    "Why",
+]
 PAIRS = [
     ("Hi", "Hello there, how are you today?", "No."),
     ("What is 2 + 2?", "4", "It is five, or maybe twenty-two"),
@@ -146,7 +155,10 @@ def rank_mean_step(step_fn: Any) -> Any:
             loss = out.losses.sum() / out.weights.sum()
         else:
             loss = (out.losses * tokens).sum() / tokens.sum()
-        metrics = {k: ((v * tokens.to(v.device)).sum().reshape(1) / tokens.sum(), one) for k, (v, _) in out.metrics.items()}
+        metrics = {
+            k: ((v * tokens.to(v.device)).sum().reshape(1) / tokens.sum(), one)
+            for k, (v, _) in out.metrics.items()
+        }
         return StepOutput(losses=loss.reshape(1), weights=one, metrics=metrics)
 
     return step
@@ -308,7 +320,11 @@ def run_trainer(
             if negative == "batch_seed":
                 from nlhf.sampling.decode import make_generator
 
-                patches.set(online, "row_generator", lambda seed, ctx, dev: make_generator(seed + ctx.positions[0], dev))
+                patches.set(
+                    online,
+                    "row_generator",
+                    lambda seed, ctx, dev: make_generator(seed + ctx.positions[0], dev),
+                )
             cfg = online.OnlineConfig(algorithm=name, tau=0.1, ema_decay=0.5, out=str(out),
                                       sampling=SamplingConfig(max_new_tokens=8), optim=optim, loop=loop)  # fmt: skip
             model, tok = eos_prone_tiny()
@@ -322,7 +338,11 @@ def run_trainer(
                 from nlhf.sampling.decode import make_generator
                 from nlhf.train import online
 
-                patches.set(online, "row_generator", lambda seed, ctx, dev: make_generator(seed + ctx.positions[0], dev))
+                patches.set(
+                    online,
+                    "row_generator",
+                    lambda seed, ctx, dev: make_generator(seed + ctx.positions[0], dev),
+                )
             cfg = rlhf.RLHFConfig(algorithm=name, tau=0.1, group_size=2, ppo_epochs=3 if name == "ppo" else None,
                                   out=str(out), sampling=SamplingConfig(max_new_tokens=8), optim=optim, loop=loop)  # fmt: skip
             model, tok = eos_prone_tiny()
@@ -346,7 +366,9 @@ def run_trainer(
         "updates": trained.updates,
         "steps": trained.step,
     }
-    common = [n for n in params if n in record.get("initial", {}) and params[n].shape == record["initial"][n].shape]
+    common = [
+        n for n in params if n in record.get("initial", {}) and params[n].shape == record["initial"][n].shape
+    ]
     if common:  # (under FSDP the names or shapes of the wrapped parameters may differ: no update then)
         out_record["update"] = max(float((params[n] - record["initial"][n]).abs().max()) for n in common)
     out_record["judge_rows"] = record.get("judge_rows", [])
