@@ -5,7 +5,8 @@ numpy/scipy only, on top of :mod:`nlhf.lab`. Given a class-level game (an oracle
 
 * :func:`fit_bradley_terry`   the Bradley-Terry reward a reward model converges to when it
   is fitted on pairs drawn from a behaviour policy and labelled by the game (NLHF Theorem 2:
-  it depends on that policy);
+  it depends on that policy); defined in :mod:`nlhf.lab.sampling_dependence`, re-exported
+  here;
 * :func:`environment_summary` Nash (tau = 0), pi*_tau, the RLHF optimum mu exp(r/tau)/Z of
   that fitted reward (THEORY Sec. 5, PsiPO with Psi = logit), each with its exploitability,
   KL to mu and win-rate against mu, for a list of tau, and the RLHF optimum at the same
@@ -20,6 +21,7 @@ import numpy as np
 
 from nlhf.lab.games import PreferenceGame
 from nlhf.lab.psipo import rlhf_optimum
+from nlhf.lab.sampling_dependence import fit_bradley_terry
 from nlhf.lab.simplex import check_distribution, kl
 from nlhf.lab.solvers import (
     exploitability,
@@ -27,37 +29,6 @@ from nlhf.lab.solvers import (
     regularized_exploitability,
     regularized_nash,
 )
-
-
-def fit_bradley_terry(
-    game: PreferenceGame, behavior, *, tol: float = 1e-12, max_iter: int = 100
-) -> np.ndarray:
-    """The population Bradley-Terry fit r (n,) of ``game`` on pairs y, y' ~ behavior x behavior.
-
-    Maximises sum_{i != j} nu_i nu_j [P_ij log sigmoid(r_i - r_j) + P_ji log sigmoid(r_j - r_i)]
-    (the expected log-likelihood of labels drawn from P), by Newton's method; the result is
-    centred so that sum_i nu_i r_i = 0. Needs nu > 0 everywhere and every 0 < P_ij < 1 (a
-    sure preference has an infinite reward gap): ``ValueError`` otherwise.
-    """
-    from scipy.special import expit
-
-    nu = check_distribution(behavior, "behavior", game.n, positive=True)
-    P = game.P
-    off = ~np.eye(game.n, dtype=bool)
-    if np.any((P[off] <= 0.0) | (P[off] >= 1.0)):
-        raise ValueError("fit_bradley_terry: a preference of exactly 0 or 1 has no finite Bradley-Terry fit")
-    m = np.outer(nu, nu) * off  # (n, n) pair weights
-    r = np.zeros(game.n)
-    for _ in range(max_iter):
-        s = expit(r[:, None] - r[None, :])  # (n, n) sigmoid(r_i - r_j)
-        grad = -2.0 * np.sum(m * (P - s), axis=1)  # (n,) of the negative log-likelihood
-        w = 2.0 * m * s * (1.0 - s)
-        hess = np.diag(w.sum(axis=1)) - w  # a weighted graph Laplacian (null space: constants)
-        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
-        r = r - step
-        if np.max(np.abs(step)) < tol:
-            break
-    return r - nu @ r
 
 
 def rlhf_at_kl(reward, mu, target_kl: float, *, tol: float = 1e-10) -> np.ndarray | None:

@@ -11,6 +11,7 @@ nlhf is tested against. THEORY.md Sec. 2-5 is the mathematics; each function cit
     gap = exploitability(game, pi)           # max_y P(y > pi) - 1/2
     rgap = regularized_exploitability(game, pi, mu, tau)  # tau KL(pi, BR_tau(pi))
     traj = nash_md(game, mu, tau, steps=T)   # (T+1, n): pi_0 = mu, ..., pi_T
+    row = sampling_point(P, nu, tau, mu)    # BT fit on pairs ~ nu x nu, RLHF optimum, Nash
 
 Plots (:mod:`nlhf.lab.plots`) and the showcase experiments (:mod:`nlhf.lab.showcase`) are
 imported on demand; matplotlib loads only when a figure is drawn.
@@ -51,6 +52,12 @@ from nlhf.lab.psipo import (
     summarize_bandit,
     train_bandit,
 )
+from nlhf.lab.sampling_dependence import (
+    fit_bradley_terry,
+    fit_preference_model,
+    sampling_point,
+    sampling_sweep,
+)
 from nlhf.lab.simplex import geometric_mixture, kl
 from nlhf.lab.solvers import (
     best_response,
@@ -76,6 +83,8 @@ __all__ = [
     "ema_opponent_dynamics",
     "empirical_preference",
     "exploitability",
+    "fit_bradley_terry",
+    "fit_preference_model",
     "fixed_mixture_dynamics",
     "geometric_mixture",
     "ipo_dataset_optimum",
@@ -100,6 +109,8 @@ __all__ = [
     "rlhf_optimum",
     "rock_paper_scissors",
     "running_average",
+    "sampling_point",
+    "sampling_sweep",
     "stationary_residual",
     "step_sizes",
     "summarize_bandit",

@@ -24,6 +24,7 @@ regularised equilibrium pi*_tau. The commands:
   nash        solve a game: the Nash equilibrium (tau = 0) and pi*_tau
   nash-md     run the Nash-MD algorithm exactly and watch it converge to pi*_tau
   ipo-bandit  reproduce the IPO-vs-DPO bandit experiment of the PsiPO paper (Sec. 5.4)
+  sampling-dependence  RLHF's reward moves with the sampling distribution; Nash does not
 """
 
 GAME_HELP = (
@@ -216,6 +217,62 @@ def cmd_ipo_bandit(args) -> int:
     return 0
 
 
+def _path(text: str) -> tuple[list[float], list[float]]:
+    """Parse ``a1,a2,..:b1,b2,..`` (the two ends of a path of sampling distributions)."""
+    ends = text.split(":")
+    if len(ends) != 2:
+        raise argparse.ArgumentTypeError(f"expected START:END, e.g. 0.6,0.2,0.2:0.2,0.2,0.6, got {text!r}")
+    return _floats(ends[0]), _floats(ends[1])
+
+
+def cmd_sampling_dependence(args) -> int:
+    """``nlhf lab sampling-dependence``: RLHF's answer moves with the sampling distribution, Nash's does not."""
+    import numpy as np
+
+    try:
+        from nlhf.lab import plots
+        from nlhf.lab import sampling_dependence as sd
+
+        game = _make_game(args)
+        mu = _mu(args, game.n)
+        if args.path is None and game.n != 3:
+            raise ValueError(f"--grid needs a 3-response game; for {game.n} responses give --path START:END")
+        if args.path is None:
+            corners, behaviors = sd.simplex_cells(args.grid)
+        else:
+            behaviors = sd.simplex_path(*args.path, points=args.points)
+        result = sd.sampling_sweep(game, behaviors, args.tau, mu)
+    except ValueError as exc:
+        return _fail("sampling-dependence", exc)
+    family = f"grid of {len(behaviors)} cells (--grid {args.grid})" if args.path is None else "path"
+    print(
+        f"game: {args.game} ({game.n} responses {', '.join(game.names)}), tau = {args.tau:g}, mu = {_fmt_mu(mu)}"
+    )
+    print(f"sampling distributions nu: {family}; pairs y, y' ~ nu x nu labelled with P(y > y')")
+    print("\n".join(sd.format_table(result)))
+    out = Path(args.out or f"runs/sampling-dependence-{args.game}")
+    out.mkdir(parents=True, exist_ok=True)
+    result["game"] = args.game
+    result["family"] = (
+        {"grid": args.grid} if args.path is None else {"path": list(args.path), "points": args.points}
+    )
+    (out / "sampling_dependence.json").write_text(json.dumps(result, indent=2))
+    if args.path is None:
+        figure = plots.plot_sampling_ternary(result, corners, out / "sampling_dependence.png")
+    else:
+        figure = plots.plot_sampling_path(
+            result, np.linspace(0.0, 1.0, args.points), out / "sampling_dependence.png"
+        )
+    print(f"wrote {out / 'sampling_dependence.json'} and {figure}")
+    return 0
+
+
+def _fmt_mu(mu) -> str:
+    if max(mu) - min(mu) < 1e-15:
+        return "uniform"
+    return "(" + ", ".join(f"{m:g}" for m in mu) + ")"
+
+
 def register(subparsers) -> None:
     """Add ``nlhf lab`` and its sub-commands to the top-level ``subparsers``."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -305,3 +362,40 @@ def register(subparsers) -> None:
     bandit.add_argument("--out", default=None, help="output directory (default runs/ipo-bandit-<dataset>)")
     bandit.add_argument("--no-plot", action="store_true", help="skip the learning-curve plot")
     bandit.set_defaults(func=cmd_ipo_bandit)
+    _register_sampling_dependence(sub, fmt)
+
+
+def _register_sampling_dependence(sub, fmt) -> None:
+    """Add ``nlhf lab sampling-dependence`` to the lab's ``sub`` parsers."""
+    sd = sub.add_parser(
+        "sampling-dependence",
+        help="a reward model depends on the sampling distribution; the Nash equilibrium does not",
+        formatter_class=fmt,
+        description="Fit both judges on pairs y, y' drawn from a sampling distribution nu and labelled\n"
+        "with P(y > y') (population maximum likelihood, exact): the Bradley-Terry reward r_nu, and\n"
+        "the pairwise preference model. For each nu print r_nu, the class RLHF picks (argmax r_nu),\n"
+        "the RLHF optimum mu exp(r_nu/tau)/Z and its exploitability, against the Nash equilibrium\n"
+        "of the preference model, which is the same from every nu (THEORY Sec. 7.1).\n"
+        "3-response games: nu over a grid of the simplex, with a ternary map of RLHF's choice;\n"
+        "any game: nu along a path START:END, with the path plot. Writes sampling_dependence.json\n"
+        "and sampling_dependence.png into --out.",
+        epilog="examples:\n  nlhf lab sampling-dependence --game raters --grid 24 --out runs/sd-raters\n"
+        "  nlhf lab sampling-dependence --game random --n 5 --path 0.6,0.1,0.1,0.1,0.1:0.1,0.1,0.1,0.1,0.6",
+    )
+    _add_game_args(sd, default_game="raters")
+    sd.add_argument(
+        "--tau", type=float, default=0.1, help="KL strength of the RLHF optimum and of pi*_tau (default 0.1)"
+    )
+    family = sd.add_mutually_exclusive_group()
+    family.add_argument(
+        "--grid", type=int, default=24, help="3-response games: cut the simplex into K^2 cells (default 24)"
+    )
+    family.add_argument(
+        "--path",
+        type=_path,
+        default=None,
+        help="START:END, two sampling distributions, e.g. 0.6,0.2,0.2:0.2,0.2,0.6",
+    )
+    sd.add_argument("--points", type=int, default=11, help="--path only: number of points (default 11)")
+    sd.add_argument("--out", default=None, help="output directory (default runs/sampling-dependence-<game>)")
+    sd.set_defaults(func=cmd_sampling_dependence)

@@ -154,3 +154,102 @@ def plot_equilibria(entries: list[dict], path) -> Path:
         if e_idx == 0 or len(labels) > len(entries[0]["policies"]):
             ax.legend(fontsize=7, frameon=False)
     return _save(fig, path)
+
+
+def _ternary_frame(ax, names) -> None:
+    """The outline of the 3-simplex with its corners labelled, no axes."""
+    corners = np.eye(3)
+    cx, cy = _simplex_xy(np.vstack([corners, corners[:1]]))
+    ax.plot(cx, cy, color="black", lw=1)
+    for k, (x, y) in enumerate(zip(cx[:3], cy[:3])):
+        ax.annotate(
+            f"all {names[k]}",
+            (x, y),
+            textcoords="offset points",
+            xytext=(0, -12 if y == 0 else 6),
+            ha="center",
+        )
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def plot_sampling_ternary(result: dict, corners: np.ndarray, path) -> Path:
+    """Which class RLHF picks, and its optimum's exploitability, over sampling distributions.
+
+    ``result``: :func:`nlhf.lab.sampling_dependence.sampling_sweep` on the centroids of
+    ``corners`` (K^2, 3, 3), the cells of :func:`~nlhf.lab.sampling_dependence.simplex_cells`.
+    Left: each cell coloured by argmax r_nu (the Bradley-Terry fit on pairs from nu);
+    right: exploitability of the RLHF optimum mu exp(r_nu/tau)/Z. The Nash equilibrium
+    (the same from every nu) is marked on both.
+    """
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    names, rows, tau = result["names"], result["rows"], result["tau"]
+    cells = []
+    for cell in corners:
+        x, y = _simplex_xy(cell)
+        cells.append(np.column_stack([x, y]))
+    fig = _figure(11.0, 5.0)
+    ax_c, ax_e = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = [
+        _COLORS[names.index(row["top_class"]) % len(_COLORS)] if row["top_class"] in names else "#bbbbbb"
+        for row in rows
+    ]  # grey: a tie
+    ax_c.add_collection(PolyCollection(cells, facecolors=colors, edgecolors=colors, linewidths=0.3))
+    handles = [
+        Patch(color=_COLORS[k % len(_COLORS)], label=f"RLHF picks {name}") for k, name in enumerate(names)
+    ]
+    expl = np.array([row["rlhf_exploitability"] for row in rows])
+    heat = PolyCollection(cells, array=expl, cmap="viridis", edgecolors="face", linewidths=0.3)
+    ax_e.add_collection(heat)
+    fig.colorbar(heat, ax=ax_e, shrink=0.7, label="exploitability of the RLHF optimum")
+    nash_x, nash_y = _simplex_xy(np.asarray(rows[0]["nash"]))
+    for ax in (ax_c, ax_e):
+        _ternary_frame(ax, names)
+        ax.plot(nash_x, nash_y, "*", color="white", mec="black", ms=16, label="Nash equilibrium")
+    ax_c.legend(handles=[*handles, *ax_c.get_lines()[-1:]], loc="upper left", fontsize=7, frameon=False)
+    ax_c.set_title("argmax of the Bradley-Terry reward fitted on pairs ~ nu x nu", fontsize=9)
+    ax_e.set_title(
+        f"max_y P(y > RLHF optimum) - 1/2, tau = {tau:g} (Nash: {rows[0]['nash_exploitability']:.1e})",
+        fontsize=9,
+    )
+    return _save(fig, path)
+
+
+def plot_sampling_path(result: dict, t: np.ndarray, path) -> Path:
+    """The RLHF optimum and the Nash answers along a path of sampling distributions.
+
+    ``result``: :func:`nlhf.lab.sampling_dependence.sampling_sweep` on the path's
+    points, at positions ``t`` in [0, 1]. Three panels: the Bradley-Terry rewards r_nu; the
+    RLHF optimum's distribution (solid) against pi*_tau (dashed, flat); the
+    exploitability of the RLHF optimum against that of the Nash equilibrium and pi*_tau.
+    """
+    names, rows, tau = result["names"], result["rows"], result["tau"]
+    fig = _figure(14.0, 4.2)
+    ax_r, ax_p, ax_e = (fig.add_subplot(1, 3, k) for k in (1, 2, 3))
+    reward = np.array([row["reward"] for row in rows])  # (T, n)
+    rlhf = np.array([row["rlhf"] for row in rows])
+    pi_tau = np.array([row["pi_tau"] for row in rows])
+    for k, name in enumerate(names[: len(_COLORS)]):
+        color = _COLORS[k]
+        ax_r.plot(t, reward[:, k], color=color, lw=1.3, label=name)
+        ax_p.plot(t, rlhf[:, k], color=color, lw=1.3, label=f"RLHF {name}")
+        ax_p.plot(t, pi_tau[:, k], color=color, lw=1.0, ls="--")
+    ax_e.plot(t, [row["rlhf_exploitability"] for row in rows], color=_COLORS[1], lw=1.3, label="RLHF optimum")
+    ax_e.plot(t, [row["nash_exploitability"] for row in rows], "k-", lw=1.0, label="Nash equilibrium")
+    ax_e.plot(
+        t,
+        [row["pi_tau_regularized_exploitability"] for row in rows],
+        "k--",
+        lw=1.0,
+        label="pi*_tau (regularised)",
+    )
+    ax_r.set_title("Bradley-Terry reward r_nu (centred under nu)", fontsize=9)
+    ax_p.set_title(f"RLHF optimum (solid) vs pi*_tau (dashed), tau = {tau:g}", fontsize=9)
+    ax_e.set_title("exploitability", fontsize=9)
+    ax_p.set_ylim(-0.02, 1.02)
+    for ax in (ax_r, ax_p, ax_e):
+        ax.set_xlabel("t: sampling distribution (1 - t) nu_a + t nu_b")
+        ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path)
