@@ -25,6 +25,8 @@ regularised equilibrium pi*_tau. The commands:
   nash-md     run the Nash-MD algorithm exactly and watch it converge to pi*_tau
   ipo-bandit  reproduce the IPO-vs-DPO bandit experiment of the PsiPO paper (Sec. 5.4)
   sampling-dependence  RLHF's reward moves with the sampling distribution; Nash does not
+  compare     every algorithm of the lab (Nash-MD, SPPO, INPO, DNO, MPO, mirror prox, ...)
+              on the same games: distance to its target and exploitability after T steps
 """
 
 GAME_HELP = (
@@ -273,6 +275,59 @@ def _fmt_mu(mu) -> str:
     return "(" + ", ".join(f"{m:g}" for m in mu) + ")"
 
 
+def cmd_compare(args) -> int:
+    """``nlhf lab compare``: one table over every algorithm of the lab, exact dynamics."""
+    try:
+        from nlhf.lab.compare import compare, format_table
+
+        checkpoints = sorted({t for t in (10, 100, 1000) if t < args.steps} | {args.steps})
+        result = compare(args.games, tau=args.tau, eta=args.eta, checkpoints=checkpoints)
+    except ValueError as exc:
+        return _fail("compare", exc)
+    print(format_table(result))
+    out = Path(args.out or "runs/lab-compare")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(result))
+    if not args.no_plot:
+        from nlhf.lab.plots import plot_compare
+
+        print(f"plot: {plot_compare(result, out / 'compare.png')}")
+    print(f"wrote {out / 'compare.json'}")
+    return 0
+
+
+def _register_compare(sub, fmt) -> None:
+    """The ``nlhf lab compare`` sub-command."""
+    cmp = sub.add_parser(
+        "compare",
+        help="every algorithm of the lab on the same games: distance to target, exploitability",
+        formatter_class=fmt,
+        description="Run every algorithm of the lab exactly on the same games (THEORY.md Sec. 3-8):\n"
+        "Nash-MD, INPO (= mirror descent against pi_t), the fixed-mixture best response, Nash-EMA,\n"
+        "Nash mirror prox, MPO, multiplicative weights, SPPO (last iterate and average), DNO (last\n"
+        "and average), and the IPO and DPO/RLHF optima. For each: the total variation of pi_T to\n"
+        "its target and its exploitability max_y P(y > pi_T) - 1/2 at T = 10, 100, 1000, and what\n"
+        "it is seen to converge to. Prints a markdown table, writes compare.json and compare.png\n"
+        "(distance vs T, log-log, one panel per game) into --out.",
+        epilog="examples:\n  nlhf lab compare\n  nlhf lab compare --games rps,random20 --tau 0.05 --out runs/cmp",
+    )
+    cmp.add_argument(
+        "--games",
+        type=lambda text: [g for g in text.split(",") if g],
+        default=["rps", "random5", "random50"],
+        help="comma-separated games: rps (mu = 0.6,0.3,0.1) and random<n> (random_game(n, seed 0), "
+        "uniform mu) (default rps,random5,random50)",
+    )
+    cmp.add_argument("--tau", type=float, default=0.1, help="KL strength tau > 0 (default 0.1)")
+    cmp.add_argument(
+        "--eta", type=float, default=1.0, help="step of every constant-step method (default 1; eta tau <= 1)"
+    )
+    cmp.add_argument("--steps", type=int, default=1000, help="last T (default 1000; checkpoints 10, 100, T)")
+    cmp.add_argument("--out", default=None, help="output directory (default runs/lab-compare)")
+    cmp.add_argument("--no-plot", action="store_true", help="skip compare.png")
+    cmp.set_defaults(func=cmd_compare)
+
+
 def register(subparsers) -> None:
     """Add ``nlhf lab`` and its sub-commands to the top-level ``subparsers``."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -363,6 +418,7 @@ def register(subparsers) -> None:
     bandit.add_argument("--no-plot", action="store_true", help="skip the learning-curve plot")
     bandit.set_defaults(func=cmd_ipo_bandit)
     _register_sampling_dependence(sub, fmt)
+    _register_compare(sub, fmt)
 
 
 def _register_sampling_dependence(sub, fmt) -> None:

@@ -86,16 +86,19 @@ def _game_matrix(game) -> np.ndarray:
     return as_game(game).A  # P - 1/2: the 1/2 cancels in every normaliser below
 
 
-def _start(game, mu, tau: float, steps: int, eta: StepSchedule, pi0) -> tuple[np.ndarray, ...]:
+def _start(
+    game, mu, tau: float, steps: int, eta: StepSchedule, pi0, require_eta_tau_le_1: bool = True
+) -> tuple[np.ndarray, ...]:
     """What every trajectory starts from: ``(A, etas, log_mu, log_pi_0, out)``, checked in this order.
 
-    A = P - 1/2 (n, n); etas (T,) from :func:`step_sizes`; log mu (n,); log pi_0 (n,) (mu
-    unless ``pi0``); ``out`` (T+1, n) the trajectory to fill, row 0 already pi_0.
+    A = P - 1/2 (n, n); etas (T,) from :func:`step_sizes` (``require_eta_tau_le_1`` passed
+    on: proximal steps such as magnetic mirror descent allow eta tau > 1); log mu (n,);
+    log pi_0 (n,) (mu unless ``pi0``); ``out`` (T+1, n) the trajectory to fill, row 0 already pi_0.
     """
     A = _game_matrix(game)  # (n, n)
     n = A.shape[0]
     mu = check_distribution(mu, "mu", n, positive=True)
-    etas = step_sizes(eta, tau, steps)
+    etas = step_sizes(eta, tau, steps, require_eta_tau_le_1)
     log_mu = np.log(mu)
     log_pi = _initial_log_policy(pi0, mu, n)
     out = np.empty((steps + 1, n))

@@ -253,3 +253,38 @@ def plot_sampling_path(result: dict, t: np.ndarray, path) -> Path:
         ax.set_xlabel("t: sampling distribution (1 - t) nu_a + t nu_b")
         ax.legend(fontsize=7, frameon=False)
     return _save(fig, path)
+
+
+def plot_compare(result: dict, path) -> Path:
+    """Distance to target against T, log-log, one line per algorithm, one panel per game.
+
+    ``result`` is the output of :func:`nlhf.lab.compare.compare`: rows with a ``curve``
+    (TV to the row's target at t = 0..T) are drawn from t = 1; closed-form rows (no curve)
+    are dashed horizontal lines at their distance to pi*_tau.
+    """
+    import matplotlib
+
+    games = result["games"]
+    fig = _figure(5.2 * len(games), 4.8)
+    cmap = matplotlib.colormaps["tab10"]
+    for g_idx, (name, entry) in enumerate(games.items()):
+        ax = fig.add_subplot(1, len(games), g_idx + 1)
+        for r_idx, row in enumerate(entry["rows"]):
+            color = cmap(r_idx % 10)
+            if row["curve"] is None:
+                value = max(next(iter(row["tv"].values())), 1e-16)
+                ax.axhline(value, color=color, ls="--", lw=0.9, label=f"{row['label']} (vs pi_tau)")
+                continue
+            tv = np.maximum(np.asarray(row["curve"]), 1e-16)
+            style = "-" if r_idx < 10 else "-."
+            label = f"{row['label']} -> {row['target']}"
+            ax.plot(np.arange(1, tv.size), tv[1:], color=color, ls=style, lw=1.1, label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-16, 2.0)
+        ax.set_xlabel("step T")
+        ax.set_ylabel("TV(pi_T, target)")
+        ax.set_title(f"{name} (n = {entry['n']}, tau = {result['tau']:g})", fontsize=10)
+        if g_idx == 0:
+            ax.legend(fontsize=6, frameon=False, loc="lower left")
+    return _save(fig, path)
