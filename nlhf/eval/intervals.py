@@ -1,8 +1,17 @@
-"""Confidence intervals: binomial proportions (Wilson, Clopper-Pearson) and the percentile bootstrap.
+"""Confidence intervals: the prompt-clustered t interval, binomial proportions (Wilson,
+Clopper-Pearson) and the percentile bootstrap.
 
 numpy and scipy only. Used by the tournament (:mod:`nlhf.eval.tournament`):
 
-* a win rate is reported as the mean judge probability; its interval is a binomial
+* a win rate is reported as the mean judge probability. When the judge returns
+  probabilities (an oracle P*, a preference model), its interval is
+  :func:`cluster_t_interval`: the cluster-robust standard error of the mean over prompts,
+  from the OBSERVED spread of the per-prompt means, with a Student t quantile on G - 1
+  degrees of freedom (G prompts). It is valid whatever the distribution of the P values,
+  and narrow when they sit near 1/2 (under the rater oracle most comparisons are exactly
+  1/2, which a coin-flip variance p (1 - p) ignores). Coverage is checked by simulation in
+  tests/eval/test_eval_intervals.py (prompt effects, few prompts, P concentrated near 1/2);
+* for binary outcomes (sampled rater labels) or on request, a binomial
   interval on the fractional win count k = sum P out of n comparisons (conservative: a
   probability in [0, 1] with mean p has variance at most p(1 - p));
 * the S comparisons of one prompt are not independent (a prompt that favours one policy
@@ -110,6 +119,42 @@ def effective_comparisons(values: np.ndarray) -> float:
     if v <= 0.0 or binomial <= 0.0:
         return n
     return float(min(n, max(1.0, binomial / v)))
+
+
+def cluster_t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, standard error) for the mean of ``values`` (G, S): S comparisons of each of G prompts.
+
+    The prompts are the independent units: with m_g the mean of row g,
+
+        p = mean_g m_g,   se = sd_g(m_g) / sqrt(G)   (sd with ddof 1),
+        [p - t se, p + t se] clipped to [0, 1],   t = Student t quantile (1 + confidence)/2 on G - 1 df.
+
+    This is the cluster-robust (CR1-style, balanced clusters) standard error of the mean:
+    the correlation of a prompt's S samples, any distribution of the values in [0, 1], and
+    the spread of P around its mean are all in sd_g(m_g); no binomial variance is assumed.
+    The t quantile (rather than the normal one) keeps the coverage with few prompts.
+    G = 1 gives (nan, nan, nan): the spread between prompts cannot be estimated from one.
+    Worked example (tests): rows (0.5, 0.5), (0.7, 0.5), (0.5, 0.3), (1.0, 0.8) have means
+    (0.5, 0.6, 0.4, 0.9), p = 0.6, sd = 0.216025, se = 0.108012, t(3) = 3.182446,
+    interval [0.256257, 0.943743].
+    """
+    from scipy.stats import t as student_t
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(
+            f"cluster_t_interval needs a non-empty (prompts, samples) array, got shape {values.shape}"
+        )
+    if not (0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    G = values.shape[0]
+    means = values.mean(axis=1)  # (G,)
+    p = float(means.mean())
+    if G < 2:
+        return float("nan"), float("nan"), float("nan")
+    se = float(means.std(ddof=1) / math.sqrt(G))
+    half = float(student_t.ppf(0.5 + confidence / 2.0, G - 1)) * se
+    return max(0.0, p - half), min(1.0, p + half), se
 
 
 def bootstrap_interval(

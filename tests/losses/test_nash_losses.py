@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from nlhf.logprobs import seq_logps
-from nlhf.losses.nash import nash_md_pg_loss, online_ipo_loss, reward_to_go
+from nlhf.losses.nash import (
+    group_preferences,
+    leave_one_out_baseline,
+    nash_md_pg_loss,
+    online_ipo_loss,
+    reward_to_go,
+)
 
 D = torch.float64
 
@@ -281,3 +287,59 @@ def test_online_ipo_expected_gradient_is_4_over_tau_nash_md_pg(tau):
     # not proportional: the best scalar fit leaves a large residual
     c = float((ipo_mean @ nash) / (nash @ nash))
     assert (ipo_mean - c * nash).norm() > 0.05 * ipo_mean.norm()
+
+
+# ----------------------------------------------------------------------------- several responses per prompt
+
+
+def test_group_preferences_and_leave_one_out_hand_values():
+    """K = M = 2, P = ((0.9, 0.7), (0.2, 0.4)): p_bar = (0.8, 0.3), baseline = (0.3, 0.8); rows (0.2, 0.4, 0.9)
+    give leave-one-out means (0.65, 0.55, 0.3); K = 1 gives the baseline 1/2."""
+    p_bar, base = group_preferences(torch.tensor([[[0.9, 0.7], [0.2, 0.4]]]))
+    torch.testing.assert_close(p_bar, torch.tensor([[0.8, 0.3]]))
+    torch.testing.assert_close(base, torch.tensor([[0.3, 0.8]]))
+    torch.testing.assert_close(
+        leave_one_out_baseline(torch.tensor([[0.2, 0.4, 0.9]])), torch.tensor([[0.65, 0.55, 0.3]])
+    )
+    p1, b1 = group_preferences(torch.tensor([[[0.9, 0.7]]]))
+    torch.testing.assert_close(p1, torch.tensor([[0.8]]))
+    torch.testing.assert_close(b1, torch.tensor([[0.5]]))
+    with pytest.raises(ValueError, match="K >= 2"):
+        leave_one_out_baseline(torch.tensor([[0.3]]))
+    with pytest.raises(ValueError, match=r"\(G, K, M\)"):
+        group_preferences(torch.tensor([0.3, 0.4]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        group_preferences(torch.tensor([[[1.3]]]))
+
+
+def _group_loss(theta, y, p_bar, baseline, tau):
+    """Per-prompt loss of the multi-response estimator: the mean over the K responses of nash_md_pg_loss."""
+    flat = y.reshape(-1)  # (C K,)
+    logpi = token_logps_table(theta, SEQS[flat], SEQ_MASK[flat])
+    logmu = token_logps_table(REF, SEQS[flat], SEQ_MASK[flat])
+    loss = nash_md_pg_loss(
+        logpi, logmu, SEQ_MASK[flat], p_bar.reshape(-1), tau, baseline=baseline.reshape(-1)
+    ).loss
+    return loss.view(y.shape[0], -1).mean(dim=1)  # (C,)
+
+
+@pytest.mark.parametrize("K, M", [(2, 2), (3, 1)])
+def test_multi_response_nash_md_pg_expected_gradient_is_exact_by_enumeration(K, M):
+    """K responses y ~ pi and M opponents y' ~ OPPONENT per prompt, every (i, j) pair judged, p_bar and the
+    leave-one-out baseline of group_preferences: the expectation over all 7^(K + M) = 2,401 draws equals
+    -grad J(theta) exactly (J as above, tau = 0.3). Negative control: a baseline that includes y_i's own
+    p_bar (the plain group mean) shrinks the preference part by (K - 1)/K and is biased."""
+    tau = 0.3
+    draws = torch.cartesian_prod(*[torch.arange(7)] * (K + M))  # (7^(K+M), K+M)
+    y, opp = draws[:, :K], draws[:, K:]  # (C, K), (C, M)
+    weights = seq_probs(THETA)[y].prod(dim=1) * OPPONENT[opp].prod(dim=1)  # (C,) probability of each draw
+    assert float(weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    pref = PREF[y[:, :, None], opp[:, None, :]]  # (C, K, M)
+    p_bar, baseline = group_preferences(pref)
+    th = THETA.clone().requires_grad_(True)
+    exact = -torch.autograd.grad(exact_objective(th, tau, OPPONENT), th)[0]
+    got = expected_loss_gradient(lambda t: _group_loss(t, y, p_bar, baseline, tau), THETA, weights)
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-12)
+    group_mean = p_bar.mean(dim=1, keepdim=True).expand_as(p_bar)
+    wrong = expected_loss_gradient(lambda t: _group_loss(t, y, p_bar, group_mean, tau), THETA, weights)
+    assert (wrong - exact).abs().max() > 1e-3  # 9 orders above the exact match's error
