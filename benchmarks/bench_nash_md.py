@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_nash_md.py [--tokens 32 40 64 128] [--steps 4] [--trl /tmp/trl113]
 
-Setting (PEER-TRL.md): the benchmark tiny Llama (``common.make_tiny_llama``: hidden 256,
+Setting (docs/PEERS.md): the benchmark tiny Llama (``common.make_tiny_llama``: hidden 256,
 4 layers, vocab 259, fp32, CPU, one thread) as policy and reference; B = 8 prompts of 23
 tokens a step; ``--tokens`` new tokens (temperature 1, no top-k/top-p, mixture_coef 0.5,
 tau = TRL's beta = 0.1, AdamW lr 1e-6); the judge is the SAME scalar reward model on both
@@ -12,12 +12,12 @@ on the last token (TRL: ``AutoModelForSequenceClassification``; nlhf: the same w
 
 Cases, each in its own process (so ``peak_rss_mib`` is that run's own maximum resident set):
 
-* ``nlhf``: :func:`nlhf.train.online.run_online`, algorithm ``nash_md``; one decode loop gives
+* ``nlhf``: :func:`nlhf.train.nash_md.run_nash_md`, algorithm ``nash_md``; one decode loop gives
   y (with log pi and log mu of its tokens) and y' ~ the token-level mixture, two KV caches;
 * ``trl-uncached``: TRL 1.13 with ``generation_kwargs={"use_cache": False}``: the correct
   mixture, every decode step recomputing the whole prefix (quadratic);
 * ``trl-cached``: TRL 1.13's default (KV cache on): faster, but policy and reference share one
-  cache in the mixture wrapper, so y' is not the mixture (PEER-TRL.md) -- reported, not a target.
+  cache in the mixture wrapper, so y' is not the mixture (docs/PEERS.md) -- reported, not a target.
 
 Each case runs ``--steps`` optimiser steps; ``median_s_per_step`` (wall) and
 ``median_cpu_s_per_step`` (CPU time of the process: less sensitive to other jobs on a shared
@@ -117,7 +117,7 @@ def run_nlhf(args) -> None:
     from nlhf.sampling import SamplingConfig
     from nlhf.train import loop as loop_mod
     from nlhf.train.config import LoopConfig, OptimConfig
-    from nlhf.train.online import OnlineConfig, run_online
+    from nlhf.train.nash_md import NashMDConfig, run_nash_md
 
     torch.manual_seed(0)
     model, tok = load_causal_lm(args.model)
@@ -134,14 +134,14 @@ def run_nlhf(args) -> None:
         return out
 
     loop_mod.TrainLoop._train_step = timed
-    cfg = OnlineConfig(
+    cfg = NashMDConfig(
         algorithm="nash_md", tau=TAU, mixture_coef=MIXTURE_COEF, out=args.out,
         sampling=SamplingConfig(max_new_tokens=args.tokens, temperature=1.0),
         optim=OptimConfig(lr=LR, max_grad_norm=1.0, schedule="constant"),
         loop=LoopConfig(max_steps=args.steps, micro_batch_size=BATCH, log_every=10_000, progress=False,
                         tensorboard=False, min_free_disk_mb=1, overwrite=True, eval_at_end=False),
     )  # fmt: skip
-    result = run_online(
+    result = run_nash_md(
         cfg, model=model, tokenizer=tok, judge=judge, train_prompts=prompts(BATCH * args.steps)
     )
     emit(

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_offline.py [--pairs 128] [--repeat 5]
 
-Both sides (PEER-TRL.md): the tiny Llama of ``common.py`` (hidden 256, 4 layers, ~4.3M
+Both sides (docs/PEERS.md): the tiny Llama of ``common.py`` (hidden 256, 4 layers, ~4.3M
 parameters), the same pairs (prompt 23 tokens, responses 40 tokens, + EOS), batch 8,
 fp32, no gradient checkpointing, an explicit reference copy, lr 1e-5, tau (TRL's beta)
 0.1, one epoch, one thread. Every measurement runs in its own subprocess so that its peak
@@ -80,10 +80,10 @@ def ours(args: argparse.Namespace) -> None:
     """nlhf's offline trainer on the benchmark model and pairs; prints one JSON line."""
     single_thread()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import nlhf.train.dpo as offline_mod
     import nlhf.train.loop as loop_mod
-    import nlhf.train.offline as offline_mod
     from nlhf.train.config import LoopConfig, OptimConfig
-    from nlhf.train.offline import OfflineConfig, run_offline
+    from nlhf.train.dpo import OfflineConfig, run_offline
 
     cpu = {
         "ref": 0.0,
@@ -358,8 +358,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5, help="runs of each side; the median is reported")
     ap.add_argument("--losses", nargs="+", default=["dpo", "ipo"], choices=["dpo", "ipo"])
-    ap.add_argument("--prompt-tokens", type=int, default=23, help="prompt length (PEER-TRL.md: 23)")
-    ap.add_argument("--completion-tokens", type=int, default=40, help="response length (PEER-TRL.md: 40)")
+    ap.add_argument("--prompt-tokens", type=int, default=23, help="prompt length (docs/PEERS.md: 23)")
+    ap.add_argument("--completion-tokens", type=int, default=40, help="response length (docs/PEERS.md: 40)")
     ap.add_argument("--reduction", default="sum", choices=["sum", "mean"],
                     help="nlhf's sequence log-prob reduction (TRL: sum for DPO, mean for IPO; same cost)")  # fmt: skip
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "nlhf-bench"))

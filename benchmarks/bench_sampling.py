@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sampling.py [--model DIR] [--repeat 3] [--tokens 32 64 128]
 
-Model: the benchmark tiny Llama of PEER-TRL.md (``benchmarks/common.py: make_tiny_llama``,
+Model: the benchmark tiny Llama of docs/PEERS.md (``benchmarks/common.py: make_tiny_llama``,
 hidden 256, 4 layers, vocab 259, fp32), as policy and (a second copy, perturbed) as
 reference; B = 8 prompts of 23 tokens; every response runs to the full number of new
 tokens (``stop_on_eos=False``), temperature 1. One JSON line per case, then a summary line.

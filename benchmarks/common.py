@@ -1,4 +1,4 @@
-"""Shared set-up for the benchmarks: the tiny Llama of PEER-TRL.md and length-controlled pairs.
+"""Shared set-up for the benchmarks: the tiny Llama of docs/PEERS.md and length-controlled pairs.
 
 Both sides of every comparison (nlhf and the peer) read the same model directory and the
 same pairs, so a ratio measured in one run compares like with like. The tokenizer is

@@ -4,7 +4,7 @@
 
 The demo's Nash-MD-PG stage (SmolLM2-135M-Instruct, LoRA on the last 4 blocks, the demo's
 defaults: 8 prompts a step, tau 0.05, mixture_coef 0.125, lr 1e-3, 16 new tokens) trained by
-:func:`nlhf.train.online.run_online`, but judged by the environment's oracle P* itself instead
+:func:`nlhf.train.nash_md.run_nash_md`, but judged by the environment's oracle P* itself instead
 of the learned preference model. Afterwards the trained policy and the reference each sample
 ``--samples`` responses to every held-out prompt (the same per-row seeds for both), the
 responses are classified, and the class-level win rate P(pi > mu) = pi^T P mu is computed
@@ -54,7 +54,7 @@ def main() -> None:
         sample_responses,
     )
     from nlhf.sampling import SamplingConfig
-    from nlhf.train.online import OnlineConfig, run_online
+    from nlhf.train.nash_md import NashMDConfig, run_nash_md
 
     overrides = [f"nash_steps={args.steps}", *args.overrides]
     if args.smoke:
@@ -70,13 +70,13 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model, tok = load_policy_model(cfg.model, seed=cfg.seed, device="cpu")
-    online = OnlineConfig(
+    online = NashMDConfig(
         algorithm="nash_md", tau=cfg.tau, mixture_coef=cfg.mixture_coef, model=cfg.model, out=str(out / "policy"),
         judge_batch_size=cfg.eval_batch_size, sampling=SamplingConfig(max_new_tokens=cfg.max_new_tokens),
         lora=lora_settings(cfg, model), merge_adapter=False, optim=_optim(cfg),
         loop=replace(_loop(cfg, cfg.nash_steps, cfg.nash_batch_size), overwrite=True),
     )  # fmt: skip
-    result = run_online(online, model=model, tokenizer=tok, train_prompts=train, judge=env)
+    result = run_nash_md(online, model=model, tokenizer=tok, train_prompts=train, judge=env)
     train_s = time.perf_counter() - t0
 
     def class_mix(policy) -> np.ndarray:

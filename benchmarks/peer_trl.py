@@ -6,7 +6,7 @@ the peer's own) with TRL on ``PYTHONPATH``:
     pip install --no-deps --target /tmp/trl116 trl==1.16.0
     PYTHONPATH=/tmp/trl116 python benchmarks/peer_trl.py reward --model DIR --pairs 64 --batch 8
 
-Settings follow PEER-TRL.md: fp32, no gradient checkpointing, an explicit reference copy
+Settings follow docs/PEERS.md: fp32, no gradient checkpointing, an explicit reference copy
 for DPO (``ref_model=None`` would reload from disk), no evaluation, no saving.
 """
 

@@ -1,25 +1,27 @@
 """The ``nlhf`` command line: ``nlhf demo | lab | train-pm | train-rm | train | eval``.
 
 Each command lives next to the code it runs, in a module with a ``register(subparsers)``
-function. Those modules import nothing heavy at import time (torch, transformers and
-matplotlib load inside the command), so ``nlhf --help`` stays fast.
+function, imported here by name. Those modules import nothing heavy at import time (torch,
+transformers and matplotlib load inside the command), so ``nlhf --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-# Modules that add sub-commands, in the order the help lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "nlhf.demo",
-    "nlhf.lab.cli",
-    "nlhf.train.cli",
-    "nlhf.train.offline_cli",
-    "nlhf.eval.cli",
-)
+from nlhf import __version__, demo
+from nlhf.config import ConfigError
+from nlhf.data.errors import PreferenceDataError
+from nlhf.eval import cli as eval_cli
+from nlhf.lab import cli as lab_cli
+from nlhf.models.loading import ModelLoadError  # cheap: torch is imported lazily there
+from nlhf.train import cli as train_cli
+from nlhf.train.checkpoint import CheckpointError
+
+# The register(subparsers) functions of the sub-commands, in the order the help lists them.
+COMMANDS = (demo.register, lab_cli.register, train_cli.register, eval_cli.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,12 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from nlhf import __version__
-
     parser.add_argument("--version", action="version", version=f"nlhf {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for register in COMMANDS:
+        register(subparsers)
     return parser
 
 
@@ -47,10 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    from nlhf.config import ConfigError
-    from nlhf.data.errors import PreferenceDataError
-    from nlhf.models.loading import ModelLoadError  # cheap: torch is imported lazily there
-
     try:
         result = args.func(args)
     except ConfigError as exc:
@@ -61,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ModelLoadError as exc:
         print(f"nlhf: model error: {exc}", file=sys.stderr)
+        return 2
+    except CheckpointError as exc:
+        print(f"nlhf: checkpoint error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nlhf: interrupted", file=sys.stderr)

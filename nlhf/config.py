@@ -229,6 +229,29 @@ def load_config(
     return from_dict(cls, data)
 
 
+def resolve_config(
+    cls: type[T],
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from its defaults < ``fixed`` < YAML < ``key=value`` overrides < non-None ``flags``.
+
+    Resolved by :func:`load_config` (unknown keys and wrong types are rejected naming the
+    key). A ``fixed`` key that the YAML file or the overrides set to another value is a
+    :class:`ConfigError`: ``nlhf train dpo loss=ipo`` is a contradiction, not a choice.
+    """
+    fixed = dict(fixed or {})
+    cfg = load_config(cls, config_path, overrides, defaults=fixed, flags=flags)
+    for key, value in fixed.items():
+        if getattr(cfg, key) != value:
+            raise ConfigError(
+                f"{key}: this sub-command sets {key}={value}, but the config says {key}={getattr(cfg, key)!r}"
+            )
+    return cfg
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: temporary file, then rename)."""
     path = Path(path)
@@ -251,6 +274,7 @@ __all__ = [
     "parse_overrides",
     "merge",
     "load_config",
+    "resolve_config",
     "save_config",
     "replace",
 ]

@@ -185,3 +185,24 @@ class SymmetrizedJudge(BaseJudge):
 def symmetrize(p_ab: torch.Tensor, p_ba: torch.Tensor) -> torch.Tensor:
     """(P(a > b) + 1 - P(b > a)) / 2 (THEORY.md Sec. 1: P(y > y') = 1 - P(y' > y))."""
     return 0.5 * (p_ab + 1.0 - p_ba)
+
+
+def load_judge(path: str, batch_size: int) -> BaseJudge:
+    """A judge from a directory saved by ``nlhf train-pm`` (preference model) or ``train-rm`` (reward model)."""
+    from nlhf.models.saved import load_scorer  # torch and transformers: only when a judge loads
+
+    model = load_scorer(path).eval()
+    if model.kind == "reward":
+        return RewardModelJudge(model, batch_size=batch_size)
+    return PreferenceModelJudge(model, batch_size=batch_size)
+
+
+def judge_preference(judge: Judge, prompts: Sequence[Any], first: Any, second: Any, tokenizer: Any) -> Any:
+    """P(first > second | prompt) (B,) float32 on the rollouts' device, from the decoded response texts.
+
+    ``first``, ``second``: :class:`nlhf.sampling.Rollout` of B rows each.
+    """
+    first_texts = first.response_texts(tokenizer)
+    second_texts = second.response_texts(tokenizer)
+    pref = judge.prob(list(prompts), first_texts, second_texts)  # (B,) CPU, checked by BaseJudge
+    return pref.to(first.response_ids.device)

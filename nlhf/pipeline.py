@@ -311,9 +311,10 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Any], samples
     import torch
     from tqdm.auto import tqdm
 
+    from nlhf.data.collate import eos_id, pad_token_id
+    from nlhf.data.prompt_batches import make_prompt_collate as make_collate
+    from nlhf.data.prompt_batches import tokenize_prompts
     from nlhf.sampling import SamplingConfig, generate, make_generator
-    from nlhf.train.offline import pad_token_id
-    from nlhf.train.online import eos_id, make_collate, tokenize_prompts
 
     items = tokenize_prompts(tokenizer, prompts, None)
     rows = [(i, it) for i, it in enumerate(items) for _ in range(samples)]  # prompt-major
@@ -471,7 +472,8 @@ def train_nash_md(cfg: DemoConfig, run: Path, train_prompts: Sequence[Any]) -> A
     """Nash-MD-PG (LoRA) against the preference model saved in ``run/pm`` (THEORY Sec. 4)."""
     import nlhf.models.preference_model  # noqa: F401  registers the kind that load_judge reads back
     from nlhf.sampling import SamplingConfig
-    from nlhf.train.online import OnlineConfig, run_online
+    from nlhf.train.nash_md import NashMDConfig as OnlineConfig
+    from nlhf.train.nash_md import run_nash_md as run_online
 
     model, tok = load_policy_model(cfg.model, seed=cfg.seed, device="cpu")
     online = OnlineConfig(
@@ -514,7 +516,7 @@ def ipo_subset(src: Path, dst: Path, n: int, seed: int) -> Path:
 def train_ipo(cfg: DemoConfig, run: Path) -> Any:
     """Offline IPO (LoRA, summed log-probs, soft labels) on ``cfg.ipo_pairs`` of ``pairs/train.jsonl`` (THEORY Sec. 5,
     PsiPO Eq. 17)."""
-    from nlhf.train.offline import OfflineConfig, run_offline
+    from nlhf.train.dpo import OfflineConfig, run_offline
 
     data = ipo_subset(
         run / "pairs" / "train.jsonl", run / "pairs" / "ipo_train.jsonl", cfg.ipo_pairs, cfg.seed
@@ -737,7 +739,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     )
     pm = fit_judge("pm", cfg, run, judge_model)
     rm = fit_judge("rm", cfg, run, judge_model)
-    from nlhf.train.online import load_judge
+    from nlhf.judges import load_judge
 
     pm_judge, rm_judge = (
         load_judge(str(run / "pm"), cfg.eval_batch_size),
@@ -772,7 +774,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 
     # 5. tournament under the oracle on the held-out prompts, and the report
     done = clock.start(5, "tournament (oracle, held-out prompts) + report")
-    from nlhf.eval import PolicyEntry, run_tournament, write_report
+    from nlhf.eval import PolicyEntry, run_tournament
+    from nlhf.report import write_report
 
     base, base_tok = load_policy_model(cfg.model, seed=cfg.seed, device=device)
     entries = [PolicyEntry("reference", base, base_tok, spec=cfg.model)]

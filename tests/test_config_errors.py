@@ -224,7 +224,6 @@ ONLINE = [
     ("mixture_coef=-0.1", "mixture_coef: must be in [0, 1], got -0.1"),
     ("mixture_coef=.nan", "mixture_coef: must be in [0, 1], got nan"),
     ("mixture_coef=half", "mixture_coef: expected float"),
-    ("ema_decay=1", "ema_decay: must be in [0, 1)"),
     ("max_importance_weight=0", "max_importance_weight: must be > 0"),
     ("judge_batch_size=0", "judge_batch_size: must be >= 1"),
     ("max_prompt_tokens=0", "max_prompt_tokens: must be >= 1"),
@@ -262,6 +261,8 @@ CASES = (
         ("cdpo", "label_smoothing=-0.1", "label_smoothing: must be in [0, 0.5)"),
         ("self-play", "mixture_coef=0.5", "mixture_coef: self_play fixes mixture_coef = 0"),
         ("nash-ema", "mixture_coef=0.1", "mixture_coef: is not used by nash_ema"),
+        ("nash-md", "ema_decay=1", "ema_decay: must be in [0, 1)"),
+        ("ipo-md", "ema_decay=0.5", "unknown key 'ema_decay'"),  # online IPO's config has no EMA opponent
         ("ipo-md", "sampling.temperature=0.7", "sampling.temperature: ipo_md samples the geometric mixture"),
         ("rlhf-pg", "ppo_epochs=2", "ppo_epochs: rlhf_pg makes one on-policy update per batch"),
     ]
@@ -336,12 +337,12 @@ def test_judge_outside_unit_interval_stops_an_online_run(tmp_path):
     from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
     from nlhf.sampling import SamplingConfig
     from nlhf.train.config import LoopConfig, OptimConfig
-    from nlhf.train.online import OnlineConfig, run_online
+    from nlhf.train.nash_md import NashMDConfig, run_nash_md
 
     torch.set_num_threads(1)
     tok = tiny_tokenizer()
     model = tiny_causal_lm(tokenizer=tok, seed=0)
-    cfg = OnlineConfig(
+    cfg = NashMDConfig(
         out=str(tmp_path / "run"),
         sampling=SamplingConfig(max_new_tokens=4),
         optim=OptimConfig(lr=1e-3, schedule="constant"),
@@ -361,7 +362,7 @@ def test_judge_outside_unit_interval_stops_an_online_run(tmp_path):
         match=r"judge always_one_and_a_half returned 1\.5 at row 0 "
         r"\(P\(first > second\) must be in \[0, 1\]",
     ):
-        run_online(cfg, model=model, tokenizer=tok, judge=judge, train_prompts=["Hi", "Why", "Say yes", "?"])
+        run_nash_md(cfg, model=model, tokenizer=tok, judge=judge, train_prompts=["Hi", "Why", "Say yes", "?"])
     after = dict(model.named_parameters())
     assert all(torch.equal(before[n], after[n].detach()) for n in before), (
         "a step was taken with the bad judge"

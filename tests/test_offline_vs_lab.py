@@ -1,7 +1,7 @@
 """The real offline trainer on the PsiPO bandit, checked against the exact answers of ``nlhf.lab``.
 
 The policy is :class:`nlhf.models.tabular.TabularLM` (pi = softmax(theta) over single-token
-responses, in the causal-LM interface), trained by :func:`nlhf.train.offline.run_offline`
+responses, in the causal-LM interface), trained by :func:`nlhf.train.dpo.run_offline`
 itself: tokenizer, collation, log-probs, the cached reference, the loss registry, the
 shared loop and AdamW. Dataset D1 = {(a > b), (b > c), (a > c)}, uniform reference
 (THEORY.md Sec. 5; PsiPO Sec. 5.4). Every run uses the whole dataset as its batch, so the
@@ -24,7 +24,7 @@ from nlhf.data import PreferenceExample
 from nlhf.lab.psipo import bandit_dataset, ipo_dataset_optimum, psipo_optimum
 from nlhf.models.tabular import NEG, TabularConfig, TabularLM, action_probs, tabular_lm, tabular_tokenizer
 from nlhf.train.config import LoopConfig, OptimConfig
-from nlhf.train.offline import OfflineConfig, run_offline
+from nlhf.train.dpo import OfflineConfig, run_offline
 
 ACTIONS, D1 = bandit_dataset("D1")  # ("a", "b", "c"), [(0, 1), (1, 2), (0, 2)]
 

@@ -4,7 +4,7 @@ The policy is a "language model" whose responses are single tokens: a logits tab
 responses in the causal-LM interface (:class:`nlhf.models.tabular.TabularLM`, one prompt
 "x", max_new_tokens 1, temperature 1), initialised at the reference mu. It is judged
 through :class:`nlhf.envs.game_judge.GameJudge` (response text -> action -> the lab game's
-P[i, j]) and trained by :func:`nlhf.train.online.run_online` / :func:`nlhf.train.rlhf.run_rlhf`
+P[i, j]) and trained by :func:`nlhf.train.nash_md.run_nash_md` / :func:`nlhf.train.online_ipo.run_online_ipo` / :func:`nlhf.train.rlhf.run_rlhf`
 themselves -- sampler, judge, log-probs, losses, the shared loop, fused AdamW -- with a
 batch of 64 responses a step, a learning rate cosine-decayed to 0 and a fixed seed. The
 final pi = softmax(theta) must be within total variation 0.02 of:
@@ -41,13 +41,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from online_family import OnlineConfig, run_online  # tests/ (conftest.py)
 
 from nlhf.envs.game_judge import GameJudge
 from nlhf.lab import pg_stationary_point, random_game, regularized_nash, rock_paper_scissors
 from nlhf.models.tabular import TabularConfig, TabularLM, action_probs, tabular_tokenizer
 from nlhf.sampling import SamplingConfig
 from nlhf.train.config import LoopConfig, OptimConfig
-from nlhf.train.online import OnlineConfig, run_online
 from nlhf.train.rlhf import RLHFConfig, run_rlhf
 
 BATCH = 64  # responses per optimiser step

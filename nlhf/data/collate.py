@@ -155,6 +155,14 @@ def pad_token_id(tokenizer: Any) -> int:
     return int(pad)
 
 
+def eos_id(tokenizer: Any) -> int:
+    """The token that ends a response (the tokenizer's EOS; for chat models the end-of-turn token)."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id: a sampled response could never end")
+    return int(eos)
+
+
 def _round_up(n: int, multiple: int | None) -> int:
     return n if not multiple else -(-n // multiple) * multiple
 

@@ -2,7 +2,8 @@
 
 ::
 
-    from nlhf.eval import TournamentConfig, load_policy, run_tournament, write_report
+    from nlhf.eval import TournamentConfig, load_policy, run_tournament
+    from nlhf.report import write_report
     from nlhf.envs import default_rater_population, load_env_prompts
     policies = [load_policy("smollm2", name="reference"), load_policy("runs/nash-md")]
     result = run_tournament(policies, load_env_prompts("heldout"), default_rater_population(),
@@ -16,7 +17,8 @@
   exploitability: exact at the class level for class oracles, else pool / best-of-n)
 * :mod:`nlhf.eval.intervals`   binomial and bootstrap intervals
 * :mod:`nlhf.eval.result`      :class:`TournamentResult` (``to_dict``, ``to_markdown``)
-* :func:`write_report`         :mod:`nlhf.report` (heatmap PNG, markdown, self-contained HTML, JSON)
+* the report of a result: :func:`nlhf.report.write_report` (heatmap PNG, markdown, self-contained
+  HTML, JSON); :mod:`nlhf.report` imports this package, never the reverse
 * :mod:`nlhf.eval.cli`         ``nlhf eval``
 
 Importing this package is cheap: names load on first use; torch and matplotlib only when
@@ -40,7 +42,6 @@ _EXPORTS = {
     "clopper_pearson_interval": "nlhf.eval.intervals",
     "binomial_interval": "nlhf.eval.intervals",
     "bootstrap_interval": "nlhf.eval.intervals",
-    "write_report": "nlhf.report",
 }
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "load_policy",
     "run_tournament",
     "wilson_interval",
-    "write_report",
 ]
 
 if TYPE_CHECKING:
@@ -68,6 +68,5 @@ if TYPE_CHECKING:
     from nlhf.eval.policies import PolicyEntry, load_policy
     from nlhf.eval.result import TournamentResult
     from nlhf.eval.tournament import is_class_judge, run_tournament
-    from nlhf.report import write_report
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -17,7 +17,7 @@
 * ``--config YAML`` and ``--set key=value`` set :class:`nlhf.eval.TournamentConfig` keys
   (defaults < YAML < --set < the dedicated flags).
 
-Writes the report (:func:`nlhf.eval.write_report`) and ``eval_config.yaml`` into ``--out``
+Writes the report (:func:`nlhf.report.write_report`) and ``eval_config.yaml`` into ``--out``
 and prints where the report is. Cheap to import: everything heavy loads in the command.
 """
 
@@ -117,7 +117,7 @@ def load_eval_judge(spec: str, batch_size: int, device: str) -> Any:
     if not Path(spec).is_dir():
         raise ValueError(f"--judge {spec!r}: not {' or '.join(ORACLES)} and not a directory (a saved preference "
                          "or reward model: nlhf train-pm / train-rm)")  # fmt: skip
-    from nlhf.train.online import load_judge
+    from nlhf.judges import load_judge
 
     try:
         judge = load_judge(spec, batch_size)

@@ -2,8 +2,8 @@
 
 A spec is one of (tried in this order):
 
-1. a training run directory written by ``nlhf train`` (:func:`nlhf.train.offline.run_offline`,
-   :func:`nlhf.train.online.run_online`, :func:`nlhf.train.rlhf.run_rlhf`): it holds
+1. a training run directory written by ``nlhf train`` (:func:`nlhf.train.dpo.run_offline`,
+   :func:`nlhf.train.nash_md.run_nash_md`, :func:`nlhf.train.rlhf.run_rlhf`): it holds
    ``config.yaml`` (whose ``model`` key names the base model mu) and ``policy/`` (the saved
    policy, merged or a LoRA adapter directory). The base model is loaded too, as the
    entry's ``reference`` (mu, for the KL column), unless ``load_reference=False`` or the
@@ -44,28 +44,17 @@ class PolicyEntry:
     spec: str = ""  # where it was loaded from (for the report)
 
 
-def _load_tiny(spec: str, device: str, dtype: Any) -> tuple[Any, Any]:
-    from nlhf.models.loading import resolve_dtype
-    from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
-
-    seed = 0
-    if ":" in spec:
-        try:
-            seed = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"policy spec {spec!r}: expected tiny or tiny:SEED (an integer seed)") from None
-    tok = tiny_tokenizer()
-    model = tiny_causal_lm(tokenizer=tok, seed=seed).to(resolve_dtype(dtype or "float32")).to(device)
-    return model.eval(), tok
-
-
 def _load_model(spec: str, device: str, dtype: Any) -> tuple[Any, Any]:
-    """(model, tokenizer) for a model name/path/tiny spec (no run-directory logic)."""
-    if spec == TINY or spec.startswith(TINY + ":"):
-        return _load_tiny(spec, device, dtype)
-    from nlhf.models.loading import load_causal_lm
+    """(model, tokenizer) for a model name/path/tiny spec (no run-directory logic), in eval mode."""
+    from nlhf.models.loading import ModelLoadError, load_model
 
-    return load_causal_lm(spec, dtype=dtype or "float32", device=device)
+    try:
+        model, tok = load_model(spec, dtype=dtype or "float32", device=device)
+    except ModelLoadError as exc:
+        if spec.startswith(TINY + ":"):  # a bad tiny seed is a bad policy spec
+            raise ValueError(f"policy spec {spec!r}: expected tiny or tiny:SEED (an integer seed)") from exc
+        raise
+    return model.eval(), tok
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:

@@ -137,8 +137,11 @@ def sample_responses(
     """
     import torch
 
-    from nlhf.sampling.decode import RowGenerator, generate, response_logps
-    from nlhf.train.online import eos_id, make_collate, repeat_prompts, tokenize_prompts
+    from nlhf.data.collate import eos_id
+    from nlhf.data.prompt_batches import make_prompt_collate as make_collate
+    from nlhf.data.prompt_batches import repeat_prompts, tokenize_prompts
+    from nlhf.sampling.decode import generate, response_logps
+    from nlhf.sampling.streams import RowGenerator
 
     S = cfg.samples_per_prompt if samples is None else samples
     sampling = cfg.sampling()

@@ -103,9 +103,14 @@ def cdpo_loss(
     (THEORY.md Sec. 5; Mitchell, "A note on DPO with noisy preferences", 2023.) It is the
     cross-entropy of the DPO model sigmoid(tau h) against a soft label 1 - eps: the labels
     are assumed flipped with probability eps, and the optimum is the finite margin
-    tau h = log((1 - eps) / eps) instead of infinity. eps = 0 is :func:`dpo_loss`. (TRL's
-    ``loss_type="sigmoid"`` with ``label_smoothing``; TRL's ``"robust"`` is a different,
-    unbiased-correction loss that divides by 1 - 2 eps.)
+    tau h = log((1 - eps) / eps) instead of infinity. eps = 0 is :func:`dpo_loss`.
+
+    This is exactly the cDPO formula of Mitchell's note (Eq. 3, https://ericmitchell.ai/cdpo.pdf),
+    as OpenRLHF's ``DPOLoss`` writes it. It is NOT what TRL 1.16's ``DPOTrainer`` computes
+    with ``loss_type="sigmoid"``: that loss ignores ``label_smoothing`` (plain DPO); TRL's
+    ``"robust"`` is a different loss (the unbiased correction that divides by 1 - 2 eps;
+    docs/PEERS.md). Hand example (``tests/losses/test_pairwise_losses.py``): tau h = log 3,
+    eps = 0.1: -0.9 log 0.75 - 0.1 log 0.25 = 0.397543.
 
     Shapes: four (B,) sequence log-probs -> loss (B,).
     """

@@ -24,6 +24,8 @@ _EXPORTS = {
     "load_causal_lm": "nlhf.models.loading",
     "load_encoder": "nlhf.models.loading",
     "load_backbone": "nlhf.models.loading",
+    "load_model": "nlhf.models.loading",
+    "load_scorer": "nlhf.models.saved",
     "ModelLoadError": "nlhf.models.loading",
     "default_cache_dir": "nlhf.models.loading",
     "LoraSettings": "nlhf.models.lora",
@@ -53,6 +55,8 @@ __all__ = [
     "load_backbone",
     "load_causal_lm",
     "load_encoder",
+    "load_model",
+    "load_scorer",
     "save_policy",
     "tiny_causal_lm",
     "tiny_tokenizer",
@@ -70,6 +74,7 @@ if TYPE_CHECKING:
     from nlhf.models.policy import Reference, build_policy, save_policy
     from nlhf.models.preference_model import PairwisePreferenceModel
     from nlhf.models.reward_model import RewardModel
+    from nlhf.models.saved import load_scorer
     from nlhf.models.scorer import SequenceScorer
     from nlhf.models.tabular import TabularConfig, TabularLM
     from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer

@@ -14,7 +14,7 @@ policy):
 * a ``.gguf`` file, or a directory plus ``gguf_file=``;
 * anything else is treated as a Hugging Face hub name (real ``from_pretrained(name)``).
 
-GGUF files are converted once and cached as safetensors (PEER-TRL.md, "Pitfalls"):
+GGUF files are converted once and cached as safetensors (docs/PEERS.md, "Pitfalls"):
 transformers de-quantises GGUF tensors on load (~20-40 s on 2 cores) but leaves a
 quantizer attached (``model.hf_quantizer``, ``config.quantization_config``) that blocks
 training and ``save_pretrained``. The conversion rebuilds the model from its config
@@ -293,7 +293,7 @@ def convert_gguf(
     """De-quantise a GGUF checkpoint into a plain ``save_pretrained`` directory (atomically).
 
     The model is rebuilt from its config with ``quantization_config`` removed (the GGUF
-    quantizer flag blocks training and saving, PEER-TRL.md) and the de-quantised state
+    quantizer flag blocks training and saving, docs/PEERS.md) and the de-quantised state
     dict is loaded into it, so logits are identical to the GGUF load. Returns ``out_dir``.
     """
     import torch
@@ -487,6 +487,38 @@ def load_causal_lm(
             stacklevel=2,
         )
     return _finish(model, tokenizer, torch_dtype, device)
+
+
+TINY = "tiny"  # --model tiny[:SEED]: nlhf.models.tiny's random Llama and byte tokenizer
+
+
+def parse_tiny(spec: str, default_seed: int = 0) -> int | None:
+    """The seed of a ``tiny`` / ``tiny:SEED`` model spec (``default_seed`` for bare ``tiny``); None for other specs."""
+    if spec != TINY and not spec.startswith(TINY + ":"):
+        return None
+    if ":" not in spec:
+        return int(default_seed)
+    try:
+        return int(spec.split(":", 1)[1])
+    except ValueError:
+        raise ModelLoadError(f"model {spec!r}: expected tiny or tiny:SEED (an integer seed)") from None
+
+
+def load_model(spec: str, *, dtype: Any = "float32", device: Any = None, seed: int = 0) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for any model spec the commands take: the one loader of nlhf.
+
+    ``tiny`` / ``tiny:SEED``: :mod:`nlhf.models.tiny`'s random Llama and byte tokenizer,
+    seeded by ``SEED`` (``seed`` for bare ``tiny``: the trainers pass ``loop.seed``), in
+    train mode as built; anything else: :func:`load_causal_lm` (eval mode).
+    """
+    tiny_seed = parse_tiny(str(spec), seed)
+    if tiny_seed is None:
+        return load_causal_lm(spec, dtype=dtype, device=device)
+    from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_causal_lm(tokenizer=tok, seed=tiny_seed).to(resolve_dtype(dtype or "float32"))
+    return (model if device is None else model.to(device)), tok
 
 
 def _load_adapter_dir(path: Path, *, dtype: Any, device: Any, cache_dir: Any) -> tuple[Any, Any]:

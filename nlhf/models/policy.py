@@ -1,7 +1,7 @@
 """The policy pi being trained and the explicit reference mu (THEORY.md Sec. 0, 4-6).
 
 mu is the reference (SFT) policy: never updated, and never silently the adapted model
-(PEER-TRL.md: with LoRA and no explicit reference, TRL's reference was long the adapted
+(docs/PEERS.md: with LoRA and no explicit reference, TRL's reference was long the adapted
 model itself, turning Nash-MD into self-play). :func:`build_policy` returns both, with mu
 made explicit in one of two ways:
 

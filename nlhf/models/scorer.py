@@ -61,6 +61,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from nlhf.models.forward import forward_signature
 from nlhf.models.lora import LoraSettings, apply_lora, base_state_dict, is_peft_model
 
 HEAD_CONFIG = "nlhf_head.json"
@@ -151,15 +152,8 @@ def pool_hidden(
 
 def cache_argument(backbone: Any) -> str | None:
     """The keyword under which ``backbone``'s forward takes a KV cache (``"cache"`` in transformers 5,
-    ``"past_key_values"`` before), or None when it takes none."""
-    import inspect
-
-    base = backbone.get_base_model() if is_peft_model(backbone) else backbone
-    try:
-        params = inspect.signature(type(base).forward).parameters
-    except (TypeError, ValueError):
-        return None
-    return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
+    ``"past_key_values"`` before), or None when it takes none (:func:`nlhf.models.forward.forward_signature`)."""
+    return forward_signature(backbone).cache_arg
 
 
 def output_cache(output: Any) -> Any:
@@ -525,7 +519,9 @@ class SequenceScorer(nn.Module):
     ) -> SequenceScorer:
         """Load a directory written by :meth:`save_pretrained` (the class is checked against its kind).
 
-        ``SequenceScorer.from_pretrained`` returns whichever kind the directory holds. The
+        ``SequenceScorer.from_pretrained`` returns whichever kind the directory holds, among
+        the kinds whose modules are imported (:func:`nlhf.models.saved.load_scorer` imports
+        both: the base class does not import its subclasses). The
         model comes back in eval mode; ``is_trainable=False`` also freezes every parameter
         (and loads a LoRA adapter in inference mode).
         """
@@ -544,13 +540,11 @@ class SequenceScorer(nn.Module):
             )
         meta = json.loads((path / HEAD_CONFIG).read_text())
         kind = meta.get("kind")
-        import nlhf.models.preference_model  # noqa: F401  (the subclasses register their kinds on import)
-        import nlhf.models.reward_model  # noqa: F401
-
         target = SequenceScorer._kinds.get(kind)
         if target is None:
             raise ModelLoadError(
-                f"{path / HEAD_CONFIG}: unknown kind {kind!r} (known: {sorted(SequenceScorer._kinds)})"
+                f"{path / HEAD_CONFIG}: unknown kind {kind!r} (known: {sorted(SequenceScorer._kinds)}; "
+                "nlhf.models.load_scorer knows every kind nlhf saves)"
             )
         if cls.kind and cls is not target:
             raise ModelLoadError(f"{path} holds a {kind!r} model ({target.__name__}), not a {cls.__name__}")

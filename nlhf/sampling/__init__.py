@@ -46,7 +46,9 @@ _EXPORTS = {
     "sample_tokens": "nlhf.sampling.decode",
     "position_ids_from_mask": "nlhf.sampling.decode",
     "make_generator": "nlhf.sampling.decode",
-    "RowGenerator": "nlhf.sampling.decode",
+    "RowGenerator": "nlhf.sampling.streams",
+    "row_generator": "nlhf.sampling.streams",
+    "row_seeds": "nlhf.sampling.streams",
 }
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "position_ids_from_mask",
     "process_logits",
     "response_logps",
+    "row_generator",
+    "row_seeds",
     "sample_mixture",
     "sample_policy_and_mixture",
     "sample_tokens",
@@ -69,7 +73,6 @@ __all__ = [
 if TYPE_CHECKING:
     from nlhf.sampling.config import SamplingConfig
     from nlhf.sampling.decode import (
-        RowGenerator,
         generate,
         make_generator,
         mixture_logits,
@@ -82,5 +85,6 @@ if TYPE_CHECKING:
     )
     from nlhf.sampling.rollout import Rollout
     from nlhf.sampling.sampler import HFSampler, Sampler
+    from nlhf.sampling.streams import RowGenerator, row_generator, row_seeds
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

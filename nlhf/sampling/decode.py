@@ -30,7 +30,7 @@ The token-level geometric mixture (Nash-MD's opponent, THEORY.md Sec. 4) samples
 states of its own forward passes, and the cost is linear in the response length. (TRL 1.13
 with transformers 5 passes one cache to both models, which then attend to each other's
 states; its correct configuration, ``use_cache=False``, recomputes the whole prefix at
-every step: quadratic. See PEER-TRL.md.)
+every step: quadratic. See docs/PEERS.md.)
 
 :func:`sample_policy_and_mixture` runs the policy once per step on 2B rows (B continuing
 the policy sample y, B continuing the mixture sample y') and the reference on the B rows of
@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import inspect
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -56,8 +54,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nlhf.models.forward import forward_signature, unwrap_model
 from nlhf.sampling.config import SamplingConfig
 from nlhf.sampling.rollout import Rollout
+from nlhf.sampling.streams import RowGenerator, RowStream
 
 # --------------------------------------------------------------------------------------
 # Pure functions of logits
@@ -170,136 +170,6 @@ def make_generator(seed: int, device: Any = "cpu") -> torch.Generator:
     return generator
 
 
-# --------------------------------------------------------------------------------------
-# Per-row random streams (counter-based: a row's draws do not depend on its batch)
-# --------------------------------------------------------------------------------------
-
-_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment (2^64 / golden ratio)
-_MIX1 = 0xBF58476D1CE4E5B9
-_MIX2 = 0x94D049BB133111EB
-_UNIFORM_BLOCK = 32  # uniforms computed per row at once (one vectorised hash per block of decode steps)
-
-
-def _signed64(x: int) -> int:
-    """A 64-bit pattern as the int64 value with the same bits."""
-    x &= (1 << 64) - 1
-    return x - (1 << 64) if x >= 1 << 63 else x
-
-
-def _shr(x: Tensor, k: int) -> Tensor:
-    """Logical right shift of int64 bit patterns (torch's ``>>`` on int64 is arithmetic)."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
-
-
-def splitmix64(x: Tensor) -> Tensor:
-    """SplitMix64's finaliser on int64 tensors (wrapping arithmetic): a bijective 64-bit hash.
-
-    ``z = (x ^ (x >>> 30)) * 0xBF58476D1CE4E5B9; z = (z ^ (z >>> 27)) * 0x94D049BB133111EB;
-    z ^ (z >>> 31)`` (Steele, Lea and Flood 2014; the seeding generator of java.util and
-    xoshiro). Elementwise, so a value never depends on the other entries of the tensor.
-    """
-    z = (x ^ _shr(x, 30)) * _signed64(_MIX1)
-    z = (z ^ _shr(z, 27)) * _signed64(_MIX2)
-    return z ^ _shr(z, 31)
-
-
-def counter_uniforms(seeds: Tensor, start: int, count: int) -> Tensor:
-    """Uniforms in [0, 1): entry (b, j) is draw ``start + j`` of the SplitMix64 stream seeded ``seeds[b]``.
-
-    Draw k of seed s is ``splitmix64(s + (k + 1) * golden) >>> 11`` times 2^-53 (53 random
-    bits, float64), SplitMix64's own sequence. Counter-based: the value is a pure function
-    of (seed, k). Shapes: seeds (N,) int64 -> (N, count) float64 on the seeds' device.
-    """
-    k = torch.arange(start + 1, start + count + 1, dtype=torch.int64, device=seeds.device)  # (count,)
-    x = seeds.unsqueeze(-1) + k * _signed64(_GOLDEN)  # (N, count), wrapping
-    return _shr(splitmix64(x), 11).to(torch.float64) * (2.0**-53)
-
-
-def _substream_seeds(seeds: Tensor, index: int) -> Tensor:
-    """The seed of sub-stream ``index`` of each row (independent of the row's own stream). (N,) -> (N,)."""
-    return splitmix64(splitmix64(seeds ^ _signed64(0x5851F42D4C957F2D * (index + 1))) + _signed64(_GOLDEN))
-
-
-class RowGenerator:
-    """One random stream per row of a batch: what a row samples does not depend on its batch.
-
-    A ``torch.Generator`` hands out uniforms in the order of the rows, so a prompt at another
-    row offset (another micro-batch size, another process) gets other uniforms. Here row b
-    owns a counter-based SplitMix64 stream seeded by ``seeds[b]`` (:func:`counter_uniforms`):
-    decoding step t of a call draws uniform t of that row's stream, so the tokens of a row
-    are a function of its seed and its logits only, however rows are batched (trainers seed
-    rows by their global data position: :func:`nlhf.train.online.row_generator`).
-
-    Each sampling call (:func:`generate`, :func:`sample_mixture`, ...) takes a fresh
-    sub-stream per row (call 0, 1, ...), so successive calls are independent, as with a
-    ``torch.Generator``, and a call's draws do not depend on how long the previous call ran.
-    :meth:`tile` / :meth:`repeat_interleave` give the rows of a batch whose prompts were
-    repeated (the two samples of online IPO, the k samples of RLHF) sub-streams of the
-    prompt's seed: block-major and prompt-major layouts give a (prompt, copy) the same stream.
-    """
-
-    def __init__(self, seeds: Tensor | Sequence[int], device: Any = None) -> None:
-        if not isinstance(seeds, Tensor):
-            seeds = torch.tensor([_signed64(int(s)) for s in seeds], dtype=torch.int64)
-        if seeds.dim() != 1 or seeds.dtype != torch.int64:
-            raise ValueError(
-                f"RowGenerator: seeds must be a (N,) int64 tensor, got {tuple(seeds.shape)} {seeds.dtype}"
-            )
-        self.seeds = seeds.to(device) if device is not None else seeds  # (N,)
-        self.calls = 0  # sampling calls made so far
-
-    def __len__(self) -> int:
-        return int(self.seeds.shape[0])
-
-    @property
-    def device(self) -> torch.device:
-        return self.seeds.device
-
-    def tile(self, times: int) -> RowGenerator:
-        """Streams for a batch stacked ``times`` times (block-major): row ``j N + b`` is copy j of row b."""
-        return RowGenerator(torch.cat([_substream_seeds(self.seeds, j) for j in range(times)]))
-
-    def repeat_interleave(self, times: int) -> RowGenerator:
-        """Streams for rows repeated ``times`` times (prompt-major): row ``b times + j`` is copy j of row b."""
-        copies = torch.stack([_substream_seeds(self.seeds, j) for j in range(times)], dim=1)  # (N, times)
-        return RowGenerator(copies.reshape(-1))
-
-    def stream(self, rows: int, where: str = "sample") -> RowStream:
-        """The next call's streams for ``rows`` rows: ``len(self)`` rows, or ``2 len(self)`` (rows
-        ``[0, N)`` and ``[N, 2N)`` on two independent sub-streams, for a call that samples two
-        responses per prompt in one loop)."""
-        n = len(self)
-        call = self.calls
-        self.calls += 1
-        seeds = _substream_seeds(self.seeds, 1000 + call)  # (N,)
-        if rows == n:
-            return RowStream(seeds)
-        if rows == 2 * n:
-            return RowStream(torch.cat([_substream_seeds(seeds, 0), _substream_seeds(seeds, 1)]))
-        raise ValueError(f"{where}: the RowGenerator has {n} row streams for a batch of {rows} rows")
-
-
-class RowStream:
-    """The streams of one sampling call: :meth:`next_uniforms` returns each row's next uniform."""
-
-    def __init__(self, seeds: Tensor) -> None:
-        self.seeds = seeds  # (N,) int64
-        self.draws = 0
-        self._block = torch.empty(0)  # (N, _UNIFORM_BLOCK) uniforms of draws [block_start, block_start + 32)
-        self._block_start = 0
-
-    def next_uniforms(self, rows: int) -> Tensor:
-        """(N,) float64: draw ``self.draws`` of every row's stream; advances the counter."""
-        if rows != self.seeds.shape[0]:
-            raise ValueError(f"RowStream: {self.seeds.shape[0]} row streams for {rows} rows")
-        j = self.draws - self._block_start
-        if self._block.numel() == 0 or j >= _UNIFORM_BLOCK:
-            self._block_start, j = self.draws, 0
-            self._block = counter_uniforms(self.seeds, self.draws, _UNIFORM_BLOCK)  # (N, 32)
-        self.draws += 1
-        return self._block[:, j]
-
-
 def _stream(generator: Any, rows: int, where: str) -> Any:
     """What the decode loop draws from: a :class:`RowStream` for a RowGenerator, else the torch.Generator."""
     if isinstance(generator, RowGenerator):
@@ -310,32 +180,6 @@ def _stream(generator: Any, rows: int, where: str) -> Any:
 # --------------------------------------------------------------------------------------
 # Calling a causal LM with its own cache
 # --------------------------------------------------------------------------------------
-
-
-def _unwrap(model: Any) -> Any:
-    """The innermost causal LM behind nlhf's Reference and peft wrappers (for reading its signature)."""
-    for _ in range(8):
-        target = getattr(model, "_target", None)  # nlhf.models.Reference
-        if callable(target):
-            model = target()
-            continue
-        base = getattr(model, "get_base_model", None)  # peft
-        if callable(base) and base() is not model:
-            model = base()
-            continue
-        break
-    return model
-
-
-@functools.lru_cache(maxsize=64)
-def _forward_convention(model_type: type) -> tuple[str, bool]:
-    """(keyword of the cache argument, whether ``logits_to_keep`` is accepted) for a model class."""
-    try:
-        params = inspect.signature(model_type.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        params = {}
-    cache_kw = "cache" if "cache" in params else "past_key_values"
-    return cache_kw, "logits_to_keep" in params
 
 
 def _new_cache(model: Any) -> Any:
@@ -390,8 +234,10 @@ class _CachedLM:
 
     def __init__(self, model: Any, prompt_mask: Tensor, max_new_tokens: int) -> None:
         self.model = model
-        self.cache_kw, self.keeps_logits = _forward_convention(type(_unwrap(model)))
-        self.cache = _new_cache(_unwrap(model))
+        signature = forward_signature(model)
+        self.cache_kw = signature.cache_arg or "past_key_values"
+        self.keeps_logits = signature.logits_to_keep
+        self.cache = _new_cache(unwrap_model(model))
         B, P = prompt_mask.shape
         ones = torch.ones((B, max_new_tokens), dtype=prompt_mask.dtype, device=prompt_mask.device)
         self.mask = torch.cat([prompt_mask, ones], dim=1)  # (B, P + max_new_tokens)
@@ -427,7 +273,7 @@ class _CachedLM:
             return self._forward(prompt_ids, positions)
         logits = self._forward(prompt_ids[first], positions[first], mask[first])  # (U, V)
         if not _cache_rows_are(self.cache, first.numel()):  # the model kept no per-row cache: run every row
-            self.cache = _new_cache(_unwrap(self.model))
+            self.cache = _new_cache(unwrap_model(self.model))
             return self._forward(prompt_ids, positions)
         self.cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...)
         return logits[inverse]  # (B, V)
@@ -565,7 +411,7 @@ def _special_ids(
     device: Any,
 ) -> tuple[Tensor | None, int]:
     """(stop ids as a tensor or None, pad id), from the arguments or else the model's configs."""
-    target = _unwrap(model)
+    target = unwrap_model(model)
     eos = _as_id_list(eos_token_id)
     if not eos:
         for source in (getattr(target, "generation_config", None), getattr(target, "config", None)):
@@ -853,7 +699,7 @@ def response_logps(model: Any, rollout: Rollout, temperature: float = 1.0) -> Te
     P = rollout.prompt_width
     R = int(rollout.response_ids.shape[1])
     kwargs: dict[str, Any] = {}
-    _, keeps_logits = _forward_convention(type(_unwrap(model)))
+    keeps_logits = forward_signature(model).logits_to_keep
     if keeps_logits:
         kwargs["logits_to_keep"] = R + 1
     logits = model(
@@ -875,8 +721,6 @@ __all__ = [
     "make_generator",
     "RowGenerator",
     "RowStream",
-    "counter_uniforms",
-    "splitmix64",
     "mixture_logits",
     "position_ids_from_mask",
     "process_logits",

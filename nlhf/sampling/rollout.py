@@ -16,7 +16,7 @@ torch is only needed by the methods (imported there), so importing this module i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -66,10 +66,6 @@ class Rollout:
         }
         return Rollout(**moved)
 
-    def without_step_logits(self) -> Rollout:
-        """Drop the (B, R, V) ``step_logits`` (diagnostics only; large)."""
-        return replace(self, step_logits=None)
-
     def sequences(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(input_ids, attention_mask, completion_mask)``, each (B, P + R), for scoring.
 
@@ -87,12 +83,6 @@ class Rollout:
             [torch.zeros_like(self.prompt_mask, dtype=torch.bool), self.response_mask.to(torch.bool)], dim=1
         )  # (B, P+R)
         return input_ids, attention_mask, completion_mask
-
-    def position_ids(self) -> Tensor:
-        """(B, P + R) position ids of :meth:`sequences`, counted from each row's first real token."""
-        from nlhf.sampling.decode import position_ids_from_mask
-
-        return position_ids_from_mask(self.sequences()[1])
 
     def response_texts(self, tokenizer: Any, skip_special_tokens: bool = True) -> list[str]:
         """Decode each response's first ``response_lengths[b]`` tokens (the EOS is dropped as special)."""

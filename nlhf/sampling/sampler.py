@@ -4,8 +4,8 @@ Trainers only see :class:`Sampler`: a backend is whatever object has these metho
 one here, :class:`HFSampler`, calls the explicit KV-cached loops of
 :mod:`nlhf.sampling.decode`. A faster backend (vLLM on GPUs, with the mixture as a
 two-model logits step) can be added later as another class with the same methods, without
-touching the trainers; :meth:`Sampler.weights_updated` is the hook such a backend needs to
-reload the policy's (and an EMA opponent's) weights after each optimiser step.
+touching the trainers (such a backend will need a hook to reload the policy's and an EMA
+opponent's weights after each optimiser step; none exists until a backend needs it).
 """
 
 from __future__ import annotations
@@ -54,10 +54,6 @@ class Sampler(Protocol):
 
     def sample_opponent(self, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
         """y' from the opponent model (Nash-EMA-PG: the EMA of the policy's parameters)."""
-        ...
-
-    def weights_updated(self) -> None:
-        """Called by the trainer after each optimiser step (and EMA update)."""
         ...
 
 
@@ -150,6 +146,3 @@ class HFSampler:
             **self._special(),
         )
         return replace(rollout, ref_logps=None)  # those were the opponent's, not mu's
-
-    def weights_updated(self) -> None:
-        """Nothing to do: this backend reads the live modules."""

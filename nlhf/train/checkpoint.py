@@ -16,6 +16,8 @@ needs to be identical to an uninterrupted one:
 ``rng-<rank>.pt``           each process's RNG states: python, numpy, torch CPU (+ CUDA)
 ``fsdp/``                   under FSDP, instead of ``model.safetensors`` / ``optimizer.pt``:
                             accelerate's FSDP model and (sharded) optimizer files
+``checksums.json``          the SHA-256 and size of every other file, written just before
+                            the state file
 ``trainer_state.json``      loop counters and the data position (epoch, index into the
                             seeded permutation); written last
 ==========================  ============================================================
@@ -27,10 +29,18 @@ atomically. A process killed at any moment leaves either the previous checkpoint
 plus a ``.tmp`` leftover (ignored by :func:`find_latest`, deleted by the next save), or
 the new complete checkpoint. :func:`find_latest` trusts only complete ``ckpt-<step>``
 directories (the newest wins; ``latest`` is a pointer for people and tools).
+
+Integrity. A complete checkpoint can still be damaged later (a disk error, a copy cut
+short, a file deleted by hand). :func:`verify_checkpoint` compares every file with
+``checksums.json``; :func:`find_intact` walks the checkpoints newest first and returns the
+newest intact one with the damaged ones it passed (the loop resumes from it and warns in
+one line), or raises :class:`CheckpointError` naming them all when none is intact.
+Checkpoints written before the checksums existed are taken as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -46,6 +56,8 @@ CKPT_PREFIX = "ckpt-"
 TMP_SUFFIX = ".tmp"
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+CHECKSUMS = "checksums.json"  # {relative path: {"sha256": ..., "bytes": ...}} of every other file
+_CHUNK = 1 << 20
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 
 
@@ -291,8 +303,14 @@ def save_checkpoint(
             _save_torch(dict(optimizer_state), tmp / "optimizer.pt")
         _save_torch(dict(loop_state or {}), tmp / "loop.pt")
         _save_torch(dict(extra or {}), tmp / "extra.pt")
-        text = json.dumps(dict(trainer_state), indent=2, sort_keys=True)
-        _write_file(tmp / STATE_FILE, lambda f: f.write(text.encode()))
+        text = json.dumps(dict(trainer_state), indent=2, sort_keys=True).encode()
+        sums = {
+            **file_checksums(tmp),
+            STATE_FILE: {"sha256": hashlib.sha256(text).hexdigest(), "bytes": len(text)},
+        }
+        manifest = json.dumps(sums, indent=1, sort_keys=True).encode()
+        _write_file(tmp / CHECKSUMS, lambda f: f.write(manifest))
+        _write_file(tmp / STATE_FILE, lambda f: f.write(text))
         _fsync_dir(tmp)
         # 3. publish: rename the complete directory, then point `latest` at it
         if final.exists():  # only after a crash between two saves of the same step
@@ -304,6 +322,73 @@ def save_checkpoint(
         prune_checkpoints(out_dir, keep_last)
     barrier()
     return final
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_checksums(directory: Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"sha256", "bytes"}}`` of every file under ``directory`` (the manifest and
+    the state file excluded)."""
+    sums = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = path.relative_to(directory).as_posix()
+        if name not in (CHECKSUMS, STATE_FILE):
+            sums[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    return sums
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """None when every file of the checkpoint matches ``checksums.json``, else what is wrong, in a few words.
+
+    A checkpoint without ``checksums.json`` (written before they existed) is not checked.
+    """
+    path = Path(path)
+    manifest = path / CHECKSUMS
+    if not (path / STATE_FILE).is_file():
+        return f"no {STATE_FILE}"
+    if not manifest.is_file():
+        return None
+    try:
+        sums = json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{CHECKSUMS} unreadable ({exc.__class__.__name__})"
+    for name, want in sorted(sums.items()):
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        size = file.stat().st_size
+        if size != want.get("bytes"):
+            return f"{name} has {size} bytes, {want.get('bytes')} were written"
+        if _sha256(file) != want.get("sha256"):
+            return f"{name} does not match its checksum"
+    return None
+
+
+def find_intact(out_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """``(newest intact checkpoint or None, [(damaged checkpoint, why)] newer than it, newest first)``.
+
+    Raises :class:`CheckpointError` naming every damaged checkpoint when there are
+    checkpoints and none is intact.
+    """
+    damaged: list[tuple[Path, str]] = []
+    for _, path in reversed(list_checkpoints(out_dir)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path, damaged
+        damaged.append((path, problem))
+    if damaged:
+        raise CheckpointError(
+            f"no intact checkpoint in {out_dir}: "
+            + "; ".join(f"{p.name}: {why}" for p, why in damaged)
+            + " (start a new output directory, or loop.overwrite=true to start this one over)"
+        )
+    return None, damaged
 
 
 def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
@@ -365,6 +450,9 @@ __all__ = [
     "checkpoint_step",
     "list_checkpoints",
     "find_latest",
+    "find_intact",
+    "file_checksums",
+    "verify_checkpoint",
     "save_checkpoint",
     "prune_checkpoints",
     "load_checkpoint",

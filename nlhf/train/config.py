@@ -3,16 +3,20 @@
 Both are frozen dataclasses resolved through :mod:`nlhf.config` (YAML plus ``key=value``
 overrides; unknown keys and wrong types are rejected there). Range checks live in
 ``__post_init__`` and name the offending key, so a bad config fails before any model loads.
-Every trainer (``fit.py``, ``offline.py``, ``online.py``, ``rlhf.py``) nests these two.
-:func:`check_required` and :func:`check_prompt_settings` are checks the trainers' own configs share.
+Every trainer (``preference_model.py``, ``dpo.py``, ``nash_md.py``, ``online_ipo.py``,
+``rlhf.py``) nests these two. :class:`PromptRunConfig` holds the fields of the trainers fed
+with prompts (they sample their own responses); :func:`check_required` and
+:func:`check_prompt_settings` are checks the trainers' own configs share.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nlhf.config import check
+from nlhf.models.lora import LoraSettings
+from nlhf.sampling.config import SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -156,3 +160,31 @@ def check_prompt_settings(cfg: Any, batch_size_key: str) -> None:
     batch_size = getattr(cfg, batch_size_key)
     check(batch_size >= 1, batch_size_key, f"must be >= 1, got {batch_size}")
     check(not cfg.loop.out_dir or cfg.loop.out_dir == cfg.out, "loop.out_dir", "set `out` (--out) instead")
+
+
+@dataclass(frozen=True)
+class PromptRunConfig:
+    """The fields every prompt-fed trainer reads (Nash-MD, online IPO, RLHF); their configs extend it.
+
+    ``model``: ``smollm2``, ``tiny`` (a random test model seeded by ``loop.seed``), a local
+    directory, a GGUF file or a hub name. ``sampling.seed`` is not used: the rows' random
+    streams derive from ``loop.seed`` (:mod:`nlhf.sampling.streams`).
+    """
+
+    prompts: str = ""  # --prompts: file, directory or hub name (nlhf.data.load_prompts)
+    eval_prompts: str | None = None  # --eval-prompts
+    model: str = "smollm2"  # --model
+    out: str = ""  # --out: the run directory
+    prompt_format: str | None = None  # nlhf.data.load_prompts format; None: detected
+    split: str | None = None
+    eval_split: str | None = None
+    skip_invalid: bool = False
+    limit: int | None = None  # use at most this many training prompts
+    eval_limit: int | None = None
+    max_prompt_tokens: int | None = 512  # prompts cut from the left
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64))
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lora: LoraSettings | None = None  # e.g. lora.r=8 (reference: the base with the adapter disabled)
+    merge_adapter: bool = True
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, warmup_steps=0))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=8, log_every=10))

@@ -38,9 +38,9 @@ from typing import Any, Literal
 from nlhf.config import check, load_config, to_dict
 from nlhf.models.lora import LoraSettings
 from nlhf.train.config import LoopConfig, OptimConfig, check_required
+from nlhf.train.run import METRICS_JSON
 
 KINDS = ("pm", "rm")
-METRICS_JSON = "metrics.json"
 RELIABILITY_PNG = "reliability.png"
 
 
@@ -386,7 +386,9 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _command(kind: str):
+def command(kind: str) -> Any:
+    """The ``nlhf train-pm`` (``kind="pm"``) or ``train-rm`` (``"rm"``) command: ``run(args) -> exit code``."""
+
     def run(args: Any) -> int:
         flags = {"data": args.data, "eval_data": args.eval_data, "model": args.model, "out": args.out}
         overrides = list(args.overrides or [])

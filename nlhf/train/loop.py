@@ -52,6 +52,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -810,9 +811,16 @@ class TrainLoop:
         return path
 
     def _restore(self) -> Path | None:
-        """Load the newest complete checkpoint in ``out_dir`` (None if there is none)."""
+        """Load the newest intact checkpoint in ``out_dir`` (None if there is none).
+
+        A damaged newer checkpoint (:func:`nlhf.train.checkpoint.verify_checkpoint`) is passed
+        over with a one-line warning naming it; none intact is a ``CheckpointError``.
+        """
         acc = self.accelerator
-        path = ckpt_lib.find_latest(self.out_dir)
+        path, damaged = ckpt_lib.find_intact(self.out_dir)  # CheckpointError when none is intact
+        if damaged and acc.is_main_process:
+            names = ", ".join(f"{p.name} ({why})" for p, why in damaged)
+            print(f"nlhf: warning: damaged checkpoint {names}; resuming from {path.name}", file=sys.stderr)
         if path is None:
             if acc.is_main_process:
                 warnings.warn(

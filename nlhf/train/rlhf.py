@@ -21,10 +21,15 @@ its sequence's advantage.
 * ``ppo``: each batch of rollouts is used for ``ppo_epochs`` consecutive optimiser steps
   with PPO's clipped per-token ratio against the policy that sampled them
   (:func:`nlhf.losses.rlhf.ppo_clip_loss`; its old log-probs are the policy's own at the
-  first of those steps, or the sampler's log q when sampling is inexact, so the ratio then
-  also corrects for the sampling distribution). Advantages are computed once per batch.
-  A response's loss is the SUM of its per-token clipped terms (at ratio 1 exactly the
-  RLHF-PG gradient), and every response weighs 1.
+  first of those steps, pi_old, whatever the sampling). Advantages are computed once per
+  batch, with the KL penalty log pi_old / mu (:func:`ppo_behaviour_terms`). A response's
+  loss is the SUM of its per-token clipped terms (at ratio 1 exactly the RLHF-PG gradient),
+  and every response weighs 1; with inexact sampling it is weighted by pi_old(y)/q(y)
+  (fixed for the PPO epochs of the batch), so the first update's expected gradient is the
+  regularised objective's, exactly as for ``rlhf_pg`` (checked by enumeration on a
+  one-token game: ``tests/train/test_ppo_inexact_sampling.py``). Before this weight, PPO's
+  old log-probs were log q: the clipping then cut the sampling correction and the penalty
+  used log q / mu, a bias of 4.5% of the gradient at temperature 0.9, 26% at 0.5.
 
 How PPO's epochs sit on the shared loop (which makes one optimiser step per global batch
 of prompts): at steps ``s`` with ``s % ppo_epochs == 0`` the micro-batch's prompts are
@@ -36,7 +41,7 @@ so a run resumed in the middle of a PPO iteration continues it exactly.
 
 Sampling: k responses per prompt from one decode loop over the prompts repeated k times
 (prompt-major), response j of a prompt on sub-stream j of the prompt row's own random
-stream, seeded from (``loop.seed``, global position), as for :mod:`nlhf.train.online` (so
+stream, seeded from (``loop.seed``, global position), as for :mod:`nlhf.train.nash_md` (so
 the samples do not depend on the number of processes or the micro-batch size). Metrics (means over responses): ``loss``, ``reward``,
 ``advantage``, ``kl_k1`` / ``kl_k3`` (estimates of the sequence-level KL(pi || mu) on the
 samples, importance-weighted by pi/q when sampling is inexact), ``length``, ``truncated``;
@@ -44,29 +49,42 @@ PPO adds ``clip_fraction`` (fraction of tokens whose clipped term is active) and
 ``ratio``. Evaluation (``eval_prompts``): ``reward`` of y ~ pi, ``reward_vs_ref`` (its mean
 minus the reward of y_ref ~ mu for the same prompt), KL, length, truncation.
 
-Importing this module is cheap (no torch): the CLI reads :data:`RLHF_FAMILIES`.
+Importing this module is cheap (no torch): the CLI (:mod:`nlhf.train.cli`) imports it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from nlhf.config import check
-from nlhf.models.lora import LoraSettings
-from nlhf.sampling.config import SamplingConfig
-from nlhf.train.config import LoopConfig, OptimConfig, check_prompt_settings, check_required
+from nlhf.data.prompt_batches import make_prompt_collate, repeat_prompts
+from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
+from nlhf.train.config import LoopConfig, PromptRunConfig, check_prompt_settings, check_required
+from nlhf.train.rollouts import (
+    log_importance_weight,
+    reference_logps,
+    rollout_metrics,
+    sample_against_reference,
+    step_output,
+    weighted_kl,
+)
+from nlhf.train.run import (
+    RunResult,
+    check_model_pair,
+    default_optimizer,
+    prepare_sampling_run,
+    summary_json,
+    train_and_save,
+)
 
 RLHF_ALGORITHMS = ("ppo", "rlhf_pg")
 
 
 @dataclass(frozen=True)
-class RLHFConfig:
-    """Everything ``nlhf train ppo|rlhf-pg`` reads; YAML plus ``key=value`` overrides.
+class RLHFConfig(PromptRunConfig):
+    """Everything ``nlhf train ppo|rlhf-pg`` reads (and :class:`PromptRunConfig`'s fields).
 
     ``reward``: a directory saved by ``nlhf train-rm`` (:func:`run_rlhf` also takes a
     ``reward_fn``). ``group_size``: responses per prompt (>= 2, for the leave-one-out
@@ -80,25 +98,9 @@ class RLHFConfig:
     group_size: int = 4  # k responses per prompt
     ppo_epochs: int | None = None  # ppo: optimiser steps per batch of rollouts (None: 4); rlhf_pg: 1
     clip_eps: float = 0.2  # PPO's clip range
-    max_importance_weight: float | None = None  # rlhf_pg with inexact sampling: clip pi/q
-    prompts: str = ""
-    eval_prompts: str | None = None
-    model: str = "smollm2"
+    max_importance_weight: float | None = None  # inexact sampling: clip pi/q
     reward: str = ""  # --reward: a saved reward model directory
-    out: str = ""
-    prompt_format: str | None = None
-    split: str | None = None
-    eval_split: str | None = None
-    skip_invalid: bool = False
-    limit: int | None = None
-    eval_limit: int | None = None
-    max_prompt_tokens: int | None = 512
     reward_batch_size: int = 32
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64))
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    lora: LoraSettings | None = None
-    merge_adapter: bool = True
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, warmup_steps=0))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=4, log_every=10))
 
     def __post_init__(self) -> None:
@@ -130,16 +132,14 @@ class RLHFConfig:
                        out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
 
 
-def load_rlhf_config(
-    config_path: str | Path | None = None, overrides: Sequence[str] = (), **flags: Any
-) -> RLHFConfig:
-    """Defaults < YAML < ``key=value`` overrides < non-None ``flags``."""
-    from nlhf.train.offline_cli import resolve_config
-
-    return resolve_config(RLHFConfig, config_path, overrides, flags)
-
-
 # ----------------------------------------------------------------------------- rewards
+
+
+def load_reward_model(path: str) -> Any:
+    """The reward model saved by ``nlhf train-rm`` in ``path``, in eval mode."""
+    from nlhf.models.reward_model import RewardModel  # torch
+
+    return RewardModel.from_pretrained(path).eval()
 
 
 def reward_model_fn(model: Any, batch_size: int = 32) -> Callable[[Sequence[Any], Sequence[str]], Any]:
@@ -195,23 +195,48 @@ class RolloutBuffer:
         self.slots = {int(k): dict(v) for k, v in state["slots"].items()}
 
 
+def ppo_behaviour_terms(
+    logps: Any, sampling_logps: Any, ref: Any, mask: Any, rewards: Any, tau: float, group_size: int,
+    max_importance_weight: float | None = None,
+) -> tuple[Any, Any, Any]:  # fmt: skip
+    """What PPO keeps of a fresh batch of rollouts: ``(old log-probs, advantages, weights)``.
+
+    ``logps`` (B k, R): log pi_old of the sampled tokens, the policy that sampled them;
+    ``sampling_logps`` (B k, R): log q, the distribution actually sampled (temperature,
+    top-k/top-p), or None when it is pi_old itself (exact sampling).
+
+    * old = log pi_old (detached): PPO's ratio pi / pi_old measures how far the update
+      moved, never the sampling distribution;
+    * advantages (B k,): :func:`nlhf.losses.rlhf.rlhf_advantages` with the penalty
+      tau log pi_old(y) / mu(y), the KL of the policy (not of q);
+    * weights (B k,): pi_old(y) / q(y) per sequence (clipped at ``max_importance_weight``),
+      None for exact sampling. E_q[w A grad log pi] = E_pi[A grad log pi]: the first PPO
+      update's expected gradient is the regularised objective's (the leave-one-out
+      baseline is independent of the sequence it is subtracted from, so stays unbiased).
+    """
+    import torch
+
+    from nlhf.losses.rlhf import rlhf_advantages
+
+    old = logps.detach()  # (B k, R)
+    advantages = rlhf_advantages(rewards, old, ref, mask, tau, group_size)  # (B k,) constants
+    if sampling_logps is None:
+        return old, advantages, None
+    weight = torch.exp(log_importance_weight(old, sampling_logps, mask))  # (B k,) pi_old / q
+    if max_importance_weight is not None:
+        weight = weight.clamp(max=max_importance_weight)
+    return old, advantages, weight
+
+
 def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], tokenizer: Any, reference: Any,
               buffer: RolloutBuffer | None = None) -> Callable[..., Any]:  # fmt: skip
     """The training step of ``cfg.algorithm``: per-response losses (B k,), weight 1 each."""
     import torch
 
     from nlhf.losses.base import zero_outside
-    from nlhf.losses.rlhf import ppo_clip_loss, rlhf_advantages, rlhf_pg_loss
-    from nlhf.sampling import response_logps
-    from nlhf.train.online import (
-        log_importance_weight,
-        reference_logps,
-        repeat_prompts,
-        rollout_metrics,
-        row_generator,
-        step_output,
-        weighted_kl,
-    )
+    from nlhf.losses.rlhf import ppo_clip_loss, rlhf_pg_loss
+    from nlhf.sampling.decode import response_logps
+    from nlhf.sampling.streams import row_generator
 
     k, tau, seed, exact = cfg.group_size, cfg.tau, cfg.loop.seed, cfg.sampling.is_exact
 
@@ -249,13 +274,22 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
         fresh = ctx.step % cfg.epochs == 0
         if fresh:
             rollout, rewards, ref = sample(batch, ctx)
-            logps = response_logps(model, rollout)  # (B k, R) with gradient; == the sampling policy's
-            old = logps.detach() if exact else rollout.sampling_logps  # the behaviour policy's log-probs
+            logps = response_logps(
+                model, rollout
+            )  # (B k, R) with gradient: log pi_old, the policy that sampled
             mask = rollout.response_mask
-            advantages = rlhf_advantages(rewards, old, ref, mask, tau, k)  # (B k,) constants
-            weight = None if exact else torch.exp(log_importance_weight(logps, rollout.sampling_logps, mask))
+            old, advantages, weight = ppo_behaviour_terms(
+                logps,
+                None if exact else rollout.sampling_logps,
+                ref,
+                mask,
+                rewards,
+                tau,
+                k,
+                cfg.max_importance_weight,
+            )  # (B k, R), (B k,), (B k,) or None
             k1, k3 = weighted_kl(logps, ref, mask, weight)
-            slot = {"rollout": rollout, "old_logps": old, "advantages": advantages,
+            slot = {"rollout": rollout, "old_logps": old, "advantages": advantages, "weight": weight,
                     "reward": rewards, "kl_k1": k1, "kl_k3": k3}  # fmt: skip
             buffer.slots[ctx.micro_step] = slot
         else:
@@ -272,6 +306,8 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
         mask = rollout.response_mask
         out = ppo_clip_loss(logps, slot["old_logps"], slot["advantages"], mask, cfg.clip_eps)  # (B k, R)
         loss = out.loss.sum(dim=-1)  # (B k,) a response's loss: the SUM of its token terms
+        if slot.get("weight") is not None:
+            loss = slot["weight"] * loss  # (B k,) pi_old(y)/q(y): inexact sampling corrected exactly
         tokens = mask.sum(dim=-1).clamp(min=1).float()  # (B k,)
         metrics = {
             "reward": slot["reward"],
@@ -292,8 +328,6 @@ def make_eval_step(
 ) -> Callable[..., Any]:
     """Evaluation: y ~ pi and y_ref ~ mu per prompt (one decode loop); reward, reward gain, KL, length."""
     import torch
-
-    from nlhf.train.online import sample_against_reference, step_output
 
     seed, exact = cfg.loop.seed, cfg.sampling.is_exact
 
@@ -319,119 +353,62 @@ def run_rlhf(
     eval_prompts: Sequence[Any] | None = None,
     optimizer_fn: Callable[[Any], Any] | None = None,
     reference_model: Any = None,
-) -> Any:
-    """Train a policy with PPO or RLHF-PG against a reward; returns :class:`nlhf.train.online.OnlineResult`.
+) -> RunResult:
+    """Train a policy with PPO or RLHF-PG against a reward; returns :class:`nlhf.train.run.RunResult`.
 
     ``reward_fn(prompts, responses) -> (N,)`` replaces loading ``cfg.reward``; the other
-    keyword arguments as in :func:`nlhf.train.online.run_online`.
+    keyword arguments as in :func:`nlhf.train.nash_md.run_nash_md`.
     """
-    from accelerate.utils import set_seed
+    from nlhf.sampling.sampler import HFSampler
 
-    from nlhf.sampling import HFSampler
-    from nlhf.train.loop import TrainLoop, check_out_dir, make_accelerator
-    from nlhf.train.offline import load_model, pad_token_id
-    from nlhf.train.online import (
-        OnlineResult,
-        default_optimizer,
-        eos_id,
-        finish_run,
-        load_prompt_items,
-        make_collate,
-        make_policy,
-        refuse_sharded_weights,
-    )
-
-    if (model is None) != (tokenizer is None):
-        raise ValueError("run_rlhf: pass both model and tokenizer, or neither")
+    # 1. Checks, then model, reward model and prompts loaded, policy pi and reference mu on the device.
+    check_model_pair(model, tokenizer, "run_rlhf")
     cfg.check_complete(need_prompts=train_prompts is None, need_reward=reward_fn is None)
-    refuse_sharded_weights(f"algorithm {cfg.algorithm}")
-    timings: dict[str, float] = {}
-    out = check_out_dir(cfg.out, cfg.loop.min_free_disk_mb * 2**20)
-    loop_cfg = dataclasses.replace(cfg.loop, out_dir=str(out))
-
-    t0 = time.perf_counter()
-    set_seed(cfg.loop.seed)
-    if model is None:
-        model, tokenizer = load_model(cfg)
-    reward_model = None
+    run = prepare_sampling_run(cfg, "algorithm", model=model, tokenizer=tokenizer, train_prompts=train_prompts,
+                               eval_prompts=eval_prompts, reference_model=reference_model,
+                               load_scorer=None if reward_fn is not None else lambda: load_reward_model(cfg.reward))  # fmt: skip
     if reward_fn is None:
-        from nlhf.models import RewardModel
+        reward_fn = reward_model_fn(run.scorer, cfg.reward_batch_size)
+    tokenizer = run.tokenizer
 
-        reward_model = RewardModel.from_pretrained(cfg.reward).eval()
-        reward_fn = reward_model_fn(reward_model, cfg.reward_batch_size)
-    timings["load"] = time.perf_counter() - t0
-    train_items, eval_items = load_prompt_items(cfg, tokenizer, train_prompts, eval_prompts)
-
-    acc = make_accelerator(loop_cfg)
-    if reward_model is not None:
-        reward_model.to(acc.device)
-    policy, reference = make_policy(model, cfg.lora, reference_model)
-    policy.to(acc.device)
-    reference.to(acc.device)
-    pad = pad_token_id(tokenizer)
-    sampler = HFSampler(policy, reference, cfg.sampling, eos_token_id=eos_id(tokenizer), pad_token_id=pad)
+    # 2. The sampler, PPO's rollout buffer, the loop with the step; train; save.
+    sampler = HFSampler(run.policy, run.reference, cfg.sampling, eos_token_id=run.eos_token_id,
+                        pad_token_id=run.pad_token_id)  # fmt: skip
     buffer = RolloutBuffer() if cfg.algorithm == "ppo" else None
-
-    loop = TrainLoop(
-        loop_cfg,
+    loop = loop_lib.TrainLoop(
+        run.loop_cfg,
         cfg.optim,
-        policy,
-        train_items,
-        make_collate(pad),
-        make_step(cfg, sampler, reward_fn, tokenizer, reference, buffer),
-        eval_data=eval_items,
+        run.policy,
+        run.train_items,
+        make_prompt_collate(run.pad_token_id),
+        make_step(cfg, sampler, reward_fn, tokenizer, run.reference, buffer),
+        eval_data=run.eval_items,
         eval_fn=make_eval_step(cfg, sampler, reward_fn, tokenizer),
         stateful={"rollout_buffer": buffer} if buffer is not None else None,
         run_config=cfg,
-        accelerator=acc,
+        accelerator=run.accelerator,
         optimizer_fn=optimizer_fn or default_optimizer(cfg),
     )
-    t0 = time.perf_counter()
-    result = loop.run()
-    timings["train"] = time.perf_counter() - t0
-    extra = {"algorithm": cfg.algorithm, "group_size": cfg.group_size,
+    extra = {"algorithm": cfg.algorithm, "tau": cfg.tau, "group_size": cfg.group_size,
              "ppo_epochs": cfg.epochs if cfg.algorithm == "ppo" else None,
-             "n_train": len(train_items), "n_eval": len(eval_items) if eval_items else 0}  # fmt: skip
-    trained, summary, policy_dir = finish_run(cfg, loop, result, tokenizer, out, timings, extra)
-    return OnlineResult(trained, tokenizer, summary, result, out, policy_dir, timings)
+             "n_train": len(run.train_items), "n_eval": len(run.eval_items or ())}  # fmt: skip
+    return train_and_save(cfg, loop, tokenizer, run.out, run.timings, extra)
 
 
-def summary_line(result: Any) -> str:
+def summary_line(result: RunResult) -> str:
     """The one JSON line ``nlhf train ppo|rlhf-pg`` prints at the end."""
-    from nlhf.train.online import summary_json
-
     return summary_json(result, ("algorithm", "tau", "group_size", "steps"),
                         ("loss", "reward", "reward_vs_ref", "kl_k3", "length", "truncated"))  # fmt: skip
 
 
-_ROW = dict(module="nlhf.train.rlhf", config_class="RLHFConfig", run="run_rlhf", summary="summary_line",
-            flags=("prompts", "eval_prompts", "model", "reward", "out"))  # fmt: skip
-
-# ``nlhf train FAMILY`` rows (keyword arguments of nlhf.train.offline_cli.TrainFamily).
-RLHF_FAMILIES: dict[str, dict[str, Any]] = {
-    "ppo": dict(
-        help="PPO-clip against a reward model (critic-free: leave-one-out baseline over group_size samples)",
-        fixed={"algorithm": "ppo"},
-        description="PPO-clip with the KL to the reference in the reward, ppo_epochs steps per batch of "
-        "rollouts, advantages from a leave-one-out baseline (no value network). --reward: nlhf train-rm's output.",
-        **_ROW,
-    ),
-    "rlhf-pg": dict(
-        help="regularised policy gradient (RLOO) against a reward model: E r - tau KL(pi || mu)",
-        fixed={"algorithm": "rlhf_pg"},
-        **_ROW,
-    ),
-}
-
 __all__ = [
     "RLHF_ALGORITHMS",
-    "RLHF_FAMILIES",
     "RLHFConfig",
     "RolloutBuffer",
-    "load_rlhf_config",
     "reward_model_fn",
     "compute_rewards",
     "make_step",
+    "ppo_behaviour_terms",
     "make_eval_step",
     "run_rlhf",
     "summary_line",

@@ -57,6 +57,17 @@ def test_cdpo_hand_values_and_gradient():
     _close(cdpo_loss(*_pair(), tau=0.5, label_smoothing=0.0).loss[0], 0.47407698418)
 
 
+def test_cdpo_is_mitchells_formula_by_hand():
+    """Mitchell's cDPO note, Eq. 3: -(1 - eps) log sigmoid(tau h) - eps log sigmoid(-tau h). With
+    tau h = log 3 (sigmoid = 3/4) and eps = 0.1: -0.9 log 0.75 - 0.1 log 0.25
+    = 0.9 * 0.2876821 + 0.1 * 1.3862944 = 0.3975433; plain DPO (what TRL 1.16's sigmoid loss gives
+    whatever label_smoothing is) would be -log 0.75 = 0.2876821."""
+    h = torch.tensor([2 * math.log(3.0)], dtype=torch.float64)  # tau = 0.5: tau h = log 3
+    zero = torch.zeros(1, dtype=torch.float64)
+    _close(cdpo_loss(h, zero, zero, zero, tau=0.5, label_smoothing=0.1).loss[0], 0.3975433013, tol=1e-9)
+    _close(dpo_loss(h, zero, zero, zero, tau=0.5).loss[0], 0.2876820725, tol=1e-9)
+
+
 def test_cdpo_optimum_is_finite():
     """The cDPO minimiser over h is tau h = log((1 - eps)/eps): for eps 0.1, tau 0.5, h = 2 ln 9 = 4.394449,
     where the gradient vanishes; DPO's there is -tau sigmoid(-ln 9) = -0.05 (it never vanishes)."""

@@ -1,5 +1,5 @@
 """Policy pi and explicit reference mu: the reference is the model as passed in, never the
-adapted one (PEER-TRL.md: TRL's LoRA reference was long the adapted model itself)."""
+adapted one (docs/PEERS.md: TRL's LoRA reference was long the adapted model itself)."""
 
 from __future__ import annotations
 

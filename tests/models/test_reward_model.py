@@ -61,15 +61,16 @@ def test_save_load_round_trip_and_generic_loader(tmp_path, tiny_bert):
 
 
 def test_generic_loader_in_a_fresh_process(tmp_path, tiny_bert):
-    """``SequenceScorer.from_pretrained`` finds the saved kind even when nothing imported the subclass modules."""
+    """``nlhf.models.load_scorer`` finds the saved kind in a fresh process (the base class ``SequenceScorer``
+    does not import its subclasses, so no import circle: ``nlhf.models.saved`` imports both)."""
     import subprocess
     import sys
 
     bert, tok = tiny_bert
     _rm(bert, tok).save_pretrained(tmp_path / "rm")
     code = (
-        "import sys; from nlhf.models.scorer import SequenceScorer; "
-        f"m = SequenceScorer.from_pretrained({str(tmp_path / 'rm')!r}); print(type(m).__name__)"
+        "import sys; from nlhf.models import load_scorer; "
+        f"m = load_scorer({str(tmp_path / 'rm')!r}); print(type(m).__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -25,7 +25,7 @@ def test_smollm2_from_cache_is_plain_trainable_and_sensible():
     assert marker["source"] == str(smollm2_gguf_path().resolve())
     assert (cache / "model.safetensors").is_file()
 
-    # the GGUF quantizer flag is gone (it blocks training and saving, PEER-TRL.md)
+    # the GGUF quantizer flag is gone (it blocks training and saving, docs/PEERS.md)
     assert getattr(model.config, "quantization_config", None) is None
     assert getattr(model, "hf_quantizer", None) is None
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30

@@ -9,7 +9,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from nlhf.eval import TournamentConfig, TournamentResult, write_report
+from nlhf.eval import TournamentConfig, TournamentResult
+from nlhf.report import write_report
 from nlhf.report.html import data_uri, markdown_to_html
 
 CHROMIUM = "/usr/bin/chromium"

@@ -188,7 +188,6 @@ def test_hf_sampler_is_a_sampler_and_calls_the_loops(models, batch):
     assert torch.equal(y.response_ids, y2.response_ids) and torch.equal(
         y_mix.response_ids, y_mix2.response_ids
     )
-    sampler.weights_updated()  # a no-op for this backend
 
 
 def test_lora_reference_is_the_base_model_with_the_adapter_off(batch):

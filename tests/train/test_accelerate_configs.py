@@ -6,7 +6,7 @@ environment preparation (what a real launch exports to the training processes). 
 file then builds accelerate's ``FullyShardedDataParallelPlugin`` from that environment.
 DeepSpeed is not installed here: its files are checked up to the exported environment only
 (documented as not yet run). The online and RLHF trainers read the same environment to
-refuse FSDP and ZeRO-3 (:func:`nlhf.train.online.refuse_sharded_weights`).
+refuse FSDP and ZeRO-3 (:func:`nlhf.train.run.refuse_sharded_weights`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_deepspeed_launch_environment(name, stage):
                                                ("deepspeed_zero3", True)])  # fmt: skip
 def test_online_trainers_refuse_exactly_the_sharded_launches(monkeypatch, name, refused):
     from nlhf.config import ConfigError
-    from nlhf.train.online import refuse_sharded_weights
+    from nlhf.train.run import refuse_sharded_weights
 
     for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
         monkeypatch.delenv(key, raising=False)

@@ -1,4 +1,4 @@
-"""The offline trainer (``nlhf.train.offline``) on the tiny random Llama.
+"""The offline trainer (``nlhf.train.dpo``) on the tiny random Llama.
 
 Gradient accumulation, the reference computed once, prompt sharing, labels, LoRA and the
 saved policy. Resume and the command line are in ``test_offline_resume_cli.py``.
@@ -11,10 +11,10 @@ import torch
 
 from nlhf.data import PreferenceExample
 from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
-from nlhf.train import offline
+from nlhf.train import dpo, pair_logps, ref_cache
 from nlhf.train.config import LoopConfig, OptimConfig
+from nlhf.train.dpo import OfflineConfig, run_offline
 from nlhf.train.loop import StepOutput
-from nlhf.train.offline import OfflineConfig, run_offline
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +64,7 @@ def sgd(model):
     return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
 
 
-def token_weighted_micro_mean(cfg, sharing=None, _real=offline.make_step):
+def token_weighted_micro_mean(cfg, sharing=None, _real=dpo.make_step):
     """A WRONG step: each micro-batch returns its own token-weighted mean loss with weight 1.
 
     This is what a per-token-normalised loss divided by ``grad_accum_steps`` computes: a
@@ -103,7 +103,7 @@ def test_accumulation_1x8_equals_8x1_with_unequal_lengths(tmp_path, loss):
     number of pairs (8), however the pairs are split; lengths vary from 1 to 38 tokens.
     """
     tok = tiny_tokenizer()
-    lengths = {len(offline.tokenize_examples(tok, [e], OfflineConfig())[0][0].first_ids) for e in PAIRS}
+    lengths = {len(dpo.tokenize_examples(tok, [e], OfflineConfig())[0][0].first_ids) for e in PAIRS}
     assert len(lengths) >= 6  # the completion lengths really differ
     one_by_eight = accumulated_update(tmp_path, "a", micro=8, accum=1, loss=loss)
     eight_by_one = accumulated_update(tmp_path, "b", micro=1, accum=8, loss=loss)
@@ -115,7 +115,7 @@ def test_accumulation_1x8_equals_8x1_with_unequal_lengths(tmp_path, loss):
 
 def test_accumulation_check_fails_for_a_mean_of_micro_batch_means(tmp_path, monkeypatch):
     """The same comparison with a mean of (token-weighted) micro-batch means: the updates differ."""
-    monkeypatch.setattr(offline, "make_step", token_weighted_micro_mean)
+    monkeypatch.setattr(dpo, "make_step", token_weighted_micro_mean)
     one_by_eight = accumulated_update(tmp_path, "a", micro=8, accum=1)
     eight_by_one = accumulated_update(tmp_path, "b", micro=1, accum=8)
     gap = max((one_by_eight[n] - eight_by_one[n]).abs().max() for n in one_by_eight)
@@ -175,10 +175,10 @@ def test_cached_reference_logps_equal_a_fresh_reference_forward(tmp_path):
 
     cfg = config(tmp_path, loss="dpo")
     run(cfg)
-    cache = torch.load(tmp_path / "run" / offline.REF_CACHE, weights_only=True)["train"]  # (8, 2)
+    cache = torch.load(tmp_path / "run" / ref_cache.REF_CACHE, weights_only=True)["train"]  # (8, 2)
     tok = tiny_tokenizer()
     mu = tiny_causal_lm(tokenizer=tok, seed=0)
-    pairs, _ = offline.tokenize_examples(tok, PAIRS, cfg)
+    pairs, _ = dpo.tokenize_examples(tok, PAIRS, cfg)
     for i, p in enumerate(pairs):
         for col in (0, 1):
             ids = torch.tensor([p.input_ids(col)])  # (1, T)
@@ -211,11 +211,11 @@ def test_prompt_sharing_gives_the_plain_log_probs_and_gradients(reduction, templ
     if not template:
         tok.chat_template = None
     model = tiny_causal_lm(tokenizer=tok, seed=1).train()
-    pairs, _ = offline.tokenize_examples(tok, examples, OfflineConfig())
-    ref = offline.RefLogps()
+    pairs, _ = dpo.tokenize_examples(tok, examples, OfflineConfig())
+    ref = ref_cache.RefLogps()
     ref.table["train"] = torch.zeros(len(pairs), 2)
-    batch = offline.make_collate(tok.pad_token_id, ref, share_prompt=True)(
-        [offline.OfflineItem("train", i, p) for i, p in enumerate(pairs)]
+    batch = dpo.make_collate(tok.pad_token_id, ref, share_prompt=True)(
+        [dpo.OfflineItem("train", i, p) for i, p in enumerate(pairs)]
     )
     lengths = batch["prompt_lengths"].tolist()
     if examples is EQUAL:
@@ -223,10 +223,10 @@ def test_prompt_sharing_gives_the_plain_log_probs_and_gradients(reduction, templ
     else:
         assert len(set(lengths)) > 4  # prompts of unequal lengths (left-padded)
         assert template or min(lengths) == 1
-    sharing = offline.prompt_sharing(model)
+    sharing = pair_logps.prompt_sharing(model)
     assert sharing is not None
-    plain = offline.pair_logps(model, batch, reduction, None)  # (16,)
-    shared = offline.pair_logps(model, batch, reduction, sharing)
+    plain = pair_logps.pair_logps(model, batch, reduction, None)  # (16,)
+    shared = pair_logps.pair_logps(model, batch, reduction, sharing)
     torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-4)
     g_plain = torch.autograd.grad(plain.sum(), list(model.parameters()))
     g_shared = torch.autograd.grad(shared.sum(), list(model.parameters()))
@@ -239,12 +239,12 @@ def test_prompt_sharing_gives_the_plain_log_probs_and_gradients(reduction, templ
 
 def test_dpo_turns_round_pairs_labelled_0_and_refuses_soft_labels():
     swapped = PreferenceExample("x", "bad", "good", label=0.0, source="f.jsonl:3")
-    (fixed,) = offline.prepare_examples([swapped], "dpo", "train")
+    (fixed,) = dpo.prepare_examples([swapped], "dpo", "train")
     assert (fixed.first, fixed.second, fixed.label) == ("good", "bad", 1.0)
     soft = PreferenceExample("x", "a", "b", label=0.7, source="f.jsonl:9")
     with pytest.raises(ValueError, match=r"f\.jsonl:9: label 0\.7 .* loss=cdpo needs hard labels"):
-        offline.prepare_examples([soft], "cdpo", "train")
-    assert offline.prepare_examples([soft], "ipo", "train") == [soft]  # IPO keeps soft labels
+        dpo.prepare_examples([soft], "cdpo", "train")
+    assert dpo.prepare_examples([soft], "ipo", "train") == [soft]  # IPO keeps soft labels
 
 
 def test_config_rejects_label_smoothing_outside_cdpo_and_a_bad_tau():
@@ -307,13 +307,13 @@ def test_prompt_sharing_with_one_token_responses_and_a_one_token_prompt():
     tok = tiny_tokenizer()
     model = tiny_causal_lm(tokenizer=tok, seed=1)
     pairs = [TokenizedPair([5, 6, 7], [8], [9], 1.0), TokenizedPair([5], [10], [11], 1.0)]
-    ref = offline.RefLogps()
+    ref = ref_cache.RefLogps()
     ref.table["train"] = torch.zeros(2, 2)
-    batch = offline.make_collate(tok.pad_token_id, ref, share_prompt=True)(
-        [offline.OfflineItem("train", i, p) for i, p in enumerate(pairs)]
+    batch = dpo.make_collate(tok.pad_token_id, ref, share_prompt=True)(
+        [dpo.OfflineItem("train", i, p) for i, p in enumerate(pairs)]
     )
     assert batch["completion_ids"].shape == (4, 1)
     with torch.no_grad():
-        plain = offline.pair_logps(model, batch, "sum", None)
-        shared = offline.pair_logps(model, batch, "sum", offline.prompt_sharing(model))
+        plain = pair_logps.pair_logps(model, batch, "sum", None)
+        shared = pair_logps.pair_logps(model, batch, "sum", pair_logps.prompt_sharing(model))
     torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)

@@ -9,10 +9,10 @@ import torch
 
 from nlhf.data.schema import PreferenceExample
 from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
-from nlhf.train import offline
+from nlhf.train import dpo, ref_cache
 from nlhf.train.config import LoopConfig, OptimConfig
+from nlhf.train.dpo import OfflineConfig, run_offline
 from nlhf.train.loop import stream_indices
-from nlhf.train.offline import OfflineConfig, run_offline
 
 PAIRS = [PreferenceExample(f"question {i}?", f"good answer {i}", f"bad {i}") for i in range(12)]
 
@@ -32,10 +32,10 @@ def run(cfg, model=None):
 
 def test_visited_indices_are_the_stream_prefix():
     """Under one epoch: exactly the examples of the stream's first positions; from one epoch on: all."""
-    assert offline.visited_indices(12, 0, 4) == sorted(stream_indices(12, 0, 0, 4))
-    assert len(offline.visited_indices(12, 0, 4)) == 4
-    assert offline.visited_indices(12, 0, 12) == list(range(12))
-    assert offline.visited_indices(12, 0, 30) == list(range(12))  # 2.5 epochs
+    assert ref_cache.visited_indices(12, 0, 4) == sorted(stream_indices(12, 0, 0, 4))
+    assert len(ref_cache.visited_indices(12, 0, 4)) == 4
+    assert ref_cache.visited_indices(12, 0, 12) == list(range(12))
+    assert ref_cache.visited_indices(12, 0, 30) == list(range(12))  # 2.5 epochs
 
 
 def test_a_short_run_computes_only_the_pairs_it_reads(tmp_path):
@@ -56,14 +56,14 @@ def test_a_short_run_computes_only_the_pairs_it_reads(tmp_path):
     assert result.summary["ref_pairs_computed"] == 4
     # share_prompt: a prompt forward (b rows) and a completion forward (2b rows) per reference batch
     assert sum(rows) == 3 * 4
-    cache = torch.load(tmp_path / "run" / offline.REF_CACHE, weights_only=True)
+    cache = torch.load(tmp_path / "run" / ref_cache.REF_CACHE, weights_only=True)
     done = cache["train:done"]
-    assert done.tolist() == [i in offline.visited_indices(12, 0, 4) for i in range(12)]
+    assert done.tolist() == [i in ref_cache.visited_indices(12, 0, 4) for i in range(12)]
     assert torch.all(cache["train"][~done] == 0) and torch.all(cache["train"][done] < 0)
 
     longer = run(config(tmp_path, max_steps=6))  # 12 positions: every pair; the same run directory
     assert longer.summary["ref_pairs_computed"] == 8 and longer.summary["ref_logps"] == "computed"
-    again = torch.load(tmp_path / "run" / offline.REF_CACHE, weights_only=True)
+    again = torch.load(tmp_path / "run" / ref_cache.REF_CACHE, weights_only=True)
     assert bool(again["train:done"].all())
     torch.testing.assert_close(again["train"][done], cache["train"][done], rtol=0, atol=0)
 
@@ -73,7 +73,7 @@ def test_the_subset_gives_the_same_run_as_computing_everything(tmp_path, monkeyp
     from nlhf.train.loop import METRICS_FILE
 
     short = run(config(tmp_path, "short"))
-    monkeypatch.setattr(offline, "visited_indices", lambda n, seed, positions: list(range(n)))
+    monkeypatch.setattr(dpo, "visited_indices", lambda n, seed, positions: list(range(n)))
     full = run(config(tmp_path, "full"))
     assert short.summary["ref_pairs_computed"] == 4 and full.summary["ref_pairs_computed"] == 12
     logs = [
@@ -90,10 +90,10 @@ def test_the_subset_gives_the_same_run_as_computing_everything(tmp_path, monkeyp
 
 def test_a_row_never_computed_is_an_error_not_a_zero():
     """The lookup refuses rows the precompute did not plan for, naming them."""
-    ref = offline.RefLogps()
+    ref = ref_cache.RefLogps()
     ref.table["train"] = torch.zeros(3, 2)
     ref.done["train"] = torch.tensor([True, False, True])
-    items = [offline.OfflineItem("train", i, None) for i in (0, 1)]
+    items = [dpo.OfflineItem("train", i, None) for i in (0, 1)]
     with pytest.raises(RuntimeError, match=r"train pairs \[1\] were not computed"):
         ref.lookup(items)
     assert ref.lookup([items[0]]).shape == (1, 2)

@@ -11,10 +11,11 @@ import torch
 from test_offline import PAIRS, config, params, run  # tests/train is on sys.path (pytest's prepend mode)
 from trainer_runs import full_then_crashed, train_losses
 
-from nlhf.config import ConfigError
+from nlhf.config import ConfigError, resolve_config
 from nlhf.train import checkpoint as ckpt_lib
-from nlhf.train import offline
-from nlhf.train.offline_cli import TRAIN_FAMILIES, register, resolve_config
+from nlhf.train import dpo, ref_cache
+from nlhf.train import run as run_lib
+from nlhf.train.cli import TRAIN_FAMILIES, register
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,7 @@ def run_ipo(tmp_path, name, resume=False):
 
 
 def test_crash_then_resume_is_bit_identical_and_reuses_the_reference_cache(tmp_path, monkeypatch):
-    full = full_then_crashed(monkeypatch, offline, partial(run_ipo, tmp_path))
+    full = full_then_crashed(monkeypatch, dpo, partial(run_ipo, tmp_path))
     out = tmp_path / "crashed"
     assert ckpt_lib.find_latest(out).name == "ckpt-4"
     at_4 = ckpt_lib.load_checkpoint(out / "ckpt-4").model_state
@@ -52,8 +53,8 @@ def test_crash_then_resume_is_bit_identical_and_reuses_the_reference_cache(tmp_p
 
 def test_resume_with_a_changed_reference_cache_differs(tmp_path, monkeypatch):
     """Negative control: resuming with altered cached reference log-probs changes the result."""
-    full = full_then_crashed(monkeypatch, offline, partial(run_ipo, tmp_path))
-    cache_path = tmp_path / "crashed" / offline.REF_CACHE
+    full = full_then_crashed(monkeypatch, dpo, partial(run_ipo, tmp_path))
+    cache_path = tmp_path / "crashed" / ref_cache.REF_CACHE
     cache = torch.load(cache_path, weights_only=True)
     cache["train"] = cache["train"] + torch.tensor([0.5, 0.0])  # mu(first) x e^0.5 in the cache
     torch.save(cache, cache_path)
@@ -101,20 +102,20 @@ def test_cli_train_ipo_end_to_end_then_dpo_from_the_saved_policy(tmp_path, pairs
         "tiny",
         3,
     )
-    summary = json.loads((out / offline.METRICS_JSON).read_text())
+    summary = json.loads((out / run_lib.METRICS_JSON).read_text())
     assert summary["steps"] == 3 and summary["n_train"] == len(PAIRS)
     assert ckpt_lib.find_latest(out).name == "ckpt-3"
-    policy, tok = load_causal_lm(out / offline.POLICY_DIR)
+    policy, tok = load_causal_lm(out / run_lib.POLICY_DIR)
     init = tiny_causal_lm(tokenizer=tiny_tokenizer(), seed=0)
     moved = max((p - q).abs().max() for p, q in zip(policy.parameters(), init.parameters()))
     assert moved > 1e-4
 
     # a saved policy directory is a --model too; DPO from it
     out2 = tmp_path / "dpo"
-    code = nlhf_train("dpo", "--data", str(pairs_file), "--model", str(out / offline.POLICY_DIR),
+    code = nlhf_train("dpo", "--data", str(pairs_file), "--model", str(out / run_lib.POLICY_DIR),
                       "--out", str(out2), "loop.max_steps=1", "loop.progress=false")  # fmt: skip
     assert code == 0
-    assert json.loads((out2 / offline.METRICS_JSON).read_text())["loss"] == "dpo"
+    assert json.loads((out2 / run_lib.METRICS_JSON).read_text())["loss"] == "dpo"
 
 
 def test_cli_resume_flag_continues_the_run(tmp_path, pairs_file):
@@ -124,12 +125,12 @@ def test_cli_resume_flag_continues_the_run(tmp_path, pairs_file):
     with pytest.raises(Exception, match="already holds checkpoints"):
         nlhf_train("cdpo", *args, "label_smoothing=0.1", "loop.max_steps=4")
     assert nlhf_train("cdpo", *args, "label_smoothing=0.1", "loop.max_steps=4", "--resume") == 0
-    summary = json.loads((tmp_path / "r" / offline.METRICS_JSON).read_text())
+    summary = json.loads((tmp_path / "r" / run_lib.METRICS_JSON).read_text())
     assert summary["steps"] == 4 and summary["ref_logps"] == "cached"
 
 
 def test_sub_command_fixes_the_loss_and_rejects_a_contradiction(tmp_path):
-    cls = offline.OfflineConfig
+    cls = dpo.OfflineConfig
     cfg = resolve_config(cls, None, ["tau=0.3"], {"data": "d.jsonl", "out": "o"}, TRAIN_FAMILIES["ipo"].fixed)
     assert (cfg.loss, cfg.tau, cfg.data) == ("ipo", 0.3, "d.jsonl")
     with pytest.raises(ConfigError, match="loss: this sub-command sets loss=dpo"):
@@ -149,10 +150,10 @@ def test_cli_missing_data_is_a_config_error(tmp_path):
 
 def test_train_families_table_is_open_for_more_families():
     """A new row is a new sub-command of the same ``nlhf train`` parser."""
-    from nlhf.train.offline_cli import TrainFamily
+    from nlhf.train.cli import TrainFamily
 
-    TRAIN_FAMILIES["toy"] = TrainFamily(help="toy", module="nlhf.train.offline", config_class="OfflineConfig",
-                                        run="run_offline", fixed={"loss": "ipo"}, flags=("data", "out"))  # fmt: skip
+    TRAIN_FAMILIES["toy"] = TrainFamily(help="toy", config_class=dpo.OfflineConfig, run=dpo.run_offline,
+                                        fixed={"loss": "ipo"}, flags=("data", "out"))  # fmt: skip
     try:
         parser = argparse.ArgumentParser(prog="nlhf")
         register(parser.add_subparsers(dest="command"))

@@ -14,13 +14,19 @@ import math
 
 import pytest
 import torch
+from online_family import (  # tests/ (conftest.py)
+    ONLINE_ALGORITHMS,
+    OnlineConfig,
+    load_online_config,
+    run_online,
+)
 
-from nlhf.config import ConfigError
+from nlhf.config import ConfigError, resolve_config
 from nlhf.judges import CallableJudge
 from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
 from nlhf.sampling import SamplingConfig
+from nlhf.sampling.streams import row_seeds
 from nlhf.train.config import LoopConfig, OptimConfig
-from nlhf.train.online import ONLINE_ALGORITHMS, OnlineConfig, row_seeds, run_online
 from nlhf.train.rlhf import RLHFConfig, run_rlhf
 
 
@@ -217,15 +223,15 @@ def test_nash_md_gradient_accumulation_is_invariant(tmp_path, monkeypatch):
     """1 micro-batch of 8 prompts, 4 of 2 and 8 of 1 give the same update, with random samples.
 
     Each prompt row samples from its own stream seeded by its global position
-    (:func:`nlhf.train.online.row_seeds`), so the samples do not depend on how the batch is
+    (:func:`nlhf.sampling.streams.row_seeds`), so the samples do not depend on how the batch is
     split. Greedy sampling (top_k=1) is checked too: the importance weight pi(y)/q(y) = pi(y)
     then enters the loss, which the peaked model keeps away from 0. The reference is another
     model, so that y (from pi) and y' (from the mixture) differ from the first step.
     Negative control: one ``torch.Generator`` per micro-batch (the previous scheme) draws
     other samples for 8 micro-batches than for one batch of 8.
     """
+    from nlhf.sampling import streams
     from nlhf.sampling.decode import make_generator
-    from nlhf.train import online
 
     def train(micro, accum, top_k, name):
         model, tok = peaked_tiny(0)
@@ -262,7 +268,7 @@ def test_nash_md_gradient_accumulation_is_invariant(tmp_path, monkeypatch):
 
     # negative control: one generator per micro-batch, seeded by its first position
     monkeypatch.setattr(
-        online, "row_generator", lambda seed, ctx, device: make_generator(seed + ctx.positions[0], device)
+        streams, "row_generator", lambda seed, ctx, device: make_generator(seed + ctx.positions[0], device)
     )
     _, one_batch, _ = train(8, 1, 0, "neg-a")
     _, eight_batches, _ = train(1, 8, 0, "neg-b")
@@ -289,8 +295,6 @@ def test_nash_md_gradient_accumulation_is_invariant(tmp_path, monkeypatch):
     ],
 )
 def test_online_config_errors_name_the_key(overrides, key):
-    from nlhf.train.online import load_online_config
-
     with pytest.raises(ConfigError, match=rf"\b{key}\b"):
         load_online_config(None, overrides)
 
@@ -305,10 +309,8 @@ def test_online_config_errors_name_the_key(overrides, key):
     ],
 )
 def test_rlhf_config_errors_name_the_key(overrides, key):
-    from nlhf.train.rlhf import load_rlhf_config
-
     with pytest.raises(ConfigError, match=rf"\b{key}\b"):
-        load_rlhf_config(None, overrides)
+        resolve_config(RLHFConfig, None, overrides)
 
 
 def test_mixture_coef_defaults_per_algorithm():

@@ -23,7 +23,7 @@ from trainer_runs import full_then_crashed, train_losses
 
 from nlhf.config import ConfigError
 from nlhf.train import checkpoint as ckpt_lib
-from nlhf.train import online, rlhf
+from nlhf.train import nash_md, rlhf
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +41,11 @@ def run_ema(tmp_path, name, resume=False):
     cfg = online_cfg(tmp_path, name, algorithm="nash_ema", tau=0.1, ema_decay=0.5, optim=RESUME_OPTIM,
                      loop={**RESUME_LOOP, "resume": resume}, sampling=dict(max_new_tokens=5))  # fmt: skip
     model, tok = tiny()
-    return online.run_online(cfg, model=model, tokenizer=tok, judge=LENGTH_JUDGE, train_prompts=PROMPTS[:6])
+    return nash_md.run_nash_md(cfg, model=model, tokenizer=tok, judge=LENGTH_JUDGE, train_prompts=PROMPTS[:6])
 
 
 def test_nash_ema_crash_then_resume_is_bit_identical(tmp_path, monkeypatch):
-    full = full_then_crashed(monkeypatch, online, partial(run_ema, tmp_path))
+    full = full_then_crashed(monkeypatch, nash_md, partial(run_ema, tmp_path))
     out = tmp_path / "crashed"
     assert ckpt_lib.find_latest(out).name == "ckpt-4"
     saved = ckpt_lib.load_checkpoint(out / "ckpt-4").extra["ema_opponent"]
@@ -61,10 +61,10 @@ def test_nash_ema_crash_then_resume_is_bit_identical(tmp_path, monkeypatch):
 
 
 def test_negative_control_resume_without_the_ema_state_differs(tmp_path, monkeypatch):
-    full = full_then_crashed(monkeypatch, online, partial(run_ema, tmp_path))
+    full = full_then_crashed(monkeypatch, nash_md, partial(run_ema, tmp_path))
     with monkeypatch.context() as m:
         m.setattr(
-            online.EmaOpponent, "load_state_dict", lambda self, state: None
+            nash_md.EmaOpponent, "load_state_dict", lambda self, state: None
         )  # the EMA restarts at theta_0
         resumed = run_ema(tmp_path, "crashed", resume=True)
     ema_a, ema_b = full.opponent.state_dict()["params"], resumed.opponent.state_dict()["params"]
@@ -95,15 +95,11 @@ def test_ppo_crash_inside_an_iteration_then_resume_is_bit_identical(tmp_path, mo
 
 
 def parse_and_run(monkeypatch, argv):
-    """``nlhf train ...`` through offline_cli.register with the online and RLHF rows added (as the lead will)."""
-    from nlhf.train import offline_cli
-    from nlhf.train.online import ONLINE_FAMILIES
-    from nlhf.train.rlhf import RLHF_FAMILIES
+    """``nlhf train ...`` through nlhf.train.cli.register."""
+    from nlhf.train import cli
 
-    for name, row in {**ONLINE_FAMILIES, **RLHF_FAMILIES}.items():
-        monkeypatch.setitem(offline_cli.TRAIN_FAMILIES, name, offline_cli.TrainFamily(**row))
     parser = argparse.ArgumentParser(prog="nlhf")
-    offline_cli.register(parser.add_subparsers(dest="command"))
+    cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -176,7 +172,7 @@ def test_online_modules_import_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, nlhf.train.online, nlhf.train.rlhf; "
+    code = ("import sys, nlhf.train.nash_md, nlhf.train.online_ipo, nlhf.train.rlhf, nlhf.train.dpo, nlhf.cli; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -2,7 +2,7 @@
 a trainer whose loss turns NaN stops with a clear message and its last good checkpoint intact.
 
 The loop-level versions (the toy task) are in ``test_train_loop.py``; here each public entry
-point (``run_fit`` for the preference and reward models, ``run_offline``, ``run_online``,
+point (``run_fit`` for the preference and reward models, ``run_offline``, ``run_nash_md``,
 ``run_rlhf``) is called with its model loader replaced by one that fails the test if called.
 """
 
@@ -22,7 +22,7 @@ from trainer_runs import PAIRS, PROMPTS, minus_length, shorter_is_better  # noqa
 from nlhf.config import ConfigError  # noqa: E402
 from nlhf.judges import CallableJudge  # noqa: E402
 from nlhf.train import checkpoint as ckpt_lib  # noqa: E402
-from nlhf.train import fit, offline, online, rlhf  # noqa: E402
+from nlhf.train import dpo, fit, nash_md, rlhf, run  # noqa: E402
 from nlhf.train.config import LoopConfig, OptimConfig  # noqa: E402
 from nlhf.train.loop import NonFiniteLossError, RunDirError  # noqa: E402
 
@@ -42,9 +42,9 @@ def never(*args, **kwargs):
 
 @pytest.fixture
 def no_loading(monkeypatch):
-    monkeypatch.setattr(offline, "load_model", never)  # offline, online and RLHF load models through it
+    monkeypatch.setattr(run, "load_model", never)  # every policy trainer loads its model through it
     monkeypatch.setattr(fit, "_build_model", never)
-    monkeypatch.setattr(online, "load_judge", never)
+    monkeypatch.setattr(nash_md, "load_judge", never)
 
 
 def entry_points(out: str, loop: LoopConfig):
@@ -59,14 +59,14 @@ def entry_points(out: str, loop: LoopConfig):
         "rm": lambda: fit.run_fit(
             "rm", fit.FitConfig(data="pairs.jsonl", model="minilm", out=out, loop=loop)
         ),
-        "dpo": lambda: offline.run_offline(
-            offline.OfflineConfig(model="tiny", out=out, loop=loop), train_examples=pairs
+        "dpo": lambda: dpo.run_offline(
+            dpo.OfflineConfig(model="tiny", out=out, loop=loop), train_examples=pairs
         ),
-        "nash_md": lambda: online.run_online(
-            online.OnlineConfig(model="tiny", judge="judge-dir", out=out, loop=loop), train_prompts=PROMPTS
+        "nash_md": lambda: nash_md.run_nash_md(
+            nash_md.NashMDConfig(model="tiny", judge="judge-dir", out=out, loop=loop), train_prompts=PROMPTS
         ),  # fmt: skip
-        "nash_ema": lambda: online.run_online(
-            online.OnlineConfig(algorithm="nash_ema", model="tiny", out=out, loop=loop),
+        "nash_ema": lambda: nash_md.run_nash_md(
+            nash_md.NashMDConfig(algorithm="nash_ema", model="tiny", out=out, loop=loop),
             judge=CallableJudge(shorter_is_better),
             train_prompts=PROMPTS,
         ),  # fmt: skip
@@ -117,7 +117,7 @@ def test_nan_loss_in_a_trainer_stops_with_the_last_good_checkpoint_intact(tmp_pa
     from nlhf.data import PreferenceExample
     from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
 
-    real = offline.make_step
+    real = dpo.make_step
 
     def poisoned(cfg, sharing=None):
         step_fn = real(cfg, sharing)
@@ -130,8 +130,8 @@ def test_nan_loss_in_a_trainer_stops_with_the_last_good_checkpoint_intact(tmp_pa
 
         return step
 
-    monkeypatch.setattr(offline, "make_step", poisoned)
-    cfg = offline.OfflineConfig(
+    monkeypatch.setattr(dpo, "make_step", poisoned)
+    cfg = dpo.OfflineConfig(
         out=str(tmp_path / "run"), optim=OptimConfig(lr=1e-2),
         loop=LoopConfig(max_steps=10, micro_batch_size=4, save_every=2, max_nonfinite_in_a_row=2, progress=False,
                         tensorboard=False, min_free_disk_mb=1),
@@ -140,7 +140,7 @@ def test_nan_loss_in_a_trainer_stops_with_the_last_good_checkpoint_intact(tmp_pa
     model = tiny_causal_lm(tokenizer=tok, seed=0)
     with pytest.warns(UserWarning, match="nonfinite loss; step skipped"):
         with pytest.raises(NonFiniteLossError, match=r"stopping at step 4: 2 steps in a row .*ckpt-2"):
-            offline.run_offline(
+            dpo.run_offline(
                 cfg, model=model, tokenizer=tok, train_examples=[PreferenceExample(*p) for p in PAIRS]
             )
     good = ckpt_lib.load_checkpoint(ckpt_lib.find_latest(tmp_path / "run"))

@@ -171,7 +171,7 @@ def check_sampling(device: str) -> None:
     from nlhf.data.collate import collate_prompts
     from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
     from nlhf.sampling import SamplingConfig, generate
-    from nlhf.sampling.decode import RowGenerator, counter_uniforms
+    from nlhf.sampling.streams import RowGenerator, counter_uniforms
 
     t0 = time.time()
     seeds = torch.tensor([0, 1, -5, 2**62, -(2**63)], dtype=torch.int64)

@@ -3,7 +3,7 @@ resume and GPU smoke checks share (imported by ``train_ddp_script.py``, ``train_
 and ``train_gpu_smoke.py``; not a test module).
 
 :func:`run_trainer` runs one of :data:`TRAINERS` through its public entry point
-(``run_fit``, ``run_offline``, ``run_online``, ``run_rlhf``; ``toy`` is the bare loop on
+(``run_fit``, ``run_offline``, ``run_nash_md`` / ``run_online_ipo``, ``run_rlhf``; ``toy`` is the bare loop on
 ``train_toy``), with
 
 * ``sgd=True``: plain SGD (lr x the gradient: a wrong normaliser shows in the parameters,
@@ -306,7 +306,7 @@ def run_trainer(
         elif name in ("dpo", "ipo"):
             from nlhf.data import PreferenceExample
             from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
-            from nlhf.train.offline import OfflineConfig, run_offline
+            from nlhf.train.dpo import OfflineConfig, run_offline
 
             pairs = [PreferenceExample(p, a, b) for p, a, b in PAIRS]
             cfg = OfflineConfig(loss=name, tau=0.5, out=str(out), optim=optim, loop=loop)
@@ -315,31 +315,35 @@ def run_trainer(
                                  train_examples=pairs, eval_examples=pairs[:N_EVAL])  # fmt: skip
         elif name in ONLINE:
             from nlhf.judges import CallableJudge
-            from nlhf.train import online
+            from nlhf.sampling import streams
+            from nlhf.train import nash_md, online_ipo
 
             if negative == "batch_seed":
                 from nlhf.sampling.decode import make_generator
 
                 patches.set(
-                    online,
+                    streams,
                     "row_generator",
                     lambda seed, ctx, dev: make_generator(seed + ctx.positions[0], dev),
                 )
-            cfg = online.OnlineConfig(algorithm=name, tau=0.1, ema_decay=0.5, out=str(out),
-                                      sampling=SamplingConfig(max_new_tokens=8), optim=optim, loop=loop)  # fmt: skip
+            ipo = name in online_ipo.ONLINE_IPO_ALGORITHMS
+            config_class, run = (online_ipo.OnlineIPOConfig, online_ipo.run_online_ipo) if ipo else (
+                nash_md.NashMDConfig, nash_md.run_nash_md)  # fmt: skip
+            cfg = config_class(algorithm=name, tau=0.1, **({} if ipo else {"ema_decay": 0.5}), out=str(out),
+                               sampling=SamplingConfig(max_new_tokens=8), optim=optim, loop=loop)  # fmt: skip
             model, tok = eos_prone_tiny()
             judge = CallableJudge(counting(shorter_is_better, record), batched=True, name="shorter_is_better")
-            result = online.run_online(cfg, model=model, tokenizer=tok, judge=judge,
+            result = run(cfg, model=model, tokenizer=tok, judge=judge,
                                        train_prompts=PROMPTS, eval_prompts=PROMPTS[:N_EVAL])  # fmt: skip
         else:
             from nlhf.train import rlhf
 
             if negative == "batch_seed":
+                from nlhf.sampling import streams
                 from nlhf.sampling.decode import make_generator
-                from nlhf.train import online
 
                 patches.set(
-                    online,
+                    streams,
                     "row_generator",
                     lambda seed, ctx, dev: make_generator(seed + ctx.positions[0], dev),
                 )

@@ -1,0 +1,138 @@
+"""What the sampling trainers' steps share: mu's log-probs, importance weights, KL estimates, per-row outputs.
+
+The online NLHF trainers (:mod:`nlhf.train.nash_md`, :mod:`nlhf.train.online_ipo`) and
+RLHF (:mod:`nlhf.train.rlhf`) each sample rollouts (:class:`nlhf.sampling.Rollout`), score
+them, and return one loss per row; these are the pieces of such a step that are not the
+algorithm:
+
+* :func:`reference_logps`: log mu of a rollout's tokens (the sampler's record, or one
+  no-grad forward of mu);
+* :func:`log_importance_weight`: log pi(y)/q(y) of each sequence (inexact sampling);
+* :func:`weighted_kl`: Schulman's k1 and k3 estimates of KL(pi || mu) per sample, times pi/q;
+* :func:`rollout_metrics`: ``length`` and ``truncated`` per row;
+* :func:`step_output`: the loop's :class:`~nlhf.train.loop.StepOutput` with weight 1 per row;
+* :func:`split_rollout`: rows [0, B) and [B, 2B) of a rollout;
+* :func:`sample_against_reference`: evaluation's y ~ pi and y_ref ~ mu of each prompt, and
+  :func:`make_judge_eval_step`, the judge-based evaluation step.
+
+Cheap to import: torch loads inside the functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from nlhf.judges import judge_preference
+
+
+def reference_logps(reference: Any, rollout: Any) -> Any:
+    """(B, R) log mu of the rollout's tokens: the sampler's record, or one no-grad forward of mu."""
+    import torch
+
+    from nlhf.sampling.decode import response_logps
+
+    if rollout.ref_logps is not None:
+        return rollout.ref_logps
+    with torch.no_grad():
+        return response_logps(reference, rollout)
+
+
+def log_importance_weight(policy_logps: Any, sampling_logps: Any, mask: Any) -> Any:
+    """log pi(y)/q(y) = sum_n mask (log pi(y_n|.) - log q(y_n|.)), detached. (B, R) -> (B,)."""
+    from nlhf.losses.base import zero_outside  # torch
+
+    return zero_outside(policy_logps.detach() - sampling_logps.detach(), mask).sum(dim=-1)
+
+
+def weighted_kl(policy_logps: Any, ref_logps: Any, mask: Any, weight: Any | None = None) -> tuple[Any, Any]:
+    """k1 and k3 estimates of KL(pi || mu) per sample (B,), times the importance weight pi/q when given."""
+    from nlhf.losses.kl import kl_k1, kl_k3  # torch
+
+    k1, k3 = kl_k1(policy_logps, ref_logps, mask), kl_k3(policy_logps, ref_logps, mask)  # (B,) each
+    if weight is None:
+        return k1, k3
+    return weight * k1, weight * k3
+
+
+def rollout_metrics(rollout: Any) -> dict[str, Any]:
+    """``length`` (tokens, EOS included) and ``truncated`` (0/1) per row, (B,) float32."""
+    return {
+        "length": rollout.response_lengths.float(),
+        "truncated": rollout.truncated.float(),
+    }
+
+
+def step_output(losses: Any, metrics: dict[str, Any]) -> Any:
+    """StepOutput with weight 1 per row for the loss and every metric."""
+    import torch
+
+    from nlhf.train.loop import StepOutput
+
+    ones = torch.ones_like(losses.detach(), dtype=torch.float32)  # (B,)
+    return StepOutput(
+        losses=losses, weights=ones, metrics={k: (v.detach().float(), ones) for k, v in metrics.items()}
+    )
+
+
+def split_rollout(rollout: Any, B: int) -> tuple[Any, Any]:
+    """Rows [0, B) and [B, 2B) of a rollout as two rollouts (response width kept)."""
+    fields = [f.name for f in dataclasses.fields(rollout)]
+
+    def part(sl: slice) -> Any:
+        return type(rollout)(
+            **{n: (getattr(rollout, n)[sl] if getattr(rollout, n) is not None else None) for n in fields}
+        )
+
+    return part(slice(0, B)), part(slice(B, 2 * B))
+
+
+def sample_against_reference(
+    sampler: Any, batch: Any, ctx: Any, seed: int, exact: bool
+) -> tuple[Any, Any, dict]:
+    """Evaluation's samples of each prompt: ``(y, y_ref, metrics of y)``, y ~ pi and y_ref ~ mu.
+
+    One decode loop (mixture_coef 1) on the rows' own streams
+    (:func:`nlhf.sampling.streams.row_generator`). The metrics (B,): ``kl_k1``, ``kl_k3``
+    (weighted by pi/q when the sampling is not ``exact``), ``length`` and ``truncated``.
+    """
+    import torch
+
+    from nlhf.sampling.streams import row_generator
+
+    prompts = batch.prompts
+    gen = row_generator(seed, ctx, prompts.input_ids.device)
+    y, y_ref = sampler.sample_policy_and_mixture(prompts, 1.0, gen)  # y ~ pi, y_ref ~ mu
+    weight = (
+        None if exact else torch.exp(log_importance_weight(y.policy_logps, y.sampling_logps, y.response_mask))
+    )
+    k1, k3 = weighted_kl(y.policy_logps, y.ref_logps, y.response_mask, weight)
+    return y, y_ref, {"kl_k1": k1, "kl_k3": k3, **rollout_metrics(y)}
+
+
+def make_judge_eval_step(cfg: Any, sampler: Any, judge: Any, tokenizer: Any) -> Callable[..., Any]:
+    """Evaluation of the judged trainers: y ~ pi against y_ref ~ mu (one decode loop); win rate, KL, length."""
+    import torch
+
+    seed = cfg.loop.seed
+    exact = cfg.sampling.is_exact
+
+    def eval_step(model: Any, batch: Any, ctx: Any) -> Any:
+        y, y_ref, y_metrics = sample_against_reference(sampler, batch, ctx, seed, exact)
+        preference = judge_preference(judge, batch.texts, y, y_ref, tokenizer)  # (B,)
+        return step_output(torch.zeros_like(preference), {"win_rate_vs_ref": preference, **y_metrics})
+
+    return eval_step
+
+
+__all__ = [
+    "log_importance_weight",
+    "make_judge_eval_step",
+    "reference_logps",
+    "rollout_metrics",
+    "sample_against_reference",
+    "split_rollout",
+    "step_output",
+    "weighted_kl",
+]
