@@ -97,6 +97,8 @@ class DemoConfig:
     # Nash-MD-PG (THEORY Sec. 4)
     nash_steps: int = 40
     nash_batch_size: int = 8  # prompts a step
+    # K responses (and K opponents) per prompt, all K^2 pairs judged, leave-one-out baseline (issue 14)
+    nash_responses: int = 4
     tau: float = 0.05  # KL strength of Nash-MD (preference units)
     mixture_coef: float = 0.125  # beta: weight of mu in the token-level geometric mixture
     # RLHF (THEORY Sec. 5): critic-free policy gradient (RLOO) or PPO, against the reward model
@@ -115,7 +117,8 @@ class DemoConfig:
     eval_batch_size: int = 32  # rows per decoding / judging batch in the tournament (and the online judges)
     bootstrap: int = 1000
     confidence: float = 0.95
-    interval: Literal["wilson", "clopper_pearson"] = "wilson"
+    # win-rate intervals: "auto" = prompt-clustered t for the oracle's probabilities (nlhf.eval.intervals)
+    interval: Literal["auto", "cluster_t", "wilson", "clopper_pearson"] = "auto"
     # what the run claims: False for --quick (a smoke run)
     claims: bool = True
     lab: bool = False  # also run the exact lab showcase (nlhf.demo.run_lab_showcase) as a section
@@ -129,7 +132,7 @@ class DemoConfig:
         check(self.raters_per_pair >= 1, "raters_per_pair", f"must be >= 1, got {self.raters_per_pair}")
         check(0.0 < self.pair_eval_fraction < 1.0, "pair_eval_fraction",
               f"must be in (0, 1), got {self.pair_eval_fraction}")  # fmt: skip
-        for key in ("sample_batch_rows", "judge_batch_size", "nash_batch_size", "rlhf_batch_size",
+        for key in ("sample_batch_rows", "judge_batch_size", "nash_batch_size", "nash_responses", "rlhf_batch_size",
                     "ipo_batch_size", "eval_batch_size", "nash_steps", "rlhf_steps", "lora_r",
                     "eval_samples_per_prompt"):  # fmt: skip
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
@@ -478,7 +481,7 @@ def train_nash_md(cfg: DemoConfig, run: Path, train_prompts: Sequence[Any]) -> A
     model, tok = load_policy_model(cfg.model, seed=cfg.seed, device="cpu")
     online = OnlineConfig(
         algorithm="nash_md", tau=cfg.tau, mixture_coef=cfg.mixture_coef, model=cfg.model, judge=str(run / "pm"),
-        out=str(run / "nash_md"), judge_batch_size=cfg.eval_batch_size,
+        out=str(run / "nash_md"), judge_batch_size=cfg.eval_batch_size, responses_per_prompt=cfg.nash_responses,
         sampling=SamplingConfig(max_new_tokens=cfg.max_new_tokens), lora=lora_settings(cfg, model),
         merge_adapter=False, optim=_optim(cfg), loop=_loop(cfg, cfg.nash_steps, cfg.nash_batch_size),
     )  # fmt: skip
@@ -544,35 +547,45 @@ def tournament_config(cfg: DemoConfig) -> Any:
     )  # fmt: skip
 
 
-def evaluate_claims(result: Any, confidence: float) -> dict[str, Any]:
-    """The two claims of issue 6, from a :class:`nlhf.eval.TournamentResult` (policies named as in the demo).
+def evaluate_claims(result: Any, confidence: float, seed: int = 0) -> dict[str, Any]:
+    """The two claims, each checked against ITS OWN interval, from a tournament under the class oracle.
 
-    (i) the interval of P(Nash-MD > reference) lies above 1/2 (and so does the point estimate:
-    the evaluator's interval is on Bernoulli outcomes, its point estimate the mean judge
-    probability, and on few comparisons the two can disagree); (ii) Nash-MD's class-level
-    exploitability is below RLHF's (point estimates), and whether the bootstrap intervals
-    are also separated (Nash-MD's upper end below RLHF's lower end).
+    (i) Nash-MD beats the reference: the mean oracle probability P(Nash-MD > reference) on
+    independent pairs with its prompt-clustered t interval (the tournament's ``cluster_t``),
+    which must lie above 1/2; beside it, the plug-in class-level win rate pi_N^T P* pi_ref
+    with its bootstrap interval (the same estimand, less noise) and, for comparison, the
+    width the binomial interval on the effective number of comparisons would have had.
+    (ii) Nash-MD is less exploitable than RLHF: the PAIRED difference of their exact
+    class-level exploitabilities, with a percentile bootstrap over prompts that resamples
+    both policies' samples together (:func:`nlhf.eval.paired.exploitability_difference`),
+    which must lie below 0. Two overlapping intervals decide nothing; the difference's does.
     """
+    from nlhf.eval.intervals import effective_comparisons, wilson_interval
+    from nlhf.eval.paired import exploitability_difference
+
     names = list(result.names)
-    n, r, h = names.index("Nash-MD"), names.index("reference"), names.index("RLHF")
+    n, r = names.index("Nash-MD"), names.index("reference")
 
     def num(x: Any) -> float | None:
         x = float(x)
         return x if math.isfinite(x) else None
 
     win, low, high = num(result.win_rate[n][r]), num(result.win_low[n][r]), num(result.win_high[n][r])
-    ex_n, ex_h = num(result.exploitability[n]), num(result.exploitability[h])
-    iv_n = [num(result.exploit_low[n]), num(result.exploit_high[n])]
-    iv_h = [num(result.exploit_low[h]), num(result.exploit_high[h])]
-    separated = None if iv_n[1] is None or iv_h[0] is None else bool(iv_n[1] < iv_h[0])
-    return {
-        "confidence": confidence,
-        "nash_vs_reference": {"win_rate": win, "low": low, "high": high,
-                              "holds": bool(low is not None and low > 0.5 and win is not None and win > 0.5)},
-        "exploitability": {"nash_md": ex_n, "rlhf": ex_h, "nash_md_interval": iv_n, "rlhf_interval": iv_h,
-                           "holds": bool(ex_n is not None and ex_h is not None and ex_n < ex_h),
-                           "intervals_separated": separated},
-    }  # fmt: skip
+    values = result.pair_probs[n, r].reshape(len(result.prompts), result.samples_per_prompt)
+    n_eff = effective_comparisons(values)
+    binomial = wilson_interval(float(values.mean()) * n_eff, n_eff, confidence)
+    c1 = {"win_rate": win, "low": low, "high": high, "interval": result.interval,
+          "se": num(result.win_se[n][r]) if result.win_se is not None else None,
+          "binomial_interval": [binomial[0], binomial[1]],
+          "holds": bool(low is not None and low > 0.5)}  # fmt: skip
+    if result.class_win_rate is not None:
+        c1["class_level"] = {"win_rate": num(result.class_win_rate[n][r]), "low": num(result.class_win_low[n][r]),
+                             "high": num(result.class_win_high[n][r])}  # fmt: skip
+    diff = exploitability_difference(result, "Nash-MD", "RLHF", seed=seed)
+    c2 = {"nash_md": diff["a"], "rlhf": diff["b"], "difference": diff["difference"], "low": num(diff["low"]),
+          "high": num(diff["high"]), "resamples": diff["resamples"],
+          "holds": bool(diff["high"] is not None and math.isfinite(diff["high"]) and diff["high"] < 0)}  # fmt: skip
+    return {"confidence": confidence, "nash_vs_reference": c1, "exploitability": c2}
 
 
 def _fmt_dist(dist: dict[str, float]) -> str:
@@ -586,19 +599,78 @@ def claims_markdown(claims: dict[str, Any] | None, quick: bool) -> str:
                 "steps; it makes no significance claim.**")  # fmt: skip
     c1, c2 = claims["nash_vs_reference"], claims["exploitability"]
     pct = f"{100 * claims['confidence']:g}%"
-    lines = [
-        f"1. **Nash-MD beats the reference under the oracle on the held-out prompts, with a {pct} interval "
-        f"above 0.5**: P(Nash-MD > reference) = {c1['win_rate']:.3f}, {pct} interval [{c1['low']:.3f}, "
-        f"{c1['high']:.3f}]. **{'HOLDS' if c1['holds'] else 'DOES NOT HOLD'}.**",
-        f"2. **On the cyclic environment Nash-MD is less exploitable than RLHF**: exploitability (exact, class "
-        f"level) Nash-MD {c2['nash_md']:.3f} vs RLHF {c2['rlhf']:.3f}"
-        + (f" (bootstrap intervals [{c2['nash_md_interval'][0]:.3f}, {c2['nash_md_interval'][1]:.3f}] vs "
-           f"[{c2['rlhf_interval'][0]:.3f}, {c2['rlhf_interval'][1]:.3f}])"
-           if None not in c2["nash_md_interval"] + c2["rlhf_interval"] else "")
-        + f". **{'HOLDS' if c2['holds'] else 'DOES NOT HOLD'}** on the point estimates; the intervals are "
-        f"{'separated' if c2['intervals_separated'] else 'NOT separated'}.",
-    ]  # fmt: skip
-    return "\n".join(lines)
+    label = {"cluster_t": "prompt-clustered t interval"}.get(c1["interval"], f"{c1['interval']} interval")
+    line1 = (f"1. **Nash-MD beats the reference under the oracle on the held-out prompts, with a {pct} interval "
+             f"above 0.5**: P(Nash-MD > reference) = {c1['win_rate']:.3f}, {pct} {label} [{c1['low']:.3f}, "
+             f"{c1['high']:.3f}]. **{'HOLDS' if c1['holds'] else 'DOES NOT HOLD'}.**")  # fmt: skip
+    b = c1["binomial_interval"]
+    line1 += (
+        f" (The binomial interval on the effective number of comparisons would be [{b[0]:.3f}, {b[1]:.3f}].)"
+    )
+    if c1.get("class_level") and c1["class_level"]["low"] is not None:
+        cl = c1["class_level"]
+        line1 += (f" Plug-in class-level win rate pi_Nash-MD^T P* pi_reference = {cl['win_rate']:.3f}, bootstrap "
+                  f"[{cl['low']:.3f}, {cl['high']:.3f}].")  # fmt: skip
+    interval = (
+        ""
+        if c2["low"] is None
+        else f", paired bootstrap {pct} interval [{c2['low']:+.3f}, {c2['high']:+.3f}]"
+    )
+    line2 = (f"2. **On the cyclic environment Nash-MD is less exploitable than RLHF** (the paired difference's "
+             f"interval below 0): exploitability (exact, class level) Nash-MD {c2['nash_md']:.3f} vs RLHF "
+             f"{c2['rlhf']:.3f}, difference {c2['difference']:+.3f}{interval}. "
+             f"**{'HOLDS' if c2['holds'] else 'DOES NOT HOLD'}.**")  # fmt: skip
+    return "\n".join([line1, line2])
+
+
+def class_targets(env: Any, mu: Any, cfg: DemoConfig) -> dict[str, Any]:
+    """Each trained policy's exact class-level target under the oracle, at the reference's class mix ``mu``.
+
+    * Nash-MD: the stationary point of the expected Nash-MD-PG update with mixture
+      coefficient beta (:func:`nlhf.lab.pg_stationary_point`; pi*_tau when beta = 0);
+    * RLHF: mu exp(r / tau) / Z with r the Bradley-Terry reward a reward model converges to
+      on mu's pairs (:func:`nlhf.lab.sampling_dependence.fit_bradley_terry`);
+    * IPO: the PsiPO optimum with Psi = identity on pairs from mu,
+      mu exp(P* mu / tau) / Z (:func:`nlhf.lab.psipo.psipo_optimum`);
+    * reference: mu itself.
+    Class-level KL is a lower bound on the sequence-level KL the trainers penalise, so these
+    are the targets of the class-level game, not of the token-level problem.
+    """
+    import numpy as np
+
+    from nlhf.lab import pg_stationary_point
+    from nlhf.lab.psipo import psipo_optimum, rlhf_optimum
+    from nlhf.lab.sampling_dependence import fit_bradley_terry
+
+    mu = np.asarray(mu, dtype=np.float64)
+    reward = fit_bradley_terry(env.game, mu)
+    return {
+        "reference": mu,
+        "Nash-MD": pg_stationary_point(env.game, mu, cfg.tau, cfg.mixture_coef),
+        "RLHF": rlhf_optimum(reward, mu, cfg.rlhf_tau),
+        "IPO": psipo_optimum(env.game, mu, mu, cfg.ipo_tau, psi="identity"),
+    }
+
+
+def targets_markdown(env: Any, targets: dict[str, Any], result: Any) -> str:
+    """Per policy: its class mix on the held-out prompts, its exact class-level target, TV distance between them,
+    and both exploitabilities."""
+    import numpy as np
+
+    from nlhf.lab import exploitability
+
+    head = "| policy | target | class mix (held-out samples) | target class mix | TV to target | exploitability | target's exploitability |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    kinds = {"reference": "mu", "Nash-MD": "Nash-MD-PG stationary point", "RLHF": "RLHF optimum (BT reward on mu's pairs)",
+             "IPO": "IPO optimum (pairs from mu)"}  # fmt: skip
+    for i, name in enumerate(result.names):
+        if name not in targets or result.class_distribution is None:
+            continue
+        pi, t = result.class_distribution[i], np.asarray(targets[name])
+        fmt = lambda v: "(" + ", ".join(f"{x:.2f}" for x in v) + ")"  # noqa: E731
+        lines.append(f"| {name} | {kinds[name]} | {fmt(pi)} | {fmt(t)} | {0.5 * float(np.abs(pi - t).sum()):.3f} | "
+                     f"{exploitability(env.game, pi):.3f} | {exploitability(env.game, t):.3f} |")  # fmt: skip
+    return "Classes: " + ", ".join(env.classes) + ".\n\n" + "\n".join(lines)
 
 
 def plot_learning_curves(runs: dict[str, Path], path: Path) -> Path | None:
@@ -785,14 +857,20 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     result = run_tournament(entries, [p.prompt for p in heldout_prompts], env, tournament_config(cfg),
                             reference=entries[0], progress=True)  # fmt: skip
     res = result.to_dict()
-    claims = evaluate_claims(result, cfg.confidence) if cfg.claims else None
+    claims = evaluate_claims(result, cfg.confidence, cfg.seed) if cfg.claims else None
     summary["tournament"] = res
     summary["claims"] = claims
+    targets = class_targets(env, mu_vec, cfg) if mu_vec.min() > 0 else None
+    summary["targets"] = None if targets is None else {k: v.tolist() for k, v in targets.items()}
     curves = plot_learning_curves({"preference model": run / "pm", "reward model": run / "rm",
                                    "Nash-MD": run / "nash_md", "RLHF": run / "rlhf", "IPO": run / "ipo"},
                                   run / "learning_curves.png")  # fmt: skip
     row = done(f"{len(heldout_prompts)} prompts x {cfg.eval_samples_per_prompt} samples per policy")
     sections = report_sections(cfg, summary, clock.stages, claims)
+    if targets is not None:
+        sections.insert(
+            1, ("Each policy against its exact class-level target", targets_markdown(env, targets, result))
+        )
     paths = write_report(result, run, title="nlhf demo: NLHF end to end under a known truth", sections=sections,
                          images={"learning curves": str(curves)} if curves else {})  # fmt: skip
     summary["stages"] = clock.stages

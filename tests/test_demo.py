@@ -149,33 +149,46 @@ def test_lora_settings_target_the_last_blocks():
 
 
 def test_evaluate_claims_reads_the_tournament():
-    """Claim (i) needs the interval's lower end above 1/2; claim (ii) compares exploitabilities (and intervals)."""
+    """Claim (i) needs its (clustered) interval's lower end above 1/2; claim (ii) needs the PAIRED exploitability
+    difference's interval below 0. Class game: the demo's rater population. Nash-MD's samples are the three cycle
+    classes on every prompt (pi = (1/3, 1/3, 1/3, 0): exploitability 0); RLHF's are all `structured`
+    (exploited by `personal`: 0.65 - 1/2 = 0.15). Every prompt is the same, so every bootstrap resample gives the
+    same difference -0.15: a degenerate interval below 0. With RLHF's samples equal to Nash-MD's the difference
+    is 0 and the claim fails."""
     from types import SimpleNamespace
 
+    from nlhf.envs import default_rater_population
+    from nlhf.eval import TournamentConfig
     from nlhf.pipeline import evaluate_claims
 
+    G, S = 10, 3
+    names = ["reference", "RLHF", "IPO", "Nash-MD"]
     nan = float("nan")
     W = np.full((4, 4), 0.5)
     low, high = np.full((4, 4), nan), np.full((4, 4), nan)
     W[3, 0], low[3, 0], high[3, 0] = 0.62, 0.55, 0.69  # Nash-MD (row 3) against the reference (column 0)
+    probs = np.full((4, 4, G * S), 0.5)
+    probs[3, 0] = np.tile([0.95, 0.5, 0.41], G)  # mean 0.62
+    labels = np.zeros((4, G, S), dtype=int)
+    labels[3] = np.tile([0, 1, 2], (G, 1))  # Nash-MD: the three cycle classes on every prompt
     res = SimpleNamespace(
-        names=["reference", "RLHF", "IPO", "Nash-MD"],
-        win_rate=W,
-        win_low=low,
-        win_high=high,
-        exploitability=np.array([0.2, 0.12, 0.15, 0.05]),
-        exploit_low=np.array([0.15, 0.08, 0.1, 0.02]),
-        exploit_high=np.array([0.25, 0.16, 0.2, 0.09]),
-    )
+        names=names, win_rate=W, win_low=low, win_high=high, win_se=np.full((4, 4), 0.03), interval="cluster_t",
+        pair_probs=probs, prompts=["x"] * G, samples_per_prompt=S, class_win_rate=None, class_labels=labels,
+        class_P=default_rater_population().P, config=TournamentConfig(bootstrap=200), confidence=0.95,
+        judge="oracle", index=names.index,
+    )  # fmt: skip
     c = evaluate_claims(res, 0.95)
-    assert c["nash_vs_reference"] == {"win_rate": 0.62, "low": 0.55, "high": 0.69, "holds": True}
-    assert (
-        c["exploitability"]["holds"] is True and c["exploitability"]["intervals_separated"] is False
-    )  # 0.09 > 0.08
+    c1, c2 = c["nash_vs_reference"], c["exploitability"]
+    assert (c1["win_rate"], c1["low"], c1["high"], c1["holds"]) == (0.62, 0.55, 0.69, True)
+    assert c1["binomial_interval"][0] < c1["low"]  # the coin-flip interval is wider here
+    assert c2["nash_md"] == pytest.approx(0.0, abs=1e-12) and c2["rlhf"] == pytest.approx(0.15, abs=1e-12)
+    assert (c2["difference"], c2["low"], c2["high"]) == pytest.approx((-0.15, -0.15, -0.15), abs=1e-12)
+    assert c2["holds"] is True
     low[3, 0] = 0.49
-    res.exploitability[3] = 0.13
+    labels[1] = labels[3]
     c = evaluate_claims(res, 0.95)
     assert c["nash_vs_reference"]["holds"] is False and c["exploitability"]["holds"] is False
+    assert c["exploitability"]["difference"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_demo_config_layers_and_errors(tmp_path):

@@ -103,13 +103,16 @@ def common(tmp_path, name, steps, lr, micro_batch_size):
 PROMPTS = ["x"] * 256  # one context; copies keep the loop's data stream cheap (one permutation per 4 steps)
 
 
-def train_online(tmp_path, setting, algorithm, beta=None, steps=STEPS, lr=LR):
+def train_online(tmp_path, setting, algorithm, beta=None, steps=STEPS, lr=LR, responses_per_prompt=None):
     game, mu, tau, _ = SETTINGS[setting]()
     actions = tuple("abcde"[: len(mu)])
     tok = tabular_tokenizer(actions)
     judge = GameJudge(game, list(range(len(mu))), tok)
-    cfg = OnlineConfig(algorithm=algorithm, tau=tau, mixture_coef=beta,
-                       **common(tmp_path, f"{setting}-{algorithm}-{beta}", steps, lr, BATCH))  # fmt: skip
+    extra, prompts_a_step = {}, BATCH
+    if responses_per_prompt is not None:  # the same 64 responses a step: BATCH / K prompts x K responses
+        extra, prompts_a_step = {"responses_per_prompt": responses_per_prompt}, BATCH // responses_per_prompt
+    cfg = OnlineConfig(algorithm=algorithm, tau=tau, mixture_coef=beta, **extra,
+                       **common(tmp_path, f"{setting}-{algorithm}-{beta}", steps, lr, prompts_a_step))  # fmt: skip
     result = run_online(cfg, model=tabular_policy(mu), tokenizer=tok, judge=judge, train_prompts=PROMPTS)
     return action_probs(result.policy).numpy(), result
 
@@ -188,6 +191,18 @@ def test_online_trainer_reaches_the_lab_target(tmp_path, setting, algorithm, bet
     # and not at any of the other targets
     others = [v for k, v in targets(setting).items() if k != target]
     assert all(tv(pi, o) > 2 * TOLERANCE for o in others)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["rps", "five"])
+def test_nash_md_with_four_responses_per_prompt_reaches_the_same_target(tmp_path, setting):
+    """Nash-MD-PG, mixture_coef 0.5, with the multi-response estimator (16 prompts x 4 responses a step, all 16
+    pairs per prompt judged, leave-one-out baseline): the same stationary point as one pair per prompt."""
+    pi, result = train_online(tmp_path, setting, "nash_md", 0.5, responses_per_prompt=4)
+    want = targets(setting)[0.5]
+    assert result.summary["steps"] == STEPS
+    assert tv(pi, want) <= TOLERANCE, f"K=4: pi={pi.round(4)} target={want.round(4)}"
+    assert all(tv(pi, o) > 2 * TOLERANCE for k, o in targets(setting).items() if k != 0.5)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from typing import Literal
 
 from nlhf.config import check
 
-INTERVAL_METHODS = ("wilson", "clopper_pearson")
+INTERVAL_METHODS = ("auto", "cluster_t", "wilson", "clopper_pearson")
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,18 @@ class TournamentConfig:
     top_p: float = 1.0
     batch_size: int = 16  # rows per generation / scoring / judging batch
     max_prompt_tokens: int | None = None  # prompts cut from the left to this many tokens; None: no cut
-    interval: Literal["wilson", "clopper_pearson"] = "wilson"
+    # win-rate intervals: "cluster_t" (prompt-clustered standard error of the mean, t on G - 1 df), "wilson" /
+    # "clopper_pearson" (binomial, on the effective number of comparisons); "auto": cluster_t when the judge
+    # returns probabilities, wilson when every comparison is a 0/1 outcome (sampled rater labels)
+    interval: Literal["auto", "cluster_t", "wilson", "clopper_pearson"] = "auto"
     confidence: float = 0.95
     cluster_prompts: bool = (
-        True  # win intervals on the effective number of comparisons (samples of a prompt correlate)
+        True  # binomial intervals on the effective number of comparisons (samples of a prompt correlate)
     )
+    # judge sample k of one policy against sample k + 1 (mod S) of the other: their random streams differ, so the
+    # two responses are independent draws (with the same stream, common random numbers couple them, and in a
+    # cyclic game the mean over coupled pairs is not the win rate of independent draws); S = 1 cannot do this
+    independent_pairs: bool = True
     bootstrap: int = 1000  # resamples (over prompts) for the exploitability intervals
     best_of_n: int = 4  # reference best-of-n exploiter (judges that are not class-level); 0: off
     seed: int = 0

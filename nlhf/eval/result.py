@@ -14,14 +14,22 @@ from typing import Any
 
 import numpy as np
 
-INTERVAL_LABELS = {"wilson": "Wilson score", "clopper_pearson": "Clopper-Pearson (exact)"}
+INTERVAL_LABELS = {
+    "cluster_t": "prompt-clustered t",
+    "wilson": "Wilson score",
+    "clopper_pearson": "Clopper-Pearson (exact)",
+}
+
+PAIRING = {
+    True: "sample k of one policy paired with sample k + 1 (mod S) of the other on the same prompt (different "
+    "random streams: independent draws)",
+    False: "sample k of one policy paired with sample k of the other on the same prompt (the same random stream: "
+    "coupled draws, see the notes)",
+}
 
 SEMANTICS = (
     "Win rate (row beats column): the mean judge probability P(row's response > column's response) over "
-    "every prompt and sample, sample k of one policy paired with sample k of the other on the same prompt; "
-    "the diagonal is 1/2. Interval: {interval} at {confidence:.0%} on the fractional win count (each comparison "
-    "counts P(row > column) of a win) out of the number of comparisons; a probability in [0, 1] has at most the "
-    "binomial variance, so the interval is conservative. {clustering}",
+    "every prompt and sample, {pairing}; the diagonal is 1/2. {interval_text}",
     "KL(pi || mu): Monte Carlo mean over the policy's own samples of sum_t [log pi(y_t | x, y_<t) - "
     "log mu(y_t | x, y_<t)] at temperature 1, with its standard error std/sqrt(n); mu is the reference "
     "policy (for a LoRA policy, its base with the adapter disabled). The reference itself has KL 0 exactly.",
@@ -29,12 +37,29 @@ SEMANTICS = (
     "max_new_tokens without ending.",
 )
 
+INTERVAL_TEXT = {
+    "cluster_t": "Interval: {confidence:.0%} prompt-clustered t interval: mean +- t(G - 1) x SE, with SE the standard "
+    "deviation of the G per-prompt mean probabilities over sqrt(G) (the prompts are the independent units; no "
+    "binomial variance is assumed, so probabilities near 1/2 give the narrower interval they support; coverage "
+    "checked by simulation in the test suite).",
+    "binomial": "Interval: {interval} at {confidence:.0%} on the fractional win count (each comparison counts "
+    "P(row > column) of a win) out of the number of comparisons; a probability in [0, 1] has at most the "
+    "binomial variance, so the interval is conservative. {clustering}",
+}
+
 CLUSTERING = {
     True: "The samples of one prompt are correlated: the interval counts the effective number of comparisons "
     "(n_effective: p(1 - p) over the variance of the mean of the per-prompt means, at most the number of "
     "comparisons), never narrower than counting them as independent.",
     False: "Comparisons on one prompt are treated as independent (cluster_prompts=false).",
 }
+
+CLASS_WIN_SEMANTICS = (
+    "Class-level win rate (plug-in, class oracles only): pi_row^T P* pi_column with each policy's empirical class "
+    "distribution on these prompts: the win rate of independent draws, with the oracle's exact class matrix in "
+    "place of sampled pairs (same estimand, less noise). Interval: {confidence:.0%} percentile bootstrap over "
+    "prompts (the same resampled prompts for every policy)."
+)
 
 EXPLOIT_SEMANTICS = {
     "class_exact": "Exploitability (exact, class level): max over response classes y of P*(y > pi) - 1/2 on the "
@@ -105,6 +130,13 @@ class TournamentResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     n_effective: np.ndarray | None = None  # (n, n) float, comparisons the interval counts (None: n_games)
+    win_se: np.ndarray | None = None  # (n, n) standard error of each win rate (cluster or binomial)
+    class_labels: np.ndarray | None = None  # (n, n_prompts, S) int class of every sample (class oracles)
+    class_P: np.ndarray | None = None  # (K, K) the class oracle's preference matrix
+    class_win_rate: np.ndarray | None = None  # (n, n) plug-in pi_i^T P* pi_j (class oracles)
+    class_win_low: np.ndarray | None = None  # (n, n) its bootstrap interval
+    class_win_high: np.ndarray | None = None
+    independent_pairs: bool = False  # sample k vs sample k + 1 (independent streams)
 
     # ------------------------------------------------------------------ access
 
@@ -155,16 +187,22 @@ class TournamentResult:
 
     def semantics(self) -> list[str]:
         """How each number was computed, in words (for the report)."""
-        lines = [
-            SEMANTICS[0].format(
+        if self.interval == "cluster_t":
+            interval_text = INTERVAL_TEXT["cluster_t"].format(confidence=self.confidence)
+        else:
+            interval_text = INTERVAL_TEXT["binomial"].format(
                 interval=INTERVAL_LABELS.get(self.interval, self.interval),
                 confidence=self.confidence,
                 clustering=CLUSTERING[bool(getattr(self.config, "cluster_prompts", False))],
-            ),  # fmt: skip
+            )
+        lines = [
+            SEMANTICS[0].format(pairing=PAIRING[bool(self.independent_pairs)], interval_text=interval_text),
             SEMANTICS[1],
             SEMANTICS[2],
             EXPLOIT_SEMANTICS.get(self.exploitability_method, self.exploitability_method),
         ]
+        if self.class_win_rate is not None:
+            lines.append(CLASS_WIN_SEMANTICS.format(confidence=self.confidence))
         if self.exploitability_method == "pool_best_of_n":
             m = self.config.best_of_n
             lines[-1] = (
@@ -209,6 +247,11 @@ class TournamentResult:
                 "n_effective": np.round(self.n_effective, 2) if self.n_effective is not None else None,
                 "win_low": self.win_low,
                 "win_high": self.win_high,
+                "win_se": self.win_se,
+                "independent_pairs": self.independent_pairs,
+                "class_win_rate": self.class_win_rate,
+                "class_win_low": self.class_win_low,
+                "class_win_high": self.class_win_high,
                 "policies": policies,
                 "exploitability_method": self.exploitability_method,
                 "exploit_details": self.exploit_details,
@@ -237,6 +280,18 @@ class TournamentResult:
             lines.append(f"| **{name}** | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def class_win_rate_markdown(self) -> str:
+        """The plug-in class-level win-rate matrix (class oracles), 'p [low, high]' per cell; '' without it."""
+        if self.class_win_rate is None:
+            return ""
+        head = "| row beats column (class level) | " + " | ".join(self.names) + " |"
+        lines = [head, "|---|" + "---|" * self.n]
+        for i, name in enumerate(self.names):
+            cells = ["0.500" if i == j else f"{_fmt(self.class_win_rate[i, j])} [{_fmt(self.class_win_low[i, j])}, "
+                     f"{_fmt(self.class_win_high[i, j])}]" for j in range(self.n)]  # fmt: skip
+            lines.append(f"| **{name}** | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
     def policy_markdown(self) -> str:
         """Per-policy numbers as a markdown table (KL, length, truncation, exploitability, classes)."""
         classes = list(self.class_names) if self.class_distribution is not None and self.class_names else []
@@ -261,8 +316,24 @@ class TournamentResult:
             f"top_p {cfg.top_p:g}, seed {cfg.seed}); intervals: {INTERVAL_LABELS.get(self.interval, self.interval)} "
             f"at {self.confidence:.0%}; exploitability: {self.exploitability_method}."
         )
-        parts = [f"# {title}", "", setup, "", "## Win rates (row beats column)", "", self.win_rate_markdown(), "",
-                 "## Policies", "", self.policy_markdown(), "", "## How these numbers are computed", ""]  # fmt: skip
+        parts = [
+            f"# {title}",
+            "",
+            setup,
+            "",
+            "## Win rates (row beats column)",
+            "",
+            self.win_rate_markdown(),
+            "",
+        ]
+        if self.class_win_rate is not None:
+            parts += [
+                "## Class-level win rates (plug-in, row beats column)",
+                "",
+                self.class_win_rate_markdown(),
+                "",
+            ]
+        parts += ["## Policies", "", self.policy_markdown(), "", "## How these numbers are computed", ""]
         parts += [f"- {line}" for line in self.semantics()]
         if self.notes:
             parts += ["", "## Notes", ""] + [f"- {note}" for note in self.notes]

@@ -76,12 +76,17 @@ import numpy as np
 
 from nlhf.data.collate import pad_token_id
 from nlhf.eval.config import TournamentConfig
-from nlhf.eval.intervals import binomial_interval, bootstrap_interval, effective_comparisons
+from nlhf.eval.intervals import (
+    binomial_interval,
+    bootstrap_interval,
+    cluster_t_interval,
+    effective_comparisons,
+)
 from nlhf.eval.policies import PolicyEntry
 from nlhf.eval.result import TournamentResult
 
 # Seed-sequence tags: each random stream of the tournament is seeded from (seed, tag, ...).
-_SAMPLE, _BEST_OF_N, _BOOTSTRAP = 0, 1, 3  # (2 was the old outcome draws)
+_SAMPLE, _BEST_OF_N, _BOOTSTRAP, _CLASS_WIN = 0, 1, 3, 4  # (2 was the old outcome draws)
 
 
 def derive_seed(*words: int) -> int:
@@ -323,12 +328,23 @@ def run_tournament(
     t0 = time.perf_counter()
     M = cfg.best_of_n
     pair_probs = np.full((n, n, N), 0.5)  # (n, n, N) P(y_i > y_j), diagonal 1/2
+    independent = cfg.independent_pairs and S > 1
+    if cfg.independent_pairs and S == 1:
+        notes.append(
+            "One sample per prompt: sample k of one policy is judged against sample k of the other, drawn with the "
+            "same random stream (common random numbers), so the two responses are coupled, not independent; in a "
+            "cyclic game the mean over coupled pairs can differ from the win rate of independent draws. Use "
+            "samples_per_prompt >= 2 for independent pairs."
+        )
     bon_best = np.full((n, N), np.nan)  # (n, N) best candidate's P(y_bon > y_i)
     with _progress(n * (n - 1) * N + (n * N * M if use_best_of_n else 0), "judging", progress) as bar:
         for i in range(n):
             for j in range(n):
                 if i != j:
-                    pair_probs[i, j] = judge_all(judge, flat_prompts, samples[i].texts, samples[j].texts,
+                    opponent = samples[j].texts
+                    if independent:  # i < j: sample k of i vs k + 1 of j; i > j: k vs k - 1 (the same pairs)
+                        opponent = shifted_samples(opponent, S, 1 if i < j else -1)
+                    pair_probs[i, j] = judge_all(judge, flat_prompts, samples[i].texts, opponent,
                                                  cfg.batch_size, bar)  # fmt: skip
         if use_best_of_n:
             rep_prompts = [x for x in flat_prompts for _ in range(M)]  # (N M,)
@@ -343,18 +359,8 @@ def run_tournament(
     wins = pair_probs.sum(axis=2)  # (n, n) expected wins: each comparison counts P(row > column)
     np.fill_diagonal(wins, 0.0)  # a policy plays no games against itself
     n_games = np.where(np.eye(n, dtype=bool), 0, N).astype(np.int64)  # (n, n)
-    n_effective = n_games.astype(np.float64)  # (n, n) comparisons the interval counts
-    win_low = np.full((n, n), np.nan)
-    win_high = np.full((n, n), np.nan)
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                if cfg.cluster_prompts:  # the S samples of a prompt are one cluster
-                    n_effective[i, j] = effective_comparisons(pair_probs[i, j].reshape(n_prompts, S))
-                m = n_effective[i, j]
-                win_low[i, j], win_high[i, j] = binomial_interval(
-                    float(np.clip(win_rate[i, j] * m, 0.0, m)), m, cfg.interval, cfg.confidence
-                )
+    interval = resolve_interval(cfg.interval, pair_probs, n)
+    n_effective, win_low, win_high, win_se = win_intervals(pair_probs, n_prompts, S, interval, cfg)
 
     # 4. KL, length, truncation
     kl = np.full(n, np.nan)
@@ -374,6 +380,8 @@ def run_tournament(
     exploit_high = np.full(n, np.nan)
     class_dist = None
     class_names = None
+    class_labels = None
+    class_win = None
     details: dict[str, Any] = {}
     if class_judge:
         method = "class_exact"
@@ -381,8 +389,10 @@ def run_tournament(
         K = P.shape[0]
         class_names = tuple(getattr(judge, "classes", None) or (f"class{k}" for k in range(K)))
         class_dist = np.zeros((n, K))
+        class_labels = np.zeros((n, n_prompts, S), dtype=np.int64)
         for i, s in enumerate(samples):
             labels = np.asarray(judge.classify(flat_prompts, s.texts)).reshape(n_prompts, S)  # (n_prompts, S)
+            class_labels[i] = labels
             class_dist[i], exploit[i] = class_exploitability(P, labels)
             rng = np.random.default_rng(derive_seed(cfg.seed, _BOOTSTRAP, i))
             exploit_low[i], exploit_high[i] = bootstrap_interval(
@@ -422,6 +432,10 @@ def run_tournament(
             details["best_of_n"] = M
             details["best_of_n_win_rate"] = bon_best.mean(axis=1).tolist()
             details["best_of_n_reference"] = reference.name
+    if class_judge and n_prompts > 0:
+        class_win = class_win_rates(
+            P, class_labels, cfg.bootstrap, cfg.confidence, derive_seed(cfg.seed, _CLASS_WIN)
+        )
     timings["exploitability"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
@@ -446,7 +460,7 @@ def run_tournament(
         class_distribution=class_dist,
         class_names=class_names,
         judge=judge_name(judge),
-        interval=cfg.interval,
+        interval=interval,
         config=cfg,
         prompts=prompt_list,
         responses=[s.texts for s in samples],
@@ -458,4 +472,95 @@ def run_tournament(
         exploit_details=details,
         notes=notes,
         timings=timings,
+        win_se=win_se,
+        class_labels=class_labels,
+        class_P=np.asarray(judge.P, dtype=np.float64) if class_judge else None,
+        class_win_rate=None if class_win is None else class_win[0],
+        class_win_low=None if class_win is None else class_win[1],
+        class_win_high=None if class_win is None else class_win[2],
+        independent_pairs=independent,
     )
+
+
+def shifted_samples(texts: Sequence[str], S: int, shift: int) -> list[str]:
+    """Responses ``r = p S + k`` reordered so that position ``p S + k`` holds sample ``(k + shift) mod S`` of prompt p.
+
+    >>> shifted_samples(["a0", "a1", "a2", "b0", "b1", "b2"], 3, 1)
+    ['a1', 'a2', 'a0', 'b1', 'b2', 'b0']
+    """
+    return [texts[(r // S) * S + (r % S + shift) % S] for r in range(len(texts))]
+
+
+def resolve_interval(method: str, pair_probs: np.ndarray, n: int) -> str:
+    """``"auto"``: ``"wilson"`` when every off-diagonal comparison is a 0/1 outcome, else ``"cluster_t"``."""
+    if method != "auto":
+        return method
+    off = pair_probs[~np.eye(n, dtype=bool)]
+    binary = off.size > 0 and bool(np.all((off == 0.0) | (off == 1.0)))
+    return "wilson" if binary else "cluster_t"
+
+
+def win_intervals(
+    pair_probs: np.ndarray, n_prompts: int, S: int, interval: str, cfg: TournamentConfig
+) -> tuple:
+    """(n_effective, low, high, se), each (n, n), for every ordered pair (nan on the diagonal).
+
+    ``cluster_t``: :func:`nlhf.eval.intervals.cluster_t_interval` on the (prompts, samples)
+    comparisons; n_effective there reports p (1 - p) / se^2 (NOT clipped: the binomial
+    variance p (1 - p) overstates the variance of probabilities near 1/2). Binomial methods:
+    the fractional win count out of n_effective (``cfg.cluster_prompts``) or N comparisons.
+    """
+    n = pair_probs.shape[0]
+    N = n_prompts * S
+    n_effective = np.where(np.eye(n, dtype=bool), 0, N).astype(np.float64)
+    low, high, se = (np.full((n, n), np.nan) for _ in range(3))
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            values = pair_probs[i, j].reshape(n_prompts, S)  # (G, S)
+            p = float(values.mean())
+            if interval == "cluster_t":
+                low[i, j], high[i, j], se[i, j] = cluster_t_interval(values, cfg.confidence)
+                if se[i, j] > 0:
+                    n_effective[i, j] = p * (1.0 - p) / se[i, j] ** 2
+                continue
+            if cfg.cluster_prompts:  # the S samples of a prompt are one cluster
+                n_effective[i, j] = effective_comparisons(values)
+            m = n_effective[i, j]
+            low[i, j], high[i, j] = binomial_interval(
+                float(np.clip(p * m, 0.0, m)), m, interval, cfg.confidence
+            )
+            se[i, j] = math.sqrt(p * (1.0 - p) / m)
+    return n_effective, low, high, se
+
+
+def class_win_rates(P: np.ndarray, labels: np.ndarray, resamples: int, confidence: float, seed: int) -> tuple:
+    """Plug-in class-level win rates pi_i^T P pi_j from each policy's class labels, with a bootstrap over prompts.
+
+    ``labels``: (n, G, S) class of sample k of prompt g under policy i. pi_i is the class
+    distribution of policy i's samples; the estimate is the win rate of INDEPENDENT draws
+    of the two policies under an oracle that depends only on classes (the same estimand as
+    the win rate, with the judge's exact P in place of sampled pairs, so less noise).
+    Interval: percentile bootstrap resampling PROMPTS, the same prompts for every policy
+    (paired). Returns (win (n, n), low (n, n), high (n, n)); nan intervals when ``resamples`` is 0.
+    """
+    n, G, S = labels.shape
+    K = P.shape[0]
+
+    def dists(idx: np.ndarray) -> np.ndarray:  # (n, K) class distributions on the prompts idx
+        flat = labels[:, idx].reshape(n, -1)
+        return np.stack([np.bincount(flat[i], minlength=K) / flat.shape[1] for i in range(n)])
+
+    def matrix(idx: np.ndarray) -> np.ndarray:
+        d = dists(idx)
+        return d @ P @ d.T  # (n, n)
+
+    win = matrix(np.arange(G))
+    low, high = np.full((n, n), np.nan), np.full((n, n), np.nan)
+    if resamples > 0:
+        rng = np.random.default_rng(seed)
+        draws = np.stack([matrix(rng.integers(0, G, size=G)) for _ in range(resamples)])  # (R, n, n)
+        alpha = 1.0 - confidence
+        low, high = np.quantile(draws, alpha / 2.0, axis=0), np.quantile(draws, 1.0 - alpha / 2.0, axis=0)
+    return win, low, high

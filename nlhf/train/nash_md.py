@@ -27,6 +27,16 @@ Config, step and run wiring of one algorithm family, on the shared loop
    (the loop divides the global sum by the global number of prompts, so accumulation and
    processes do not change the update).
 
+Several responses per prompt (``responses_per_prompt`` K > 1): each prompt row is repeated
+K times (each copy on its own random stream), so K responses y_1..y_K ~ pi and K opponents
+y'_1..y'_K are drawn in the same decode loop; the judge scores all K^2 pairs (y_i, y'_j) in
+one call, and response i gets p_bar_i = mean_j P(y_i > y'_j) with the leave-one-out
+baseline mean_{k != i} p_bar_k (:func:`nlhf.losses.nash.group_preferences`: unbiased, the
+expected gradient is checked by enumeration in tests/losses/test_nash_losses.py). The
+prompt's loss is the mean over its K responses, so the learning rate means the same for
+every K; the variance of the estimate falls with K, and decoding more rows per batch is
+cheap on a CPU (issue 14).
+
 Sampling distribution. The estimator assumes y ~ pi at temperature 1 with no top-k/top-p
 (``sampling.is_exact``). Otherwise each sequence is weighted by the importance ratio
 pi(y)/q(y) from the sampler's ``sampling_logps`` (``max_importance_weight`` clips it). The
@@ -73,7 +83,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nlhf.config import check
-from nlhf.data.prompt_batches import PromptItemBatch, make_prompt_collate
+from nlhf.data.prompt_batches import PromptItemBatch, make_prompt_collate, repeat_prompts
 from nlhf.judges import judge_preference, load_judge
 from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
 from nlhf.train.config import PromptRunConfig, check_prompt_settings, check_required
@@ -114,6 +124,9 @@ class NashMDConfig(PromptRunConfig):
     mixture_coef: float | None = None  # beta; see the docstring
     ema_decay: float = 0.99  # nash_ema: ema <- decay * ema + (1 - decay) * theta after each update
     max_importance_weight: float | None = None  # clip pi/q (inexact sampling); None: no clip
+    # K: K responses y ~ pi and K opponents y' per prompt, all K^2 pairs judged, a leave-one-out baseline
+    # (nlhf.losses.nash.group_preferences); 1: one pair per prompt, baseline 1/2 (NLHF's estimator)
+    responses_per_prompt: int = 1
     judge: str = ""  # --judge: a saved preference or reward model directory
     judge_batch_size: int = 16
 
@@ -131,6 +144,11 @@ class NashMDConfig(PromptRunConfig):
             check(self.algorithm in MIXTURE_ALGORITHMS, "mixture_coef",
                   f"is not used by {self.algorithm} (only by {', '.join(MIXTURE_ALGORITHMS)}); remove it")  # fmt: skip
         check(0.0 <= self.ema_decay < 1.0, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        check(
+            self.responses_per_prompt >= 1,
+            "responses_per_prompt",
+            f"must be >= 1, got {self.responses_per_prompt}",
+        )
         check(self.max_importance_weight is None or self.max_importance_weight > 0, "max_importance_weight",
               f"must be > 0 (or null), got {self.max_importance_weight}")  # fmt: skip
         check_prompt_settings(self, "judge_batch_size")
@@ -210,16 +228,20 @@ def make_step(
     cfg: NashMDConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any
 ) -> Callable[..., Any]:
     """The training step of the Nash-MD-PG family: per-prompt losses (B,), weight 1 each."""
-    from nlhf.losses.nash import nash_md_pg_loss
+    from nlhf.losses.nash import group_preferences, nash_md_pg_loss
     from nlhf.sampling.decode import response_logps
     from nlhf.sampling.streams import row_generator
 
     algorithm, beta, tau, seed = cfg.algorithm, cfg.beta, cfg.tau, cfg.loop.seed
     exact = cfg.sampling.is_exact
+    K = cfg.responses_per_prompt
 
     def nash_pg_step(model: Any, batch: PromptItemBatch, ctx: Any) -> Any:
         prompts = batch.prompts  # input_ids, attention_mask (B, P)
+        B = prompts.batch_size
         gen = row_generator(seed, ctx, prompts.input_ids.device)  # (B,) row streams
+        if K > 1:  # K rows per prompt, prompt-major: rows [b K, (b + 1) K) are prompt b, each its own stream
+            prompts, gen = repeat_prompts(prompts, K), gen.repeat_interleave(K)  # (B K, P), (B K,)
         if algorithm == "nash_ema":
             y = sampler.sample(prompts, gen)  # y ~ pi
             y_opp = sampler.sample_opponent(prompts, gen)  # y' ~ the EMA policy
@@ -227,20 +249,49 @@ def make_step(
             y, y_opp = sampler.sample_policy_and_mixture(
                 prompts, beta, gen
             )  # y ~ pi (+ log mu), y' ~ mixture
-        preference = judge_preference(judge, batch.texts, y, y_opp, tokenizer)  # (B,) P(y > y' | x)
-        logps = response_logps(model, y)  # (B, R) log pi with gradient, temperature 1
+        if K == 1:
+            preference, baseline = judge_preference(judge, batch.texts, y, y_opp, tokenizer), None  # (B,)
+        else:
+            matrix = judge_all_pairs(
+                judge, batch.texts, y, y_opp, tokenizer, K
+            )  # (B, K, K) P(y_i > y'_j | x)
+            p_bar, loo = group_preferences(matrix)  # (B, K) each: mean over opponents, leave-one-out baseline
+            preference, baseline = p_bar.reshape(-1), loo.reshape(-1)  # (B K,)
+        logps = response_logps(model, y)  # (B K, R) log pi with gradient, temperature 1
         out = nash_md_pg_loss(
             logps, reference_logps(reference, y), y.response_mask, preference, tau,
             sampling_logps=None if exact else y.sampling_logps,
-            max_importance_weight=cfg.max_importance_weight,
+            max_importance_weight=cfg.max_importance_weight, baseline=baseline,
         )  # fmt: skip
         metrics = {"win_rate": preference, "kl_k1": out.metrics["kl_k1"], "kl_k3": out.metrics["kl_k3"],
                    "advantage": out.metrics["advantage"], **rollout_metrics(y)}  # fmt: skip
         if not exact:
             metrics["importance_weight"] = out.metrics["importance_weight"]
-        return step_output(out.loss, metrics)  # (B,) losses, weight 1 per prompt
+        if K == 1:
+            return step_output(out.loss, metrics)  # (B,) losses, weight 1 per prompt
+        # one loss per prompt, the mean over its K responses (weight 1 per prompt, as with K = 1)
+        per_prompt = {k: v.float().reshape(B, K).mean(dim=1) for k, v in metrics.items()}  # (B,) each
+        return step_output(out.loss.reshape(B, K).mean(dim=1), per_prompt)
 
     return nash_pg_step
+
+
+def judge_all_pairs(
+    judge: Any, prompts: Sequence[Any], first: Any, second: Any, tokenizer: Any, K: int
+) -> Any:
+    """P(y_i > y'_j | x_b) for every i, j < K of each prompt: (B, K, K), from two rollouts of B K rows
+    (prompt-major, row b K + i is response i of prompt b), in one batched judge call of B K^2 pairs."""
+    first_texts, second_texts = first.response_texts(tokenizer), second.response_texts(tokenizer)  # B K each
+    B = len(prompts)
+    xs, a, b = [], [], []
+    for g in range(B):
+        for i in range(K):
+            for j in range(K):
+                xs.append(prompts[g])
+                a.append(first_texts[g * K + i])
+                b.append(second_texts[g * K + j])
+    pref = judge.prob(xs, a, b)  # (B K K,) on the CPU, checked by BaseJudge
+    return pref.reshape(B, K, K).to(first.response_ids.device)
 
 
 # ----------------------------------------------------------------------------- the run

@@ -34,7 +34,11 @@ def pure(k):
     return [0.0 if i == k else NEG for i in range(3)]
 
 
-CFG = TournamentConfig(samples_per_prompt=4, max_new_tokens=2, batch_size=16, bootstrap=200)
+# these tests pin the binomial intervals (the default "auto" picks cluster_t for probabilities:
+# tests/eval/test_eval_tournament_pairs.py, tests/eval/test_eval_cluster_interval.py)
+CFG = TournamentConfig(
+    samples_per_prompt=4, max_new_tokens=2, batch_size=16, bootstrap=200, interval="wilson"
+)
 
 
 def test_longer_wins_deterministic_policies_give_the_exact_matrix():
