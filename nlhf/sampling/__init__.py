@@ -41,10 +41,10 @@ _EXPORTS = {
     "sample_mixture": "nlhf.sampling.decode",
     "sample_policy_and_mixture": "nlhf.sampling.decode",
     "response_logps": "nlhf.sampling.decode",
-    "mixture_logits": "nlhf.sampling.decode",
-    "process_logits": "nlhf.sampling.decode",
-    "sample_tokens": "nlhf.sampling.decode",
-    "position_ids_from_mask": "nlhf.sampling.decode",
+    "mixture_logits": "nlhf.sampling.logits",
+    "process_logits": "nlhf.sampling.logits",
+    "sample_tokens": "nlhf.sampling.logits",
+    "position_ids_from_mask": "nlhf.sampling.logits",
     "make_generator": "nlhf.sampling.decode",
     "RowGenerator": "nlhf.sampling.streams",
     "row_generator": "nlhf.sampling.streams",
@@ -75,14 +75,11 @@ if TYPE_CHECKING:
     from nlhf.sampling.decode import (
         generate,
         make_generator,
-        mixture_logits,
-        position_ids_from_mask,
-        process_logits,
         response_logps,
         sample_mixture,
         sample_policy_and_mixture,
-        sample_tokens,
     )
+    from nlhf.sampling.logits import mixture_logits, position_ids_from_mask, process_logits, sample_tokens
     from nlhf.sampling.rollout import Rollout
     from nlhf.sampling.sampler import HFSampler, Sampler
     from nlhf.sampling.streams import RowGenerator, row_generator, row_seeds

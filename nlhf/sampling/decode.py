@@ -39,128 +39,36 @@ level); log mu of y (the KL term of Nash-MD-PG) comes from one teacher-forced fo
 after the loop, cheaper than B more rows at every step.
 
 Cost notes: rows that repeat a prompt (same ids and mask: Nash-MD's y and y' rows, k
-samples of one prompt) are prefilled once and their cache rows copied (``_CachedLM.prefill``);
+samples of one prompt) are prefilled once and their cache rows copied (:mod:`nlhf.sampling.cached_lm`);
 finished rows stay in the batch until every row has finished (no compaction).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from nlhf.models.forward import forward_signature, unwrap_model
+from nlhf.sampling.cached_lm import CachedLM, sampling_mode
 from nlhf.sampling.config import SamplingConfig
+from nlhf.sampling.logits import (
+    mixture_logits,
+    position_ids_from_mask,
+    process_logits,
+    sample_tokens,
+    token_logps_at,
+)
 from nlhf.sampling.rollout import Rollout
 from nlhf.sampling.streams import RowGenerator, RowStream
 
 # --------------------------------------------------------------------------------------
-# Pure functions of logits
+# Random streams
 # --------------------------------------------------------------------------------------
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """(B, T) position ids counted from each row's first attended token (left padding).
-
-    ``pos[b, t] = (number of attended tokens in row b up to and including t) - 1``; masked
-    positions get 1 (never read; the convention of transformers' ``generate``).
-    """
-    mask = attention_mask.long()  # (B, T)
-    positions = mask.cumsum(dim=-1) - 1  # (B, T)
-    return positions.masked_fill(mask == 0, 1)
-
-
-def mixture_logits(policy_logits: Tensor, ref_logits: Tensor, mixture_coef: float) -> Tensor:
-    """Logits of the token-level geometric mixture: (1 - beta) logits_pi + beta logits_mu.
-
-    THEORY.md Sec. 4 (NLHF Eq. 3 applied per token, the opponent of Nash-MD-PG):
-    pi'(y_n | x, y_<n) proportional to pi(y_n | .)^(1 - beta) mu(y_n | .)^beta, i.e. the softmax
-    of these logits (mixing raw logits or log-softmaxes gives the same distribution).
-    ``beta = 0`` returns the policy's logits and ``beta = 1`` the reference's, exactly (so a
-    -inf logit of the unused model cannot turn into NaN). Shapes: (..., V) -> (..., V) float32.
-    """
-    if policy_logits.shape != ref_logits.shape:
-        raise ValueError(
-            f"mixture_logits: policy logits {tuple(policy_logits.shape)} and reference logits "
-            f"{tuple(ref_logits.shape)} differ; the two models must share one vocabulary"
-        )
-    beta = float(mixture_coef)
-    if beta == 0.0:
-        return policy_logits.float()
-    if beta == 1.0:
-        return ref_logits.float()
-    return (1.0 - beta) * policy_logits.float() + beta * ref_logits.float()
-
-
-def process_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Tensor:
-    """Logits of the distribution actually sampled: temperature, then top-k, then top-p.
-
-    * temperature: ``logits / temperature``;
-    * top-k (``0 < top_k < V``): logits below the k-th largest become -inf (ties with the
-      k-th value are kept);
-    * top-p (``top_p < 1``): keep the smallest set of most likely tokens whose probability
-      (after the steps above) sums to at least ``top_p``: a token is dropped when the
-      tokens ranked above it already hold ``top_p``. The most likely token is always kept.
-
-    Shapes: (B, V) -> (B, V) float32, -inf on dropped tokens.
-    """
-    x = logits.float()  # (B, V)
-    if temperature != 1.0:
-        x = x / temperature
-    V = x.shape[-1]
-    if 0 < top_k < V:
-        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]  # (B, 1)
-        x = x.masked_fill(x < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_x, order = torch.sort(x, dim=-1, descending=True)  # (B, V)
-        probs = torch.softmax(sorted_x, dim=-1)  # (B, V)
-        mass_before = torch.cumsum(probs, dim=-1) - probs  # (B, V) mass of the tokens ranked above
-        drop_sorted = mass_before >= top_p
-        drop_sorted[..., 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V) back to vocab order
-        x = x.masked_fill(drop, float("-inf"))
-    return x
-
-
-def sample_tokens(logits: Tensor, generator: torch.Generator | RowStream) -> tuple[Tensor, Tensor]:
-    """Draw one token per row from softmax(logits) by inverse CDF; return it and its log-prob.
-
-    Uses exactly one uniform per row from ``generator`` (a ``torch.Generator``, on its
-    device, or a :class:`RowStream`: row b's next uniform of its own stream), so the random
-    stream consumed does not depend on the vocabulary or on the logits. A token with
-    probability 0 (-inf logit) is never drawn.
-
-    Args:
-        logits: (B, V), e.g. from :func:`process_logits`.
-        generator: the caller's ``torch.Generator``, or a :class:`RowStream` of B rows.
-
-    Returns:
-        tokens (B,) long and log q(token) (B,) float32, q = softmax(logits).
-    """
-    B, V = logits.shape
-    logq = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
-    probs = logq.double().exp()  # (B, V)
-    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
-    if isinstance(generator, RowStream):
-        u = generator.next_uniforms(B).unsqueeze(-1)  # (B, 1)
-    else:
-        u = torch.rand((B, 1), generator=generator, device=generator.device, dtype=torch.float64)  # (B, 1)
-    u = u.to(logits.device)
-    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)  # (B,)
-    # u * total can round up to total: fall back to the last token of positive probability
-    last_positive = V - 1 - torch.argmax((probs > 0).flip(-1).to(torch.int8), dim=-1)  # (B,)
-    tokens = torch.minimum(tokens, last_positive)
-    return tokens, logq.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
-def _token_logps(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log softmax(logits)[token] per row, at temperature 1. (B, V), (B,) -> (B,) float32."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def make_generator(seed: int, device: Any = "cpu") -> torch.Generator:
@@ -175,129 +83,6 @@ def _stream(generator: Any, rows: int, where: str) -> Any:
     if isinstance(generator, RowGenerator):
         return generator.stream(rows, where)
     return generator
-
-
-# --------------------------------------------------------------------------------------
-# Calling a causal LM with its own cache
-# --------------------------------------------------------------------------------------
-
-
-def _new_cache(model: Any) -> Any:
-    from transformers import DynamicCache
-
-    config = getattr(model, "config", None)
-    try:
-        return DynamicCache(config=config) if config is not None else DynamicCache()
-    except TypeError:  # pragma: no cover - older signatures
-        return DynamicCache()
-
-
-def _distinct_rows(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    """(first, inverse): row indices of the distinct (ids, mask) rows and, per row, its distinct row's
-    position in ``first`` (``rows == rows[first][inverse]``); ``(None, None)`` when no row repeats."""
-    B = prompt_ids.shape[0]
-    if B < 2:
-        return None, None
-    key = torch.where(prompt_mask.bool(), prompt_ids, torch.full_like(prompt_ids, -1))  # (B, P): pads ignored
-    unique, inverse = torch.unique(key, dim=0, return_inverse=True)  # (U, P), (B,)
-    U = unique.shape[0]
-    if U == B:
-        return None, None
-    first = torch.full((U,), B, dtype=torch.long, device=prompt_ids.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(B, device=prompt_ids.device), reduce="amin")  # (U,)
-    order = torch.argsort(first)  # keep the distinct rows in batch order
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(U, device=order.device)
-    return first[order], rank[inverse]
-
-
-def _selectable(cache: Any) -> bool:
-    from transformers import DynamicCache
-
-    return type(cache) is DynamicCache and hasattr(cache, "batch_select_indices")
-
-
-def _cache_rows_are(cache: Any, rows: int) -> bool:
-    """Whether every layer of the cache holds ``rows`` rows (False for an empty cache)."""
-    layers = getattr(cache, "layers", None) or []
-    keys = [getattr(layer, "keys", None) for layer in layers]
-    return bool(keys) and all(k is not None and k.dim() > 0 and k.shape[0] == rows for k in keys)
-
-
-class _CachedLM:
-    """One causal LM with its own KV cache over B rows of left-padded prompts.
-
-    ``prefill(prompt_ids)`` and ``step(tokens)`` each return the next-token logits (B, V)
-    float32. Every appended token is attended (mask 1), finished rows included: their
-    continuations are ignored, and rows never attend to each other.
-    """
-
-    def __init__(self, model: Any, prompt_mask: Tensor, max_new_tokens: int) -> None:
-        self.model = model
-        signature = forward_signature(model)
-        self.cache_kw = signature.cache_arg or "past_key_values"
-        self.keeps_logits = signature.logits_to_keep
-        self.cache = _new_cache(unwrap_model(model))
-        B, P = prompt_mask.shape
-        ones = torch.ones((B, max_new_tokens), dtype=prompt_mask.dtype, device=prompt_mask.device)
-        self.mask = torch.cat([prompt_mask, ones], dim=1)  # (B, P + max_new_tokens)
-        self.width = P  # tokens in the cache so far
-        self.next_position = prompt_mask.long().sum(dim=-1, keepdim=True)  # (B, 1)
-
-    def _forward(
-        self, input_ids: Tensor, position_ids: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
-        kwargs = {self.cache_kw: self.cache, "use_cache": True}
-        if self.keeps_logits:
-            kwargs["logits_to_keep"] = 1
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=self.mask[:, : self.width] if attention_mask is None else attention_mask,
-            position_ids=position_ids,
-            **kwargs,
-        )
-        return out.logits[:, -1].float()  # (B, V)
-
-    def prefill(self, prompt_ids: Tensor) -> Tensor:
-        """Run the prompts; rows repeating an earlier row's prompt (same ids and mask) are run once.
-
-        Trainers and samplers often repeat a prompt (Nash-MD's y and y' rows, k samples per
-        prompt): the distinct rows are prefilled and the cache rows copied
-        (``DynamicCache.batch_select_indices``), the same keys and values for a fraction of
-        the work. Models whose cache is not a plain ``DynamicCache`` run every row.
-        """
-        mask = self.mask[:, : self.width]  # (B, P)
-        positions = position_ids_from_mask(mask)  # (B, P)
-        first, inverse = _distinct_rows(prompt_ids, mask)
-        if first is None or not _selectable(self.cache):
-            return self._forward(prompt_ids, positions)
-        logits = self._forward(prompt_ids[first], positions[first], mask[first])  # (U, V)
-        if not _cache_rows_are(self.cache, first.numel()):  # the model kept no per-row cache: run every row
-            self.cache = _new_cache(unwrap_model(self.model))
-            return self._forward(prompt_ids, positions)
-        self.cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...)
-        return logits[inverse]  # (B, V)
-
-    def step(self, tokens: Tensor) -> Tensor:
-        self.width += 1
-        logits = self._forward(tokens.unsqueeze(-1), self.next_position)  # tokens (B,) -> (B, 1)
-        self.next_position = self.next_position + 1
-        return logits
-
-
-@contextlib.contextmanager
-def _sampling_mode(*models: Any) -> Iterator[None]:
-    """No autograd graph and eval mode (no dropout) for the block; training flags restored after."""
-    from nlhf.models.policy import eval_mode
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        seen: set[int] = set()
-        for model in models:
-            if isinstance(model, torch.nn.Module) and id(model) not in seen:
-                seen.add(id(model))
-                stack.enter_context(eval_mode(model))
-        yield
 
 
 # --------------------------------------------------------------------------------------
@@ -475,14 +260,14 @@ def _generate(
                                                 pad_token_id)  # fmt: skip
     B = prompt_ids.shape[0]
     recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
-    with _sampling_mode(model):
-        lm = _CachedLM(model, prompt_mask, cfg.max_new_tokens)
+    with sampling_mode(model):
+        lm = CachedLM(model, prompt_mask, cfg.max_new_tokens)
         logits = lm.prefill(prompt_ids)  # (B, V)
         for t in range(cfg.max_new_tokens):
             processed = process_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, V)
             tokens, sampling_logps = sample_tokens(processed, generator)  # (B,), (B,)
             tokens = recorder.add(
-                tokens, sampling_logps, logits, **{logps_name: _token_logps(logits, tokens)}
+                tokens, sampling_logps, logits, **{logps_name: token_logps_at(logits, tokens)}
             )
             if recorder.done or t == cfg.max_new_tokens - 1:
                 break
@@ -579,9 +364,9 @@ def sample_mixture(
                                                 eos_token_id, pad_token_id)  # fmt: skip
     B = prompt_ids.shape[0]
     recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
-    with _sampling_mode(policy, ref):
-        policy_lm = _CachedLM(policy, prompt_mask, cfg.max_new_tokens)
-        ref_lm = _CachedLM(ref, prompt_mask, cfg.max_new_tokens)
+    with sampling_mode(policy, ref):
+        policy_lm = CachedLM(policy, prompt_mask, cfg.max_new_tokens)
+        ref_lm = CachedLM(ref, prompt_mask, cfg.max_new_tokens)
         policy_logits = policy_lm.prefill(prompt_ids)  # (B, V)
         ref_logits = ref_lm.prefill(prompt_ids)  # (B, V)
         for t in range(cfg.max_new_tokens):
@@ -592,8 +377,8 @@ def sample_mixture(
                 tokens,
                 sampling_logps,
                 mixed,
-                policy_logps=_token_logps(policy_logits, tokens),
-                ref_logps=_token_logps(ref_logits, tokens),
+                policy_logps=token_logps_at(policy_logits, tokens),
+                ref_logps=token_logps_at(ref_logits, tokens),
             )
             if recorder.done or t == cfg.max_new_tokens - 1:
                 break
@@ -624,7 +409,7 @@ def sample_policy_and_mixture(
     reference while decoding. The reference's log-probs of y then come from ONE
     teacher-forced forward of mu on the finished y (cheaper than B more rows at every
     step). The prompt is prefilled once per model (the 2B policy rows share it, see
-    ``_CachedLM.prefill``). y and y' are drawn with independent uniforms (2B per step), so
+    ``CachedLM.prefill``). y and y' are drawn with independent uniforms (2B per step), so
     they are independent given x. With a :class:`RowGenerator` of B rows, y and y' of
     prompt b use two sub-streams of row b's.
 
@@ -645,9 +430,9 @@ def sample_policy_and_mixture(
     both_mask = torch.cat([prompt_mask, prompt_mask], dim=0)  # (2B, P)
     policy_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     mixture_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
-    with _sampling_mode(policy, ref):
-        policy_lm = _CachedLM(policy, both_mask, cfg.max_new_tokens)
-        ref_lm = _CachedLM(ref, prompt_mask, cfg.max_new_tokens)  # y' rows only
+    with sampling_mode(policy, ref):
+        policy_lm = CachedLM(policy, both_mask, cfg.max_new_tokens)
+        ref_lm = CachedLM(ref, prompt_mask, cfg.max_new_tokens)  # y' rows only
         policy_logits = policy_lm.prefill(both_ids)  # (2B, V)
         ref_logits = ref_lm.prefill(prompt_ids)  # (B, V)
         for t in range(cfg.max_new_tokens):
@@ -659,14 +444,14 @@ def sample_policy_and_mixture(
                 tokens[:B],
                 sampling_logps[:B],
                 policy_logits[:B],
-                policy_logps=_token_logps(policy_logits[:B], tokens[:B]),
+                policy_logps=token_logps_at(policy_logits[:B], tokens[:B]),
             )
             mixture_tokens = mixture_rec.add(
                 tokens[B:],
                 sampling_logps[B:],
                 mixed,
-                policy_logps=_token_logps(policy_logits[B:], tokens[B:]),
-                ref_logps=_token_logps(ref_logits, tokens[B:]),
+                policy_logps=token_logps_at(policy_logits[B:], tokens[B:]),
+                ref_logps=token_logps_at(ref_logits, tokens[B:]),
             )
             if (policy_rec.done and mixture_rec.done) or t == cfg.max_new_tokens - 1:
                 break

@@ -1,13 +1,27 @@
-"""nlhf.train: the shared training loop and the trainers built on it.
+"""nlhf.train: the shared training loop and one file per algorithm family on it.
 
-* :mod:`nlhf.train.config` -- ``OptimConfig``, ``LoopConfig`` (frozen dataclasses);
-* :mod:`nlhf.train.loop` -- ``TrainLoop`` (accelerate, loss normalisation across micro-batches
-  and processes, schedule, clipping, NaN/inf skipping, evaluation, logs), ``StepOutput``,
-  ``StepContext``;
-* :mod:`nlhf.train.checkpoint` -- atomic checkpoints and exact resume;
+The trainers (config, step and run wiring of each family in one file; none imports another):
+
+* :mod:`nlhf.train.dpo` -- offline DPO / IPO / cDPO (``nlhf train dpo|ipo|cdpo``), with its
+  reference log-prob cache (:mod:`nlhf.train.ref_cache`) and pair forwards
+  (:mod:`nlhf.train.pair_logps`);
+* :mod:`nlhf.train.nash_md` -- Nash-MD-PG, self-play, best response, Nash-EMA;
+* :mod:`nlhf.train.online_ipo` -- online IPO, IPO-MD;
+* :mod:`nlhf.train.rlhf` -- RLHF policy gradient and PPO against a reward model;
+* :mod:`nlhf.train.fit` -- ``nlhf train-pm`` / ``nlhf train-rm`` (preference and reward models).
+
+What they share:
+
+* :mod:`nlhf.train.run` -- set-up and tear-down (output checks, model and policy, metrics.json);
+* :mod:`nlhf.train.rollouts` -- the pieces of a sampling step (mu's log-probs, KL, per-row outputs);
+* :mod:`nlhf.train.loop` -- ``TrainLoop`` (accumulation, global loss normalisation, clipping,
+  NaN/inf skipping, evaluation), ``StepOutput``, ``StepContext``; beside it
+  :mod:`~nlhf.train.optim`, :mod:`~nlhf.train.data_stream`, :mod:`~nlhf.train.metrics_log`,
+  :mod:`~nlhf.train.loop_checkpoint` over :mod:`~nlhf.train.checkpoint` (atomic, checksummed
+  checkpoints and exact resume), :mod:`~nlhf.train.out_dir`;
+* :mod:`nlhf.train.config` -- ``OptimConfig``, ``LoopConfig``, ``PromptRunConfig`` (frozen dataclasses);
 * :mod:`nlhf.train.calibration` -- expected calibration error and reliability plots;
-* :mod:`nlhf.train.fit` -- ``nlhf train-pm`` / ``nlhf train-rm`` (preference and reward models);
-* :mod:`nlhf.train.cli` -- ``register(subparsers)`` for the command line.
+* :mod:`nlhf.train.cli` -- ``nlhf train ...``, ``nlhf train-pm``, ``nlhf train-rm``.
 
 Importing this package imports nothing heavy; torch and accelerate load inside functions.
 """

@@ -37,41 +37,38 @@ DeepSpeed's and ``grad_accum_steps`` must be 1. Checkpoints under DeepSpeed stor
 unwrapped module's weights and optimiser state like DDP (ZeRO-3's sharded weights: not
 supported).
 
-Everything else a run needs lives here too: accelerate's ``Accelerator`` (mixed precision
-only when a GPU is present), AdamW and a cosine/linear warm-up schedule, gradient
-clipping, NaN/inf detection (the step is skipped and counted; too many in a row stop the
-run, the last good checkpoint intact), evaluation every N steps, atomic checkpoints every
-N steps with exact resume (:mod:`nlhf.train.checkpoint`), a tqdm bar, console lines, a
-JSONL log (``metrics.jsonl``) and TensorBoard. The output directory is checked (writable,
-enough free disk) before anything is trained.
+Here: accelerate's ``Accelerator`` (mixed precision only when a GPU is present), gradient
+accumulation, the global normalisation above, clipping, NaN/inf detection (the step is
+skipped and counted; too many in a row stop the run, the last good checkpoint intact) and
+evaluation every N steps. Beside it, each in its own module: AdamW and the warm-up /
+cosine / linear schedule (:mod:`nlhf.train.optim`); the seeded data stream read by
+position (:mod:`nlhf.train.data_stream`); the weighted metrics, console lines,
+``metrics.jsonl`` and TensorBoard (:mod:`nlhf.train.metrics_log`); atomic checkpoints
+every N steps with exact resume (:mod:`nlhf.train.loop_checkpoint` over
+:mod:`nlhf.train.checkpoint`); the output directory, checked (writable, enough free disk)
+before anything is trained (:mod:`nlhf.train.out_dir`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from nlhf.config import ConfigError, save_config
 from nlhf.train import checkpoint as ckpt_lib
 from nlhf.train.config import LoopConfig, OptimConfig
-
-METRICS_FILE = "metrics.jsonl"
-FSDP_DIR = "fsdp"  # accelerate's FSDP model / optimizer files inside a checkpoint
-
-
-class RunDirError(RuntimeError):
-    """The output directory cannot hold the run (unwritable, no disk space, old checkpoints)."""
+from nlhf.train.data_stream import epoch_permutation, micro_batch_positions, stream_indices
+from nlhf.train.loop_checkpoint import loop_trainer_state, restore_loop, save_loop_checkpoint
+from nlhf.train.metrics_log import METRICS_FILE, MetricsLogger, MetricsWindow, accumulate, weighted_means
+from nlhf.train.optim import lr_factor, make_optimizer, make_scheduler
+from nlhf.train.out_dir import RunDirError, check_out_dir
 
 
 class NonFiniteLossError(RuntimeError):
@@ -153,173 +150,6 @@ def make_accelerator(cfg: LoopConfig) -> Any:
         )
         mixed_precision = "no"
     return Accelerator(cpu=not use_gpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
-
-
-def make_optimizer(model: Any, cfg: OptimConfig, fused: bool | None = None) -> Any:
-    """AdamW over the trainable parameters; no weight decay on vectors (biases, norms).
-
-    ``fused`` (default: wherever torch supports it) uses torch's fused AdamW kernel, which
-    updates all parameters in one pass: on one CPU thread ~4x faster than the
-    per-parameter loop (4 ms instead of 14-23 ms a step for 4.3M parameters; Hugging Face's
-    Trainer, hence TRL, uses it by default). It falls back to the plain implementation
-    where the kernel refuses the parameters' device or dtype. The update is AdamW's either way.
-    """
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [
-        g
-        for g in (
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        )
-        if g["params"]
-    ]
-    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
-    if fused is not False:
-        try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
-        except (RuntimeError, ValueError, TypeError):
-            if fused:
-                raise
-    return torch.optim.AdamW(groups, **kwargs)
-
-
-def lr_factor(updates: int, cfg: OptimConfig, total_steps: int) -> float:
-    """The multiplier of ``cfg.lr`` for the update that follows ``updates`` earlier ones.
-
-    Warm-up: ``(updates + 1) / (warmup_steps + 1)`` while ``updates < warmup_steps`` (the
-    first update is not wasted at lr 0). Then, with ``p`` the fraction of the remaining
-    ``total_steps - warmup_steps`` updates done, ``cosine``:
-    ``m + (1 - m) (1 + cos(pi p)) / 2``, ``linear``: ``m + (1 - m)(1 - p)``, ``constant``: 1,
-    where ``m = min_lr_ratio``.
-    """
-    if updates < cfg.warmup_steps:
-        return (updates + 1) / (cfg.warmup_steps + 1)
-    if cfg.schedule == "constant":
-        return 1.0
-    p = min(1.0, (updates - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-    m = cfg.min_lr_ratio
-    if cfg.schedule == "cosine":
-        return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * p))
-    return m + (1.0 - m) * (1.0 - p)
-
-
-def make_scheduler(optimizer: Any, cfg: OptimConfig, total_steps: int) -> Any:
-    """A ``LambdaLR`` following :func:`lr_factor`."""
-    import torch
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda updates: lr_factor(updates, cfg, total_steps))
-
-
-@lru_cache(maxsize=4)
-def epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
-    """The order of the ``n`` training examples in ``epoch``: a permutation drawn from ``(seed, epoch)``."""
-    import numpy as np
-
-    return tuple(int(i) for i in np.random.default_rng([seed, epoch]).permutation(n))
-
-
-def stream_indices(n: int, seed: int, start: int, count: int) -> list[int]:
-    """Dataset indices at positions ``start .. start + count - 1`` of the data stream.
-
-    The stream is epoch 0's permutation, then epoch 1's, and so on; position ``q`` is
-    example ``epoch_permutation(n, seed, q // n)[q % n]``. No worker processes, no hidden
-    RNG: the position alone fixes the data, which is what makes resume exact.
-    """
-    return [epoch_permutation(n, seed, q // n)[q % n] for q in range(start, start + count)]
-
-
-def check_out_dir(out_dir: str | Path, min_free_bytes: int = 0) -> Path:
-    """Create ``out_dir`` and prove it usable *now*, not after an hour of training.
-
-    Writes, fsyncs and deletes a probe file, and checks that at least ``min_free_bytes``
-    are free on its file system. Raises :class:`RunDirError` naming the directory.
-    """
-    out = Path(out_dir)
-    if not str(out_dir):
-        raise RunDirError("no output directory given (set --out / loop.out_dir)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"output directory {out} cannot be created: {exc.strerror or exc}") from None
-    if not out.is_dir():
-        raise RunDirError(f"output directory {out} exists and is not a directory")
-    probe = out / f".write-probe-{os.getpid()}"
-    try:
-        with open(probe, "wb") as f:
-            f.write(b"nlhf")
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except OSError as exc:
-        raise RunDirError(f"output directory {out} is not writable: {exc.strerror or exc}") from None
-    free = shutil.disk_usage(out).free
-    if free < min_free_bytes:
-        raise RunDirError(
-            f"output directory {out}: only {free / 2**20:.0f} MiB free, the run needs at least "
-            f"{min_free_bytes / 2**20:.0f} MiB (checkpoints; see loop.min_free_disk_mb, loop.keep_last)"
-        )
-    return out
-
-
-# ----------------------------------------------------------------------------- logging
-
-
-class MetricsLogger:
-    """Console lines, ``metrics.jsonl`` and TensorBoard, written by the main process only.
-
-    On resume from step ``s``, records after ``s`` (written by the killed run after its
-    last checkpoint) are dropped from the JSONL file and purged from TensorBoard, so the
-    logs of a resumed run read like those of an uninterrupted one.
-    """
-
-    def __init__(
-        self, out_dir: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
-    ) -> None:
-        self.out_dir = Path(out_dir)
-        self.enabled = enabled
-        self.tensorboard = tensorboard
-        self.resume_step = resume_step
-        self._writer: Any = None  # SummaryWriter, created at the first record
-        self.console: Callable[[str], None] = print
-        if enabled and resume_step is not None and (self.out_dir / METRICS_FILE).is_file():
-            kept = [
-                line
-                for line in (self.out_dir / METRICS_FILE).read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            ckpt_lib.write_text_atomic(self.out_dir / METRICS_FILE, "".join(x + "\n" for x in kept))
-
-    def log(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
-        if not self.enabled:
-            return
-        record = {"step": step, "split": split, **{k: float(v) for k, v in metrics.items()}}
-        with open(self.out_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
-        self.console(f"[{split}] step {step}: {shown}")
-        if self.tensorboard:
-            if self._writer is None:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.resume_step)
-            for key, value in metrics.items():
-                self._writer.add_scalar(f"{split}/{key}", float(value), step)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -473,7 +303,7 @@ class TrainLoop:
         if resumed_from is not None:
             logger.console(f"resumed from {resumed_from} at step {self.step}")
 
-        window = _Window()  # weighted sums since the last log line
+        window = MetricsWindow()  # weighted sums since the last log line
         train_metrics: dict[str, float] = {}
         started, start_step = time.perf_counter(), self.step
         try:
@@ -508,7 +338,7 @@ class TrainLoop:
                     )
                     logger.log(self.step, "train", train_metrics)
                     self.train_metrics = dict(train_metrics)
-                    window = _Window()
+                    window = MetricsWindow()
 
                 # 5. Evaluate every eval_every steps (and at the end).
                 at_end = self.step == self.max_steps
@@ -546,14 +376,14 @@ class TrainLoop:
 
         b = self.cfg.micro_batch_size
         rank = self.accelerator.process_index
-        start = self.data_position + micro_step * b * self.world + rank * b
-        indices = stream_indices(self.n_train, self.cfg.seed, start, b)
+        positions = micro_batch_positions(self.data_position, micro_step, b, self.world, rank)
+        indices = stream_indices(self.n_train, self.cfg.seed, positions.start, b)
         batch = self.collate_fn([self.train_data[i] for i in indices])
         ctx = StepContext(
             step=self.step,
             micro_step=micro_step,
             indices=tuple(indices),
-            positions=tuple(range(start, start + b)),
+            positions=tuple(positions),
             process_index=rank,
         )
         return send_to_device(batch, self.accelerator.device), ctx
@@ -585,15 +415,15 @@ class TrainLoop:
                 loss_sum = out.losses.sum()  # () sum over the micro-batch's examples
                 if micro_step == 0:
                     first: dict[str, Any] = {}
-                    _accumulate(first, "weight", out.weights)
+                    accumulate(first, "weight", out.weights)
                     estimate = self._reduce_sums(first)["weight"] * self.cfg.grad_accum_steps
                     c = 1.0 / estimate if estimate > 0 else 1.0
                 acc.backward(loss_sum * c)
-            _accumulate(local, "loss", loss_sum)
-            _accumulate(local, "weight", out.weights)
+            accumulate(local, "loss", loss_sum)
+            accumulate(local, "weight", out.weights)
             for name, (values, weights) in out.metrics.items():
-                _accumulate(local, name, values)
-                _accumulate(local, f"{name}:weight", weights)
+                accumulate(local, name, values)
+                accumulate(local, f"{name}:weight", weights)
 
         # (b) Global sums across processes: one all-reduce of a (K,) vector.
         totals = self._reduce_sums(local)
@@ -695,18 +525,18 @@ class TrainLoop:
                 )
                 with acc.autocast():
                     out = self.eval_fn(model, batch, ctx)
-                _accumulate(local, "loss", out.losses)
-                _accumulate(local, "weight", out.weights)
+                accumulate(local, "loss", out.losses)
+                accumulate(local, "weight", out.weights)
                 for name, (values, weights) in out.metrics.items():
-                    _accumulate(local, name, values)
-                    _accumulate(local, f"{name}:weight", weights)
+                    accumulate(local, name, values)
+                    accumulate(local, f"{name}:weight", weights)
                 for name, value in out.outputs.items():
                     outputs.setdefault(name, []).append(value.detach())
         model.train(was_training)
         ckpt_lib.restore_rng_state(rng)
 
         totals = self._reduce_sums(local)
-        metrics = _weighted_means(totals)
+        metrics = weighted_means(totals)
         gathered = {name: self._gather_in_order(torch.cat(parts)) for name, parts in outputs.items()}
         if self.eval_summary is not None:
             metrics.update(self.eval_summary(dict(metrics), gathered))
@@ -734,22 +564,7 @@ class TrainLoop:
 
     def trainer_state(self) -> dict[str, Any]:
         """Loop counters and data position (JSON), as stored in ``trainer_state.json``."""
-        position = self.data_position
-        return {
-            "step": self.step,
-            "updates": self.updates,
-            "nonfinite_steps": self.nonfinite_steps,
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "zero_weight_steps": self.zero_weight_steps,
-            "data_position": position,  # examples consumed from the stream
-            "epoch": position // self.n_train,
-            "index_in_epoch": position % self.n_train,
-            "n_train": self.n_train,
-            "seed": self.cfg.seed,
-            "global_batch": self.global_batch,
-            "num_processes": self.world,
-            "max_steps": self.max_steps,
-        }
+        return loop_trainer_state(self)
 
     @property
     def is_deepspeed(self) -> bool:
@@ -761,173 +576,12 @@ class TrainLoop:
         return getattr(self.accelerator.distributed_type, "name", "") == "FSDP"
 
     def save_checkpoint(self) -> Path:
-        """Write ``ckpt-<step>`` atomically (collective: every process calls it).
-
-        DDP / one process: the main process writes the trainable weights and the optimiser
-        state. FSDP: accelerate's FSDP writers (``save_fsdp_model`` / ``save_fsdp_optimizer``,
-        sharded or full as the FSDP plugin's ``state_dict_type`` says) write ``fsdp/`` from
-        every process. Trainer objects marked ``per_process`` (PPO's rollout buffer) are saved
-        by every process; the others by the main one.
-        """
-        acc = self.accelerator
-        main = acc.is_main_process
-        loop_state = {"scheduler": self.scheduler.state_dict()}
-        if acc.scaler is not None:
-            loop_state["scaler"] = acc.scaler.state_dict()
-        shared = {
-            n: obj.state_dict() for n, obj in self.stateful.items() if not getattr(obj, "per_process", False)
-        }
-        own = {n: obj.state_dict() for n, obj in self.stateful.items() if getattr(obj, "per_process", False)}
-        model_state = optimizer_state = collective_write = None
-        if self.is_fsdp:
-            from accelerate.utils import save_fsdp_model, save_fsdp_optimizer
-
-            plugin = acc.state.fsdp_plugin
-
-            def collective_write(tmp: Path) -> None:
-                save_fsdp_model(plugin, acc, self.model, str(tmp / FSDP_DIR))
-                save_fsdp_optimizer(plugin, acc, self.optimizer, self.model, str(tmp / FSDP_DIR))
-
-        elif main:
-            model_state = ckpt_lib.trainable_state_dict(acc.unwrap_model(self.model))
-            optimizer_state = self.optimizer.state_dict()
-        path = ckpt_lib.save_checkpoint(
-            self.out_dir,
-            self.step,
-            trainer_state=self.trainer_state(),
-            model_state=model_state,
-            optimizer_state=optimizer_state,
-            loop_state=loop_state,
-            extra=shared,
-            process_extra=own,
-            collective_write=collective_write,
-            rng=ckpt_lib.capture_rng_state(),
-            keep_last=self.cfg.keep_last,
-            process_index=acc.process_index,
-            is_main_process=main,
-            barrier=acc.wait_for_everyone,
-        )
-        self.last_checkpoint = path
-        return path
+        """Write ``ckpt-<step>`` atomically (collective): :func:`nlhf.train.loop_checkpoint.save_loop_checkpoint`."""
+        return save_loop_checkpoint(self)
 
     def _restore(self) -> Path | None:
-        """Load the newest intact checkpoint in ``out_dir`` (None if there is none).
-
-        A damaged newer checkpoint (:func:`nlhf.train.checkpoint.verify_checkpoint`) is passed
-        over with a one-line warning naming it; none intact is a ``CheckpointError``.
-        """
-        acc = self.accelerator
-        path, damaged = ckpt_lib.find_intact(self.out_dir)  # CheckpointError when none is intact
-        if damaged and acc.is_main_process:
-            names = ", ".join(f"{p.name} ({why})" for p, why in damaged)
-            print(f"nlhf: warning: damaged checkpoint {names}; resuming from {path.name}", file=sys.stderr)
-        if path is None:
-            if acc.is_main_process:
-                warnings.warn(
-                    f"loop.resume: no checkpoint in {self.out_dir}; starting from step 0", stacklevel=2
-                )
-            return None
-        ckpt = ckpt_lib.load_checkpoint(path, acc.process_index)
-        state = ckpt.trainer_state
-        # The data stream is fixed by (n_train, seed): a change would silently reorder the data.
-        for key, now in (("n_train", self.n_train), ("seed", self.cfg.seed)):
-            if state.get(key) != now:
-                raise RunDirError(
-                    f"{path}: was written with {key}={state.get(key)}, this run has {key}={now}; "
-                    "resume with the same data and seed, or start a new output directory"
-                )
-        if state.get("global_batch") != self.global_batch:
-            warnings.warn(
-                f"{path}: global batch changed from {state.get('global_batch')} to {self.global_batch}; "
-                "the run continues from the same data position but is not identical to an uninterrupted one",
-                stacklevel=2,
-            )
-        if self.is_fsdp:
-            from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
-
-            if not (path / FSDP_DIR).is_dir():
-                raise ckpt_lib.CheckpointError(
-                    f"{path}: has no {FSDP_DIR}/ (written without FSDP?); resume it without FSDP"
-                )
-            plugin = acc.state.fsdp_plugin
-            load_fsdp_model(plugin, acc, self.model, str(path / FSDP_DIR))
-            load_fsdp_optimizer(plugin, acc, self.optimizer, self.model, str(path / FSDP_DIR))
-        else:
-            if (path / FSDP_DIR).is_dir():
-                raise ckpt_lib.CheckpointError(f"{path}: was written under FSDP; resume it under FSDP")
-            ckpt_lib.load_trainable_state_dict(
-                acc.unwrap_model(self.model), ckpt.model_state, source=str(path)
-            )
-            self.optimizer.load_state_dict(ckpt.optimizer_state)
-        self.scheduler.load_state_dict(ckpt.loop_state["scheduler"])
-        if acc.scaler is not None and "scaler" in ckpt.loop_state:
-            acc.scaler.load_state_dict(ckpt.loop_state["scaler"])
-        for name, obj in self.stateful.items():
-            own = getattr(obj, "per_process", False) and name in ckpt.process_extra
-            saved = ckpt.process_extra if own else ckpt.extra
-            if name not in saved:
-                where = f"extra-{acc.process_index}.pt" if getattr(obj, "per_process", False) else "extra.pt"
-                raise ckpt_lib.CheckpointError(
-                    f"{path}: has no state for {name!r} in {where} (saved: {sorted(ckpt.extra)} and "
-                    f"{sorted(ckpt.process_extra)}; did the number of processes change?)"
-                )
-            obj.load_state_dict(saved[name])
-        if ckpt.rng is not None:
-            ckpt_lib.restore_rng_state(ckpt.rng)
-        self.step = int(state["step"])
-        self.data_position = int(state["data_position"])
-        self.updates = int(state["updates"])
-        self.nonfinite_steps = int(state["nonfinite_steps"])
-        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
-        self.zero_weight_steps = int(state.get("zero_weight_steps", 0))
-        self.last_checkpoint = path
-        return path
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _accumulate(sums: dict[str, Any], name: str, value: Any) -> None:
-    """``sums[name] += value.sum()`` in float64, detached (value: tensor of any shape or number)."""
-    import torch
-
-    total = torch.as_tensor(value).detach().to(dtype=torch.float64).sum().cpu()  # ()
-    sums[name] = sums[name] + total if name in sums else total
-
-
-def _weighted_means(totals: Mapping[str, float]) -> dict[str, float]:
-    """``{"loss": loss / weight, m: m / m:weight}`` from global sums (NaN where a weight is 0)."""
-    out = {"loss": totals["loss"] / totals["weight"] if totals["weight"] > 0 else float("nan")}
-    for name, value in totals.items():
-        if name in ("loss", "weight") or name.endswith(":weight"):
-            continue
-        w = totals[f"{name}:weight"]
-        out[name] = value / w if w > 0 else float("nan")
-    return out
-
-
-class _Window:
-    """Sums of the step totals between two log lines (weighted means at log time)."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
-        self.grad_norms: list[float] = []
-        self.skipped = 0
-
-    def add(self, totals: Mapping[str, float], grad_norm: float, skipped: str | None) -> None:
-        if skipped is not None:
-            self.skipped += 1
-            return  # a skipped step's (NaN) loss does not poison the logged means
-        for k, v in totals.items():
-            self.totals[k] = self.totals.get(k, 0.0) + v
-        self.grad_norms.append(grad_norm)
-
-    def means(self) -> dict[str, float]:
-        out = _weighted_means(self.totals) if self.totals else {"loss": float("nan")}
-        out["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms) if self.grad_norms else float("nan")
-        if self.skipped:
-            out["skipped_steps"] = float(self.skipped)
-        return out
+        """Load the newest intact checkpoint (None if none): :func:`nlhf.train.loop_checkpoint.restore_loop`."""
+        return restore_loop(self)
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nlhf.data.collate import collate_pairs
-from nlhf.train.loop import epoch_permutation
+from nlhf.train.data_stream import epoch_permutation
 from nlhf.train.pair_logps import PromptSharing, collate_shared_prompt, pair_logps
 
 REF_CACHE = "ref_logps.pt"

@@ -5,7 +5,7 @@ checked, data loaded, model loaded, loop built, trained, saved); the pieces it s
 the other trainers live here, so no trainer imports another:
 
 * :func:`start_run`: the output directory, proved writable with free disk
-  (:func:`nlhf.train.loop.check_out_dir`), and the loop config pointing at it;
+  (:func:`nlhf.train.out_dir.check_out_dir`), and the loop config pointing at it;
 * :func:`refuse_sharded_weights`: the sampling trainers refuse FSDP / ZeRO-3 launches;
 * :func:`load_policy_model`: ``cfg.model`` through :func:`nlhf.models.loading.load_model`
   (``tiny`` seeded by ``loop.seed``), unless the caller passed a model;
@@ -35,7 +35,7 @@ from nlhf.config import ConfigError, check
 from nlhf.models.loading import atomic_directory, load_model
 from nlhf.train import loop as loop_lib  # loop_lib.make_optimizer: replaceable in tests
 from nlhf.train.checkpoint import write_text_atomic
-from nlhf.train.loop import check_out_dir
+from nlhf.train.out_dir import check_out_dir
 
 METRICS_JSON = "metrics.json"  # the run's summary, written last
 POLICY_DIR = "policy"  # the trained policy (save_pretrained + tokenizer) inside the run directory

@@ -218,19 +218,21 @@ def test_repeated_prompts_are_prefilled_once(policy, monkeypatch):
     b = collate_prompts(rows, pad_token_id=PAD)
     cfg = SamplingConfig(max_new_tokens=8)
     seen: list[int] = []
-    real_forward = decode._CachedLM._forward
+    real_forward = decode.CachedLM._forward
 
     def counting(self, input_ids, position_ids, attention_mask=None):
         seen.append(int(input_ids.shape[0]))
         return real_forward(self, input_ids, position_ids, attention_mask)
 
-    monkeypatch.setattr(decode._CachedLM, "_forward", counting)
+    monkeypatch.setattr(decode.CachedLM, "_forward", counting)
     shared = generate(
         policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True
     )
     assert seen[0] == 3 and set(seen[1:]) == {5}  # prefill on 3 distinct rows, then every row steps
     seen.clear()
-    monkeypatch.setattr(decode, "_distinct_rows", lambda ids, mask: (None, None))
+    import nlhf.sampling.cached_lm as cached_lm
+
+    monkeypatch.setattr(cached_lm, "distinct_rows", lambda ids, mask: (None, None))
     alone = generate(
         policy, b.input_ids, b.attention_mask, cfg, decode.RowGenerator(range(5)), return_step_logits=True
     )
@@ -244,7 +246,7 @@ def test_repeated_prompts_are_prefilled_once(policy, monkeypatch):
 
 def test_distinct_rows_ignore_pad_ids_but_not_positions():
     """Same tokens under the mask -> one row; a different pad id is ignored; a shifted prompt is another row."""
-    from nlhf.sampling.decode import _distinct_rows
+    from nlhf.sampling.cached_lm import distinct_rows as _distinct_rows
 
     ids = torch.tensor([[0, 5, 6], [1, 2, 3], [9, 5, 6], [5, 6, 0], [1, 2, 3]])
     mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [1, 1, 0], [1, 1, 1]])

@@ -11,7 +11,7 @@ import torch
 from nlhf.data.collate import collate_prompts
 from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
 from nlhf.sampling import SamplingConfig, generate, make_generator, sample_mixture, sample_policy_and_mixture
-from nlhf.sampling.decode import sample_tokens
+from nlhf.sampling.logits import sample_tokens
 from nlhf.sampling.streams import RowGenerator, RowStream, counter_uniforms, splitmix64
 
 torch.set_num_threads(1)
