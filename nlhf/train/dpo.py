@@ -84,11 +84,9 @@ from nlhf.train.pair_logps import (
 from nlhf.train.ref_cache import (
     REF_CACHE,
     RefLogps,
-    fill_reference_logps,
+    fill_reference_cache,
     fingerprint,
-    load_ref_cache,
     reference_logps,
-    save_ref_cache,
     visited_indices,
 )
 from nlhf.train.run import (
@@ -335,6 +333,20 @@ def make_eval_step(
 OfflineResult = RunResult  # timings: load, tokenize, loop_setup, ref_precompute, train, save
 
 
+def _examples(
+    cfg: OfflineConfig, train: Sequence[Any] | None, evaluation: Sequence[Any] | None
+) -> tuple[list, list | None]:
+    """The training and evaluation pairs (given, else loaded from ``cfg.data`` / ``cfg.eval_data``), oriented
+    for the loss (:func:`prepare_examples`)."""
+    if train is None:
+        train, loaded_eval = _load_examples(cfg)
+        evaluation = loaded_eval if evaluation is None else evaluation
+    if len(train) == 0:
+        raise ValueError("run_offline: no training pairs")
+    evaluation = prepare_examples(evaluation, cfg.loss, "eval") if evaluation is not None else None
+    return prepare_examples(train, cfg.loss, "train"), evaluation
+
+
 def _load_examples(cfg: OfflineConfig) -> tuple[list[Any], list[Any] | None]:
     train = load_preferences(
         cfg.data, format=cfg.data_format, split=cfg.split, skip_invalid=cfg.skip_invalid, limit=cfg.limit
@@ -387,15 +399,7 @@ def run_offline(
     out, loop_cfg = start_run(cfg)
 
     # 1. Data (validated, oriented for DPO).
-    if train_examples is None:
-        loaded_train, loaded_eval = _load_examples(cfg)
-        train_examples = loaded_train
-        eval_examples = loaded_eval if eval_examples is None else eval_examples
-    if len(train_examples) == 0:
-        raise ValueError("run_offline: no training pairs")
-    train_examples = prepare_examples(train_examples, cfg.loss, "train")
-    if eval_examples is not None:
-        eval_examples = prepare_examples(eval_examples, cfg.loss, "eval")
+    train_examples, eval_examples = _examples(cfg, train_examples, eval_examples)
 
     # 2. Model, tokenisation, policy and explicit reference.
     t0 = time.perf_counter()
@@ -414,13 +418,7 @@ def run_offline(
     policy.to(acc.device)
     reference.to(acc.device)
     keep_reference = bool(eval_pairs) and cfg.eval_kl
-    # prompt sharing runs two forwards before one backward: only for an unwrapped model (1 process, no FSDP/DeepSpeed)
-    plain = acc.num_processes == 1 and getattr(acc.distributed_type, "name", "NO") in (
-        "NO",
-        "MULTI_CPU",
-        "MULTI_GPU",
-    )
-    sharing = prompt_sharing(policy) if cfg.share_prompt and plain else None
+    sharing = prompt_sharing(policy, acc) if cfg.share_prompt else None
     cache_key = fingerprint(cfg, reference, splits, acc.device, sharing is not None)
 
     # 3. The loop (checks the run directory, saves config.yaml), then mu's log-probs, once.
@@ -445,18 +443,12 @@ def run_offline(
 
     #    Only the pairs the run will read: all of them from one epoch on, fewer for a shorter run.
     t0 = time.perf_counter()
-    cache_path = out / REF_CACHE
-    cached = load_ref_cache(cache_path, cache_key) or {}
     needed = {"train": visited_indices(len(train_pairs), cfg.loop.seed, loop.max_steps * loop.global_batch)}
-    computed = 0
-    for name, pairs in splits.items():
-        computed += fill_reference_logps(
-            ref, name, pairs, needed.get(name, range(len(pairs))), cached,
-            lambda chunk: reference_logps(reference, chunk, pad_id, cfg.reduction, cfg.ref_batch_size, acc.device,
-                                          sharing),
-        )  # fmt: skip
-    if computed and acc.is_main_process:
-        save_ref_cache(cache_path, cache_key, {**ref.table, **{f"{k}:done": v for k, v in ref.done.items()}})
+    computed = fill_reference_cache(
+        ref, splits, needed, out / REF_CACHE, cache_key, write=acc.is_main_process,
+        compute=lambda chunk: reference_logps(reference, chunk, pad_id, cfg.reduction, cfg.ref_batch_size, acc.device,
+                                              sharing),
+    )  # fmt: skip
     timings["ref_precompute"] = time.perf_counter() - t0
     if not keep_reference:
         del reference  # the frozen copy (full fine-tuning) is not needed any more

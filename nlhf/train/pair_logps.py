@@ -61,16 +61,22 @@ def sequence_logps(
 PromptSharing = ForwardSignature  # how a model takes a prompt's KV cache back (cache_arg, logits_to_keep)
 
 
-def prompt_sharing(model: Any) -> PromptSharing | None:
+def prompt_sharing(model: Any, accelerator: Any = None) -> PromptSharing | None:
     """Whether :func:`shared_prompt_logps` can run ``model``: a causal LM whose forward takes a cache.
 
     None for models without a cache argument (e.g. :class:`nlhf.models.tabular.TabularLM`)
-    and for DDP-wrapped models (two forwards before one backward would confuse DDP's
-    gradient reducer).
+    and for wrapped models: DDP (two forwards before one backward would confuse its gradient
+    reducer), and, given the ``accelerator``, any launch of more than one process or under
+    FSDP / DeepSpeed (prompt sharing needs an unwrapped model).
     """
     import torch
 
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None
+    if accelerator is not None and (
+        accelerator.num_processes != 1
+        or getattr(accelerator.distributed_type, "name", "NO") not in ("NO", "MULTI_CPU", "MULTI_GPU")
+    ):
         return None
     signature = forward_signature(model)
     return signature if signature.cache_arg is not None else None

@@ -170,6 +170,26 @@ def _vocab_size(model: Any) -> int:
     return int(size) if size else 50_000
 
 
+def fill_reference_cache(ref: RefLogps, splits: dict[str, Sequence[Any]], needed: dict[str, Sequence[int]],
+                         path: Path, key: str, compute: Callable, write: bool = True) -> int:  # fmt: skip
+    """mu's log-probs of every split into ``ref``; returns how many pairs were computed.
+
+    Rows come from ``path`` when its fingerprint is ``key``; the others of ``needed[split]``
+    (every row of a split not named) are computed with ``compute(pairs) -> (k, 2)``
+    (:func:`fill_reference_logps`), and the file is rewritten (by the process that ``write``s)
+    when any was.
+    """
+    cached = load_ref_cache(path, key) or {}
+    computed = 0
+    for name, pairs in splits.items():
+        computed += fill_reference_logps(
+            ref, name, pairs, needed.get(name, range(len(pairs))), cached, compute
+        )
+    if computed and write:
+        save_ref_cache(path, key, {**ref.table, **{f"{k}:done": v for k, v in ref.done.items()}})
+    return computed
+
+
 def fingerprint(cfg: Any, model: Any, splits: dict[str, list[Any]], device: Any, shared: bool) -> str:
     """What the cached reference log-probs depend on: model, weights, dtype, device, layout, reduction, token ids."""
     import torch
@@ -211,6 +231,7 @@ def save_ref_cache(path: Path, fingerprint: str, table: dict[str, Any]) -> None:
 __all__ = [
     "REF_CACHE",
     "RefLogps",
+    "fill_reference_cache",
     "fill_reference_logps",
     "fingerprint",
     "load_ref_cache",

@@ -228,28 +228,36 @@ def ppo_behaviour_terms(
     return old, advantages, weight
 
 
-def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], tokenizer: Any, reference: Any,
-              buffer: RolloutBuffer | None = None) -> Callable[..., Any]:  # fmt: skip
-    """The training step of ``cfg.algorithm``: per-response losses (B k,), weight 1 each."""
-    import torch
+def rollout_sampler(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], tokenizer: Any,
+                    reference: Any) -> Callable[[Any, Any], tuple[Any, Any, Any]]:  # fmt: skip
+    """``sample(batch, ctx) -> (rollout, rewards, ref_logps)``: k = ``group_size`` responses per prompt.
 
-    from nlhf.losses.base import zero_outside
-    from nlhf.losses.rlhf import ppo_clip_loss, rlhf_pg_loss
-    from nlhf.sampling.decode import response_logps
+    Prompt-major (rows [i k, (i + 1) k) are prompt i), response j of a prompt on sub-stream
+    j of the prompt row's own random stream; rewards (B k,) checked; mu's log-probs (B k, R).
+    """
     from nlhf.sampling.streams import row_generator
 
-    k, tau, seed, exact = cfg.group_size, cfg.tau, cfg.loop.seed, cfg.sampling.is_exact
+    k, seed = cfg.group_size, cfg.loop.seed
 
     def sample(batch: Any, ctx: Any) -> tuple[Any, Any, Any]:
-        """k responses per prompt (prompt-major), their rewards and mu's log-probs."""
         prompts = repeat_prompts(batch.prompts, k)  # (B k, P)
-        gen = row_generator(seed, ctx, prompts.input_ids.device).repeat_interleave(
-            k
-        )  # (B k,) streams, prompt-major
+        gen = row_generator(seed, ctx, prompts.input_ids.device).repeat_interleave(k)  # (B k,) streams
         rollout = sampler.sample(prompts, gen)
         texts = [p for p in batch.texts for _ in range(k)]
         rewards = compute_rewards(reward_fn, texts, rollout, tokenizer)  # (B k,)
         return rollout, rewards, reference_logps(reference, rollout)
+
+    return sample
+
+
+def make_pg_step(cfg: RLHFConfig, sample: Callable[[Any, Any], tuple[Any, Any, Any]]) -> Callable[..., Any]:
+    """RLHF-PG (RLOO): one on-policy update per batch, each response's loss weighted by pi/q when inexact."""
+    import torch
+
+    from nlhf.losses.rlhf import rlhf_pg_loss
+    from nlhf.sampling.decode import response_logps
+
+    k, tau, exact = cfg.group_size, cfg.tau, cfg.sampling.is_exact
 
     def pg_step(model: Any, batch: Any, ctx: Any) -> Any:
         rollout, rewards, ref = sample(batch, ctx)
@@ -269,40 +277,46 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
             metrics["importance_weight"] = weight
         return step_output(loss, metrics)
 
+    return pg_step
+
+
+def make_ppo_step(cfg: RLHFConfig, sample: Callable[[Any, Any], tuple[Any, Any, Any]],
+                  buffer: RolloutBuffer) -> Callable[..., Any]:  # fmt: skip
+    """PPO: fresh rollouts every ``epochs`` steps (kept in ``buffer``), the clipped surrogate on them in between."""
+    from nlhf.losses.base import zero_outside
+    from nlhf.losses.rlhf import ppo_clip_loss
+    from nlhf.sampling.decode import response_logps
+
+    k, tau, exact = cfg.group_size, cfg.tau, cfg.sampling.is_exact
+
+    def fresh_slot(model: Any, batch: Any, ctx: Any) -> tuple[dict[str, Any], Any]:
+        rollout, rewards, ref = sample(batch, ctx)
+        logps = response_logps(model, rollout)  # (B k, R) with gradient: log pi_old, the policy that sampled
+        mask = rollout.response_mask
+        old, advantages, weight = ppo_behaviour_terms(
+            logps, None if exact else rollout.sampling_logps, ref, mask, rewards, tau, k, cfg.max_importance_weight
+        )  # (B k, R), (B k,), (B k,) or None  # fmt: skip
+        k1, k3 = weighted_kl(logps, ref, mask, weight)
+        slot = {"rollout": rollout, "old_logps": old, "advantages": advantages, "weight": weight,
+                "reward": rewards, "kl_k1": k1, "kl_k3": k3}  # fmt: skip
+        buffer.slots[ctx.micro_step] = slot
+        return slot, logps
+
+    def buffered_slot(model: Any, batch: Any, ctx: Any) -> tuple[dict[str, Any], Any]:
+        slot = buffer.slots.get(ctx.micro_step)
+        if slot is None:
+            raise RuntimeError(
+                f"ppo step {ctx.step}: no buffered rollouts for micro-batch {ctx.micro_step} (the checkpoint "
+                "lacks the rollout buffer, or grad_accum_steps changed within a PPO iteration)"
+            )
+        device = batch.prompts.input_ids.device
+        slot = {n: (v.to(device) if hasattr(v, "to") else v) for n, v in slot.items()}
+        return slot, response_logps(model, slot["rollout"])  # (B k, R) with gradient
+
     def ppo_step(model: Any, batch: Any, ctx: Any) -> Any:
-        assert buffer is not None
         fresh = ctx.step % cfg.epochs == 0
-        if fresh:
-            rollout, rewards, ref = sample(batch, ctx)
-            logps = response_logps(
-                model, rollout
-            )  # (B k, R) with gradient: log pi_old, the policy that sampled
-            mask = rollout.response_mask
-            old, advantages, weight = ppo_behaviour_terms(
-                logps,
-                None if exact else rollout.sampling_logps,
-                ref,
-                mask,
-                rewards,
-                tau,
-                k,
-                cfg.max_importance_weight,
-            )  # (B k, R), (B k,), (B k,) or None
-            k1, k3 = weighted_kl(logps, ref, mask, weight)
-            slot = {"rollout": rollout, "old_logps": old, "advantages": advantages, "weight": weight,
-                    "reward": rewards, "kl_k1": k1, "kl_k3": k3}  # fmt: skip
-            buffer.slots[ctx.micro_step] = slot
-        else:
-            slot = buffer.slots.get(ctx.micro_step)
-            if slot is None:
-                raise RuntimeError(
-                    f"ppo step {ctx.step}: no buffered rollouts for micro-batch {ctx.micro_step} (the checkpoint "
-                    "lacks the rollout buffer, or grad_accum_steps changed within a PPO iteration)"
-                )
-            device = batch.prompts.input_ids.device
-            slot = {n: (v.to(device) if hasattr(v, "to") else v) for n, v in slot.items()}
-            rollout = slot["rollout"]
-            logps = response_logps(model, rollout)  # (B k, R) with gradient
+        slot, logps = (fresh_slot if fresh else buffered_slot)(model, batch, ctx)
+        rollout = slot["rollout"]
         mask = rollout.response_mask
         out = ppo_clip_loss(logps, slot["old_logps"], slot["advantages"], mask, cfg.clip_eps)  # (B k, R)
         loss = out.loss.sum(dim=-1)  # (B k,) a response's loss: the SUM of its token terms
@@ -320,7 +334,18 @@ def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], toke
         }
         return step_output(loss, metrics)
 
-    return ppo_step if cfg.algorithm == "ppo" else pg_step
+    return ppo_step
+
+
+def make_step(cfg: RLHFConfig, sampler: Any, reward_fn: Callable[..., Any], tokenizer: Any, reference: Any,
+              buffer: RolloutBuffer | None = None) -> Callable[..., Any]:  # fmt: skip
+    """The training step of ``cfg.algorithm``: per-response losses (B k,), weight 1 each."""
+    sample = rollout_sampler(cfg, sampler, reward_fn, tokenizer, reference)
+    if cfg.algorithm == "ppo":
+        if buffer is None:
+            raise ValueError("ppo needs a RolloutBuffer (its rollouts are reused for ppo_epochs steps)")
+        return make_ppo_step(cfg, sample, buffer)
+    return make_pg_step(cfg, sample)
 
 
 def make_eval_step(
@@ -407,8 +432,11 @@ __all__ = [
     "RolloutBuffer",
     "reward_model_fn",
     "compute_rewards",
+    "make_pg_step",
+    "make_ppo_step",
     "make_step",
     "ppo_behaviour_terms",
+    "rollout_sampler",
     "make_eval_step",
     "run_rlhf",
     "summary_line",
