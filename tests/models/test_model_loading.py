@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nlhf.models import ModelLoadError, load_backbone, load_causal_lm, load_encoder
+from nlhf.models import gguf as G
 from nlhf.models import loading as L
 from nlhf.models.tiny import tiny_causal_lm
 
@@ -80,7 +81,7 @@ def _write_gguf(path, arch: str) -> None:
 
 def test_gguf_architecture_checks(tmp_path):
     _write_gguf(tmp_path / "odd.gguf", "madeup_arch")
-    assert L.gguf_architecture(tmp_path / "odd.gguf") == "madeup_arch"
+    assert G.gguf_architecture(tmp_path / "odd.gguf") == "madeup_arch"
     with pytest.raises(ModelLoadError, match="architecture 'madeup_arch' is not supported.*llama"):
         load_causal_lm(tmp_path / "odd.gguf", cache_dir=tmp_path / "cache")
     with pytest.raises(ModelLoadError, match="architecture 'madeup_arch'"):
@@ -124,29 +125,29 @@ def test_gguf_cache_converts_once_and_rebuilds_incomplete(tmp_path, monkeypatch)
         calls.append(overwrite)
         with L.atomic_directory(out_dir, overwrite=overwrite) as tmp:
             (tmp / "config.json").write_text("{}")
-            (tmp / L.CACHE_MARKER).write_text(json.dumps(L._gguf_source_record(source)))
+            (tmp / L.CACHE_MARKER).write_text(json.dumps(G._gguf_source_record(source)))
         return out_dir
 
-    monkeypatch.setattr(L, "convert_gguf", fake_convert)
+    monkeypatch.setattr(G, "convert_gguf", fake_convert)
     cache = tmp_path / "cache"
     import os
     import time
 
-    name = L._gguf_cache_name(source)
+    name = G._gguf_cache_name(source)
     stale = cache / f".tmp-{name}-killed"  # what a SIGKILL mid-conversion left 2 hours ago
     fresh = cache / f".tmp-{name}-running"  # another process converting right now
     stale.mkdir(parents=True)
     fresh.mkdir()
     old = time.time() - 7200
     os.utime(stale, (old, old))
-    first = L.cached_gguf_dir(source, cache_dir=cache)
+    first = G.cached_gguf_dir(source, cache_dir=cache)
     assert first.parent == cache and first.name.startswith("gguf-model-") and calls == [False]
     assert not stale.exists() and fresh.exists()
-    assert L.cached_gguf_dir(source, cache_dir=cache) == first and calls == [False]
+    assert G.cached_gguf_dir(source, cache_dir=cache) == first and calls == [False]
     (first / L.CACHE_MARKER).unlink()
-    assert L.cached_gguf_dir(source, cache_dir=cache) == first and calls == [False, True]
+    assert G.cached_gguf_dir(source, cache_dir=cache) == first and calls == [False, True]
     source.write_bytes(b"0" * 11)
-    L.cached_gguf_dir(source, cache_dir=cache)
+    G.cached_gguf_dir(source, cache_dir=cache)
     assert calls == [False, True, True]
     assert json.loads((first / L.CACHE_MARKER).read_text())["size"] == 11
 
