@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from nlhf.config import ConfigError
+
 
 @lru_cache(maxsize=4)
 def epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
@@ -40,4 +42,17 @@ def micro_batch_positions(
     return range(start, start + micro_batch_size)
 
 
-__all__ = ["epoch_permutation", "micro_batch_positions", "stream_indices"]
+def run_length(max_steps: int | None, epochs: float | None, n_train: int, global_batch: int) -> int:
+    """Optimiser steps of a run: ``max_steps``, else the whole global batches in ``epochs`` (default 1) epochs."""
+    if max_steps is not None:
+        return max_steps
+    steps = int((epochs or 1.0) * n_train // global_batch)
+    if steps < 1:
+        raise ConfigError(
+            f"loop.epochs: {epochs or 1.0} epoch(s) of {n_train} examples is less than one "
+            f"global batch of {global_batch} (micro_batch_size x grad_accum_steps x processes)"
+        )
+    return steps
+
+
+__all__ = ["epoch_permutation", "micro_batch_positions", "run_length", "stream_indices"]

@@ -52,7 +52,6 @@ before anything is trained (:mod:`nlhf.train.out_dir`).
 from __future__ import annotations
 
 import math
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -61,14 +60,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nlhf.config import ConfigError, save_config
+from nlhf.config import ConfigError
 from nlhf.train import checkpoint as ckpt_lib
 from nlhf.train.config import LoopConfig, OptimConfig
-from nlhf.train.data_stream import epoch_permutation, micro_batch_positions, stream_indices
+from nlhf.train.data_stream import epoch_permutation, micro_batch_positions, run_length, stream_indices
 from nlhf.train.loop_checkpoint import loop_trainer_state, restore_loop, save_loop_checkpoint
 from nlhf.train.metrics_log import METRICS_FILE, MetricsLogger, MetricsWindow, accumulate, weighted_means
 from nlhf.train.optim import lr_factor, make_optimizer, make_scheduler
-from nlhf.train.out_dir import RunDirError, check_out_dir
+from nlhf.train.out_dir import RunDirError, check_out_dir, prepare_out_dir
 
 
 class NonFiniteLossError(RuntimeError):
@@ -214,15 +213,7 @@ class TrainLoop:
         if self.n_train == 0:
             raise ValueError("the training set is empty")
         self.global_batch = loop.micro_batch_size * loop.grad_accum_steps * self.world
-        if loop.max_steps is not None:
-            self.max_steps = loop.max_steps
-        else:
-            self.max_steps = int((loop.epochs or 1.0) * self.n_train // self.global_batch)
-            if self.max_steps < 1:
-                raise ConfigError(
-                    f"loop.epochs: {loop.epochs or 1.0} epoch(s) of {self.n_train} examples is less than one "
-                    f"global batch of {self.global_batch} (micro_batch_size x grad_accum_steps x processes)"
-                )
+        self.max_steps = run_length(loop.max_steps, loop.epochs, self.n_train, self.global_batch)
 
         if eval_data is not None and len(eval_data) < self.world:
             raise ValueError(
@@ -230,26 +221,8 @@ class TrainLoop:
             )
 
         # The output directory, checked before the model is moved or anything trained.
-        trainable_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-        need = loop.min_free_disk_mb * 2**20
-        if loop.save_every:  # weights + two AdamW moments per checkpoint, keep_last + 1 on disk at once
-            need = max(need, 3 * trainable_bytes * (loop.keep_last + 1))
         if acc.is_main_process:
-            check_out_dir(self.out_dir, need)
-            existing = ckpt_lib.list_checkpoints(self.out_dir)
-            if existing and not loop.resume:
-                if not loop.overwrite:
-                    raise RunDirError(
-                        f"output directory {self.out_dir} already holds checkpoints (newest: "
-                        f"{existing[-1][1].name}); pass loop.resume=true to continue the run or "
-                        "loop.overwrite=true to start again"
-                    )
-                for _, path in existing:
-                    shutil.rmtree(path)
-            if not loop.resume:  # a fresh run starts a fresh log
-                (self.out_dir / METRICS_FILE).unlink(missing_ok=True)
-            if run_config is not None:
-                save_config(run_config, self.out_dir / "config.yaml")
+            prepare_out_dir(self.out_dir, loop, model, run_config)
         acc.wait_for_everyone()
 
         # Seed every process identically, for the randomness of the steps (dropout, sampling).

@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+from nlhf.config import save_config
+from nlhf.train import checkpoint as ckpt_lib
+from nlhf.train.metrics_log import METRICS_FILE
 
 
 class RunDirError(RuntimeError):
@@ -44,4 +49,34 @@ def check_out_dir(out_dir: str | Path, min_free_bytes: int = 0) -> Path:
     return out
 
 
-__all__ = ["RunDirError", "check_out_dir"]
+def prepare_out_dir(out_dir: Path, loop: Any, model: Any, run_config: Any = None) -> None:
+    """The main process's checks and set-up of the run directory, before anything trains.
+
+    Free disk for ``loop.min_free_disk_mb``, or for ``keep_last + 1`` checkpoints of the
+    trainable weights and two AdamW moments when checkpoints are saved; old checkpoints are
+    an error unless the run resumes (``loop.resume``) or starts over (``loop.overwrite``,
+    which deletes them); a fresh run starts a fresh ``metrics.jsonl``; ``run_config`` is
+    saved as ``config.yaml``.
+    """
+    trainable_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    need = loop.min_free_disk_mb * 2**20
+    if loop.save_every:  # weights + two AdamW moments per checkpoint, keep_last + 1 on disk at once
+        need = max(need, 3 * trainable_bytes * (loop.keep_last + 1))
+    check_out_dir(out_dir, need)
+    existing = ckpt_lib.list_checkpoints(out_dir)
+    if existing and not loop.resume:
+        if not loop.overwrite:
+            raise RunDirError(
+                f"output directory {out_dir} already holds checkpoints (newest: "
+                f"{existing[-1][1].name}); pass loop.resume=true to continue the run or "
+                "loop.overwrite=true to start again"
+            )
+        for _, path in existing:
+            shutil.rmtree(path)
+    if not loop.resume:  # a fresh run starts a fresh log
+        (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    if run_config is not None:
+        save_config(run_config, out_dir / "config.yaml")
+
+
+__all__ = ["RunDirError", "check_out_dir", "prepare_out_dir"]
