@@ -42,17 +42,17 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from nlhf.envs import class_distribution, default_rater_population
-    from nlhf.lab.solvers import kl, regularized_nash
-    from nlhf.pipeline import (
+    from nlhf.demo.config import load_demo_config
+    from nlhf.demo.stages import (
         _loop,
         _optim,
-        load_demo_config,
         load_policy_model,
         lora_settings,
         pick_prompts,
         sample_responses,
     )
+    from nlhf.envs import class_distribution, default_rater_population
+    from nlhf.lab.solvers import kl, regularized_nash
     from nlhf.sampling import SamplingConfig
     from nlhf.train.nash_md import NashMDConfig, run_nash_md
 

@@ -32,10 +32,11 @@ import torch
 
 from nlhf.data.collate import eos_id, pad_token_id
 from nlhf.data.prompt_batches import make_prompt_collate, tokenize_prompts
+from nlhf.demo.config import DemoConfig
+from nlhf.demo.stages import load_policy_model, lora_settings, pick_prompts
 from nlhf.envs import default_rater_population
 from nlhf.lab import exploitability, regularized_nash
 from nlhf.models.policy import build_policy
-from nlhf.pipeline import DemoConfig, load_policy_model, lora_settings, pick_prompts
 from nlhf.sampling import HFSampler, SamplingConfig
 from nlhf.sampling.decode import RowGenerator
 from nlhf.train.config import LoopConfig

@@ -21,8 +21,8 @@ def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
     """Every stage runs on the tiny Llama with tiny BERT judges; files, counts and labels are consistent."""
     from nlhf.config import load_config
     from nlhf.data import load_preferences
+    from nlhf.demo import DemoConfig
     from nlhf.envs import default_rater_population
-    from nlhf.pipeline import DemoConfig
 
     out = tmp_path / "demo"
     argv = [
@@ -89,8 +89,8 @@ def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
 def test_label_pairs_average_bernoulli_draws_of_p_star():
     """structured vs direct has P* = 0.65 (oracles.py table); the mean of 2000 draws is within 4 sd (0.043)."""
     from nlhf.data.schema import PromptExample
+    from nlhf.demo import label_pairs
     from nlhf.envs import default_rater_population
-    from nlhf.pipeline import label_pairs
 
     env = default_rater_population()
     p = PromptExample("What is photosynthesis?", metadata={"id": "x-0", "kind": "explain"})
@@ -117,7 +117,7 @@ def test_label_pairs_average_bernoulli_draws_of_p_star():
 
 def test_split_pairs_by_prompt_keeps_prompts_apart():
     from nlhf.data.schema import PreferenceExample
-    from nlhf.pipeline import split_pairs_by_prompt
+    from nlhf.demo import split_pairs_by_prompt
 
     ex = [
         PreferenceExample(f"q{i % 10}", "a", "b", 1.0, metadata={"prompt_id": f"p{i % 10}"})
@@ -129,8 +129,8 @@ def test_split_pairs_by_prompt_keeps_prompts_apart():
 
 
 def test_lora_settings_target_the_last_blocks():
+    from nlhf.demo import DemoConfig, lora_settings
     from nlhf.models.tiny import tiny_causal_lm
-    from nlhf.pipeline import DemoConfig, lora_settings
 
     model = tiny_causal_lm(num_layers=3)
     s = lora_settings(DemoConfig(lora_last_layers=1, lora_modules=("q_proj", "down_proj")), model)
@@ -157,9 +157,9 @@ def test_evaluate_claims_reads_the_tournament():
     is 0 and the claim fails."""
     from types import SimpleNamespace
 
+    from nlhf.demo import evaluate_claims
     from nlhf.envs import default_rater_population
     from nlhf.eval import TournamentConfig
-    from nlhf.pipeline import evaluate_claims
 
     G, S = 10, 3
     names = ["reference", "RLHF", "IPO", "Nash-MD"]
@@ -193,7 +193,7 @@ def test_evaluate_claims_reads_the_tournament():
 
 def test_demo_config_layers_and_errors(tmp_path):
     from nlhf.config import ConfigError
-    from nlhf.pipeline import QUICK, load_demo_config
+    from nlhf.demo import QUICK, load_demo_config
 
     assert load_demo_config().nash_steps == 40
     quick = load_demo_config(quick=True)
@@ -251,7 +251,7 @@ def test_demo_lab_writes_report_and_results(tmp_path, capsys):
 
 def test_ipo_subset_is_a_seeded_sample_in_file_order(tmp_path):
     """10 lines, n = 4: 4 distinct lines of the file, in file order, the same for the same seed; n = 0 or n >= 10: the file itself."""
-    from nlhf.pipeline import ipo_subset
+    from nlhf.demo.stages import ipo_subset
 
     src = tmp_path / "train.jsonl"
     src.write_text("".join(f'{{"i": {i}}}\n' for i in range(10)))

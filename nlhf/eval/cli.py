@@ -41,7 +41,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Round-robin tournament: sample responses from every policy, judge every ordered pair on the same\n"
             "prompts, and write win_rates.png, tournament.md, report.html (self-contained), results.json and\n"
-            "samples.jsonl into --out. Win rates carry Wilson or Clopper-Pearson intervals; KL(pi || mu) is a\n"
+            "samples.jsonl into --out. Win rates carry prompt-clustered t intervals (judges that return probabilities) or\n"
+            "Wilson / Clopper-Pearson intervals (0/1 outcomes, or --interval); KL(pi || mu) is a\n"
             "Monte Carlo estimate with its standard error; exploitability is exact at the class level under\n"
             "the oracles, else the best win rate of the pool or of a best-of-n reference response.\n"
             "Semantics in detail: python -m pydoc nlhf.eval.tournament"
@@ -71,7 +72,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--samples-per-prompt", type=int, dest="samples_per_prompt")
     p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens")
-    p.add_argument("--interval", choices=("wilson", "clopper_pearson"))
+    p.add_argument(
+        "--interval",
+        choices=("auto", "cluster_t", "wilson", "clopper_pearson"),
+        help="win-rate intervals (default auto: cluster_t for probabilities, wilson for 0/1 outcomes)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (policies and a learned judge)")
     p.add_argument(

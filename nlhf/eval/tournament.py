@@ -22,22 +22,31 @@ Sampling
     N = len(prompts) * S responses per policy; response ``r = p * S + k`` is sample k of prompt p.
 
 Win rates
-    Every ordered pair (i, j), i != j, is judged on the same prompts: sample k of policy i
-    against sample k of policy j, so N comparisons per pair, in batches of
-    ``cfg.batch_size``. ``win_rate[i, j]`` is the mean judge probability
-    P(y_i > y_j | x) (both orders are asked: a judge that is not exactly symmetric may give
-    ``win_rate[i, j] + win_rate[j, i] != 1``); the diagonal is 1/2. The interval is a Wilson
-    / Clopper-Pearson interval (:mod:`nlhf.eval.intervals`) on ``wins[i, j] = sum P`` (each
-    comparison counts as P(y_i > y_j) of a win, a fractional count) out of
-    ``n_games[i, j] = N``: centred on the point estimate, and conservative, since a
-    probability P in [0, 1] with mean p has variance at most p (1 - p), the binomial variance
-    the intervals assume (drawing a Bernoulli(P) outcome per comparison would only add coin
-    noise). The S comparisons of one prompt are correlated (the same prompt favours the same
-    policy): with ``cfg.cluster_prompts`` (the default) the interval is taken on
-    ``win_rate * n_effective`` out of ``n_effective[i, j]``
-    (:func:`nlhf.eval.intervals.effective_comparisons`: the number of comparisons the
-    spread of the per-prompt means supports, at most N), so it is never narrower than the
-    independent one and wider when prompts disagree; without it n_effective = N.
+    Every ordered pair (i, j), i != j, is judged on the same prompts, N comparisons per pair,
+    in batches of ``cfg.batch_size``: sample k of policy i against sample k + 1 (mod S) of
+    policy j (``cfg.independent_pairs``, the default), whose random stream differs, so the
+    two responses are independent draws given the prompt. (Sample k against sample k would
+    pair two responses drawn with the SAME uniforms; that coupling changes the expectation
+    in a cyclic game: tests/eval/test_eval_tournament_pairs.py has a case where the coupled
+    mean is 0 and the win rate 0.375. With S = 1 there is no other sample, and a note says
+    the pairs are coupled.) ``win_rate[i, j]`` is the mean judge probability
+    P(y_i > y_j | x) (both orders are asked, on the same pairs: a judge that is not exactly
+    symmetric may give ``win_rate[i, j] + win_rate[j, i] != 1``); the diagonal is 1/2.
+    Interval (``cfg.interval``): ``"auto"`` takes ``"cluster_t"`` when the judge returns
+    probabilities and ``"wilson"`` when every comparison is a 0/1 outcome.
+    ``cluster_t`` (:func:`nlhf.eval.intervals.cluster_t_interval`): the mean of the G
+    per-prompt means +- t(G - 1) x their standard deviation / sqrt(G): the prompts are the
+    independent units, and the observed spread of the probabilities is used (no binomial
+    variance), so a judge whose probabilities sit near 1/2 gets the narrower interval it
+    supports; ``win_se`` holds the standard error. ``wilson`` / ``clopper_pearson``: a
+    binomial interval on ``wins[i, j] = sum P`` (a fractional count) out of
+    ``n_effective[i, j]`` (:func:`nlhf.eval.intervals.effective_comparisons`, the number of
+    comparisons the spread of the per-prompt means supports, at most N) with
+    ``cfg.cluster_prompts``, else out of N.
+    Class oracles also give the plug-in class-level win rate pi_i^T P* pi_j of each pair
+    (:func:`class_win_rates`: independent draws, the oracle's exact class matrix in place of
+    sampled pairs) with a percentile bootstrap over prompts, and keep every sample's class
+    (``class_labels``) for paired differences (:mod:`nlhf.eval.paired`).
 
 KL(pi || mu)
     The Monte Carlo mean over the policy's own N samples of
