@@ -473,13 +473,20 @@ def response_logps(model: Any, rollout: Rollout, temperature: float = 1.0) -> Te
     """(B, R) log-probs of ``rollout.response_ids`` under ``model``, aligned with them; 0 off the mask.
 
     One forward of ``model`` on ``rollout.sequences()`` (position ids from the mask, as when
-    sampling), scored by :func:`nlhf.logprobs.token_logps`; differentiable when called with
+    sampling), scored by :func:`nlhf.logprobs.token_logps`; or, when the rows come in runs of
+    K identical prompts and the model takes a KV cache, each prompt once with its cache
+    repeated (:func:`nlhf.sampling.shared_prompt.grouped_response_logps`: the same numbers,
+    about (P + K R) / (K (P + R)) of the work). Differentiable when called with
     gradients enabled (the trainer's policy forward). At temperature 1 it reproduces the
     sampler's recorded ``policy_logps`` / ``ref_logps`` up to float rounding. Only the logits
     of the last R + 1 positions are materialised when the model accepts ``logits_to_keep``.
     """
     from nlhf.logprobs import token_logps
+    from nlhf.sampling.shared_prompt import can_share_prompt, grouped_response_logps, prompt_group_size
 
+    group = prompt_group_size(rollout)  # rows in runs of K identical prompts: run each prompt once
+    if group > 1 and can_share_prompt(model):
+        return grouped_response_logps(model, rollout, group, temperature)
     input_ids, attention_mask, completion_mask = rollout.sequences()  # (B, P+R) each
     P = rollout.prompt_width
     R = int(rollout.response_ids.shape[1])
