@@ -1,7 +1,7 @@
 """Config errors are refused through the CLI, naming the offending key, before anything loads (issue 7).
 
 Every trainer's config (``FitConfig`` of ``nlhf train-pm`` / ``train-rm``, ``OfflineConfig`` of
-``nlhf train dpo|ipo|cdpo``, ``OnlineConfig`` of ``nlhf train nash-md|...``, ``RLHFConfig``
+``nlhf train dpo|ipo|cdpo``, ``NashMDConfig`` / ``OnlineIPOConfig`` of ``nlhf train nash-md|...``, ``RLHFConfig``
 of ``nlhf train ppo|rlhf-pg``, and the nested ``optim``, ``loop``, ``sampling`` and
 ``lora`` sections) goes through :func:`nlhf.cli.main` with a bad ``KEY=VALUE`` override or a
 bad YAML file. Each must exit with code 2, print one ``nlhf: config error: ...`` line naming

@@ -148,7 +148,7 @@ def check_required(cfg: Any, **hints: str | None) -> None:
 
 
 def check_prompt_settings(cfg: Any, batch_size_key: str) -> None:
-    """Range checks of the prompt-fed trainers' configs (``OnlineConfig``, ``RLHFConfig``), in this order.
+    """Range checks of the prompt-fed trainers' configs (``NashMDConfig``, ``OnlineIPOConfig``, ``RLHFConfig``), in this order.
 
     ``limit`` and ``eval_limit`` > 0 (or None), ``max_prompt_tokens`` >= 1 (or None), the judge's
     or reward model's batch size ``batch_size_key`` >= 1, and ``loop.out_dir`` empty or ``out``.

@@ -1,4 +1,4 @@
-"""The online trainers (``nlhf.train.online``, ``nlhf.train.rlhf``) on the tiny random Llama.
+"""The online trainers (``nlhf.train.nash_md``, ``nlhf.train.online_ipo``, ``nlhf.train.rlhf``) on the tiny random Llama.
 
 Every family end to end for a few steps (policy saved and reloadable, metrics with known
 values at the first step), learning in the right direction against a length judge,
