@@ -26,7 +26,6 @@ judging time, so training and judging see identical inputs), one micro-batch at 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import warnings
@@ -36,9 +35,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nlhf.config import check, load_config, to_dict
+from nlhf.data import load_preferences
 from nlhf.models.lora import LoraSettings
+from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
+from nlhf.train.checkpoint import write_text_atomic
 from nlhf.train.config import LoopConfig, OptimConfig, check_required
-from nlhf.train.run import METRICS_JSON
+from nlhf.train.loop import StepOutput
+from nlhf.train.run import METRICS_JSON, start_run
 
 KINDS = ("pm", "rm")
 RELIABILITY_PNG = "reliability.png"
@@ -208,8 +211,6 @@ def make_step(kind: str) -> Any:
     from nlhf.losses.preference import bce_preference_loss, bradley_terry_loss
 
     def step(model: Any, batch: dict[str, Any], ctx: Any) -> Any:
-        from nlhf.train.loop import StepOutput
-
         labels = batch["labels"]  # (B,)
         if kind == "pm":
             out = bce_preference_loss(preference_logits(kind, model, batch), labels)
@@ -236,8 +237,6 @@ def make_step(kind: str) -> Any:
 
 def _load_pairs(cfg: FitConfig) -> tuple[Any, Any, str]:
     """Training and evaluation pairs, and what the evaluation runs on."""
-    from nlhf.data import load_preferences
-
     train = load_preferences(
         cfg.data, format=cfg.data_format, split=cfg.split, skip_invalid=cfg.skip_invalid, limit=cfg.limit
     )
@@ -294,13 +293,11 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from nlhf.train.calibration import both_orientations, plot_reliability, reliability_table
-    from nlhf.train.loop import TrainLoop, check_out_dir
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     cfg.check_complete()
-    out = check_out_dir(cfg.out, cfg.loop.min_free_disk_mb * 2**20)
-    loop_cfg = dataclasses.replace(cfg.loop, out_dir=str(out))
+    out, loop_cfg = start_run(cfg)
     train, evaluation, evaluated_on = _load_pairs(cfg)
 
     set_seed(cfg.loop.seed)
@@ -312,7 +309,7 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
         table = reliability_table(*both_orientations(outputs["prob"].numpy(), outputs["label"].numpy()), bins)
         return {"ece": table.ece}  # over both orientations of every pair
 
-    loop = TrainLoop(
+    loop = loop_lib.TrainLoop(
         loop_cfg,
         cfg.optim,
         model,
@@ -368,8 +365,6 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
         }
         acc.unwrap_model(loop.model).save_pretrained(out, merge_lora=cfg.merge_lora, state_dict=full_state)
         text = json.dumps(_json_safe(summary), indent=2, allow_nan=False)
-        from nlhf.train.checkpoint import write_text_atomic
-
         write_text_atomic(out / METRICS_JSON, text + "\n")
     acc.wait_for_everyone()
     return summary
