@@ -46,7 +46,6 @@ after importing :mod:`nlhf.models.tabular`, which registers the type with transf
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import warnings
@@ -72,19 +71,24 @@ from nlhf.models.files import (
 )
 from nlhf.models.gguf import cached_gguf_dir, convert_gguf, gguf_architecture
 
-#: model_type in a local config.json -> the nlhf module that registers it with transformers' Auto classes
-CUSTOM_MODEL_TYPES = {"nlhf_tabular": "nlhf.models.tabular"}
+
+def _register_tabular() -> None:
+    import nlhf.models.tabular  # noqa: F401  (registers TabularConfig / TabularLM with transformers' Auto classes)
+
+
+#: model_type in a local config.json -> what registers it with transformers' Auto classes (imports on call)
+CUSTOM_MODEL_TYPES: dict[str, Any] = {"nlhf_tabular": _register_tabular}
 
 
 def _register_custom_model_type(path: Path) -> None:
-    """Import the module registering ``path``'s model type with transformers, if it is one of nlhf's own."""
+    """Register ``path``'s model type with transformers, if it is one of nlhf's own."""
     try:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):
         return  # unreadable or not a JSON object: from_pretrained reports it
-    module = CUSTOM_MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
-    if module is not None:
-        importlib.import_module(module)
+    register = CUSTOM_MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
+    if register is not None:
+        register()
 
 
 def _looks_like_path(name: str) -> bool:
