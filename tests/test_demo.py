@@ -40,9 +40,11 @@ def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for i, stage in enumerate(["model + environment", "reference samples + oracle labels",
-                               "preference model + reward model", "policies (Nash-MD, RLHF, IPO)",
+                               "preference model + reward model",
+                               "reward vs preference model under two sampling distributions",
+                               "policies (Nash-MD, RLHF, IPO)",
                                "tournament (oracle, held-out prompts) + report"], start=1):  # fmt: skip
-        assert f"[{i}/5] {stage}: " in printed, stage
+        assert f"[{i}/6] {stage}: " in printed, stage
     assert "NO significance claim" in printed
     assert f"report: {out / 'report.md'} and {out / 'report.html'}" in printed
 
@@ -77,9 +79,21 @@ def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
     W = np.array(t["win_rate"])
     np.testing.assert_allclose(W + W.T, 1.0, atol=1e-6)  # the oracle is exactly symmetric
     assert t["policies"][0]["kl"] == 0.0  # the reference against itself
-    assert summary["claims"] is None and len(summary["stages"]) == 5
+    assert summary["claims"] is None and len(summary["stages"]) == 6
+    # the sampling-distribution section: two pair sets of 16 resampled pairs, RM + PM on each
+    nu = summary["sampling_dependence"]
+    for name in ("A", "B"):
+        assert len(load_preferences(str(out / f"nu_{name}" / "pairs" / "train.jsonl"))) == 16
+        for d in ("pm", "rm"):
+            assert (out / f"nu_{name}" / d / "nlhf_head.json").is_file()
+        assert (
+            len(nu["answers"][f"rm_{name}"]["rlhf"]) == 4
+            and len(nu["answers"][f"pm_{name}"]["nash_tau"]) == 4
+        )
+    assert nu["difference"] == pytest.approx(nu["rm_tv"] - nu["pm_tv"])
     report = (out / "report.md").read_text()
     assert "it makes no significance claim" in report and "| reference | RLHF | IPO | Nash-MD |" in report
+    assert "A reward model depends on the sampling distribution" in report
     assert (out / "report.html").stat().st_size > 5000 and (out / "learning_curves.png").stat().st_size > 5000
 
 

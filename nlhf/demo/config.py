@@ -82,6 +82,9 @@ class DemoConfig:
     ipo_pairs: int = 544  # a seeded random subset of the training pairs (0: all); mu's log-probs are computed for these only
     ipo_epochs: float = 1.0
     ipo_batch_size: int = 8
+    # the sampling-distribution section (issue 15, nlhf.demo.sampling_dependence): a reward model and a
+    # preference model trained on each of two resampled pair sets; 0 turns the section off
+    nu_pairs: int = 640
     # stage 5: tournament under the oracle on the held-out prompts
     eval_samples_per_prompt: int = 6
     eval_batch_size: int = 32  # rows per decoding / judging batch in the tournament (and the online judges)
@@ -107,6 +110,11 @@ class DemoConfig:
                     "eval_samples_per_prompt"):  # fmt: skip
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.ipo_pairs >= 0, "ipo_pairs", f"must be >= 0 (0: all), got {self.ipo_pairs}")
+        check(
+            self.nu_pairs >= 0,
+            "nu_pairs",
+            f"must be >= 0 (0: no sampling-distribution section), got {self.nu_pairs}",
+        )
         for key in ("judge_lr", "policy_lr", "tau", "rlhf_tau", "ipo_tau", "judge_epochs", "ipo_epochs"):
             value = getattr(self, key)
             check(value > 0 and math.isfinite(value), key, f"must be a finite number > 0, got {value}")
@@ -139,6 +147,7 @@ QUICK: dict[str, Any] = {
     "ipo_pairs": 0,
     "ipo_batch_size": 4,
     "eval_samples_per_prompt": 1,
+    "nu_pairs": 16,
     "bootstrap": 100,
     "claims": False,
 }

@@ -21,6 +21,7 @@ from nlhf.demo.report import (
     report_sections,
     targets_markdown,
 )
+from nlhf.demo.sampling_dependence import run_sampling_dependence, sampling_dependence_markdown
 from nlhf.demo.stages import (
     StageClock,
     fit_judge,
@@ -65,7 +66,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
     device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    clock = StageClock(5, torch.get_num_threads())
+    clock = StageClock(6, torch.get_num_threads())
     summary: dict[str, Any] = {"config": to_dict(cfg), "device": device, "threads": torch.get_num_threads()}
     if not cfg.claims:
         print("quick/smoke run: every stage runs on a few prompts and steps; NO significance claim is made.")
@@ -147,8 +148,19 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     done(f"held-out slice ({len(eval_pairs)} pairs): PM accuracy {pm['accuracy']:.3f}, RM accuracy "
          f"{rm['accuracy']:.3f} (the oracle P* itself: {oracle_acc:.3f})")  # fmt: skip
 
-    # 4. policies
-    done = clock.start(4, "policies (Nash-MD, RLHF, IPO)")
+    # 4. the sampling distribution: reward models move with it, preference models do not (issue 15)
+    nu_section = None
+    if cfg.nu_pairs > 0:
+        done = clock.start(4, "reward vs preference model under two sampling distributions")
+        held_ids = {e.metadata["prompt_id"] for e in eval_pairs}
+        train_ids = {p.metadata["id"] for p in train_prompts} - held_ids
+        nu_section = run_sampling_dependence(cfg, run, env, judge_model, train_ids, held_ids)
+        summary["sampling_dependence"] = nu_section
+        done(f"RLHF top class {nu_section['rm_top_class']['rm_A']} (nu_A) vs {nu_section['rm_top_class']['rm_B']} "
+             f"(nu_B); TV of the RLHF optima {nu_section['rm_tv']:.3f}, of the Nash equilibria {nu_section['pm_tv']:.3f}")  # fmt: skip
+
+    # 5. policies
+    done = clock.start(5, "policies (Nash-MD, RLHF, IPO)")
     trained: dict[str, Any] = {}
     for name, fn in (("Nash-MD", lambda: train_nash_md(cfg, run, train_prompts)),
                      ("RLHF", lambda: train_rlhf(cfg, run, train_prompts)),
@@ -161,8 +173,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
                                   "timings_s": r.timings} for name, r in trained.items()}  # fmt: skip
     done(", ".join(f"{n}: {r.summary.get('steps')} steps" for n, r in trained.items()))
 
-    # 5. tournament under the oracle on the held-out prompts, and the report
-    done = clock.start(5, "tournament (oracle, held-out prompts) + report")
+    # 6. tournament under the oracle on the held-out prompts, and the report
+    done = clock.start(6, "tournament (oracle, held-out prompts) + report")
     from nlhf.eval import PolicyEntry, run_tournament
     from nlhf.report import write_report
 
@@ -188,6 +200,9 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         sections.insert(
             1, ("Each policy against its exact class-level target", targets_markdown(env, targets, result))
         )
+    if nu_section is not None:
+        sections.append(("A reward model depends on the sampling distribution, a preference model does not",
+                         sampling_dependence_markdown(nu_section, env.classes, cfg.confidence)))  # fmt: skip
     paths = write_report(result, run, title="nlhf demo: NLHF end to end under a known truth", sections=sections,
                          images={"learning curves": str(curves)} if curves else {})  # fmt: skip
     summary["stages"] = clock.stages

@@ -233,8 +233,12 @@ def _count_lines(path: Path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
-def fit_judge(kind: str, cfg: DemoConfig, run: Path, judge_model: str) -> dict[str, Any]:
-    """Train the preference (``"pm"``) or reward (``"rm"``) model on ``pairs/train.jsonl``; metrics.json's content."""
+def fit_judge(
+    kind: str, cfg: DemoConfig, run: Path, judge_model: str, epochs: float | None = None
+) -> dict[str, Any]:
+    """Train the preference (``"pm"``) or reward (``"rm"``) model on ``run/pairs/train.jsonl`` (scored on
+    ``run/pairs/eval.jsonl``) into ``run/<kind>``, for ``epochs`` (default ``cfg.judge_epochs``); metrics.json's
+    content."""
     from nlhf.train.config import LoopConfig, OptimConfig
     from nlhf.train.fit import FitConfig, run_fit
 
@@ -248,7 +252,7 @@ def fit_judge(kind: str, cfg: DemoConfig, run: Path, judge_model: str) -> dict[s
         optim=OptimConfig(lr=cfg.judge_lr, warmup_steps=5),
         loop=LoopConfig(
             seed=cfg.seed,
-            epochs=cfg.judge_epochs,
+            epochs=cfg.judge_epochs if epochs is None else epochs,
             micro_batch_size=min(cfg.judge_batch_size, n_train),
             log_every=5,
             device=cfg.device,
