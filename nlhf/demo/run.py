@@ -1,5 +1,6 @@
-"""``run_demo``: the five stages of ``nlhf demo`` in one straight line (model + environment, reference
-samples + oracle labels, preference and reward models, Nash-MD / RLHF / IPO, tournament + report).
+"""``run_demo``: the six stages of ``nlhf demo`` in one straight line (model + environment, reference
+samples + oracle labels, preference and reward models, the sampling-distribution section, Nash-MD / RLHF /
+IPO, tournament + report), one function per stage below it.
 """
 
 from __future__ import annotations
@@ -40,25 +41,17 @@ from nlhf.demo.stages import (
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
-    """Run the five stages into ``out``; returns the summary (also ``summary.json``); prints the report path.
+    """Run the six stages into ``out``; returns the summary (also ``summary.json``); prints the report path.
 
     The run directory receives ``config.yaml``, ``pairs/`` (reference samples and labelled
-    pairs), ``pm/``, ``rm/``, ``nash_md/``, ``rlhf/``, ``ipo/`` (the trainers' own run
-    directories: config, metrics.jsonl, policy adapter), ``learning_curves.png``,
-    ``report.md``, ``report.html``, ``tournament.md``, ``win_rates.png``, ``results.json``
-    (the tournament) and ``summary.json`` (everything else).
+    pairs), ``pm/``, ``rm/``, ``nu_A/``, ``nu_B/`` (the sampling-distribution section's pairs and
+    judges), ``nash_md/``, ``rlhf/``, ``ipo/`` (the trainers' own run directories: config,
+    metrics.jsonl, policy adapter), ``learning_curves.png``, ``report.md``, ``report.html``,
+    ``tournament.md``, ``win_rates.png``, ``results.json`` (the tournament) and
+    ``summary.json`` (everything else).
     """
     os.environ["HF_HUB_OFFLINE"] = "1"  # the demo never contacts a model hub
-    import numpy as np
     import torch
-
-    from nlhf.data import save_preferences
-    from nlhf.envs import (
-        class_distribution,
-        default_bradley_terry,
-        default_rater_population,
-        environment_summary,
-    )
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -71,11 +64,46 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     if not cfg.claims:
         print("quick/smoke run: every stage runs on a few prompts and steps; NO significance claim is made.")
 
-    # 1. model and environment
     done = clock.start(1, "model + environment")
+    ref_model, ref_tok, env, train_prompts, heldout_prompts, message = stage_environment(cfg, device, summary)
+    done(message)
+    done = clock.start(2, "reference samples + oracle labels")
+    train_pairs, eval_pairs, mu_vec, message = stage_reference(cfg, run, env, ref_model, ref_tok, train_prompts,
+                                                               summary)  # fmt: skip
+    del ref_model  # the tournament's reference is loaded fresh
+    done(message)
+    done = clock.start(3, "preference model + reward model")
+    judge_model, message = stage_judges(cfg, run, eval_pairs, summary)
+    done(message)
+    nu_section = None
+    if cfg.nu_pairs > 0:  # reward models move with the sampling distribution, preference models do not
+        done = clock.start(4, "reward vs preference model under two sampling distributions")
+        held_ids = {e.metadata["prompt_id"] for e in eval_pairs}
+        train_ids = {p.metadata["id"] for p in train_prompts} - held_ids
+        nu_section = summary["sampling_dependence"] = run_sampling_dependence(cfg, run, env, judge_model, train_ids,
+                                                                              held_ids)  # fmt: skip
+        done(f"RLHF top class {nu_section['rm_top_class']['rm_A']} (nu_A) vs {nu_section['rm_top_class']['rm_B']} "
+             f"(nu_B); TV of the RLHF optima {nu_section['rm_tv']:.3f}, of the Nash equilibria "
+             f"{nu_section['pm_tv']:.3f}")  # fmt: skip
+    done = clock.start(5, "policies (Nash-MD, RLHF, IPO)")
+    trained = stage_policies(cfg, run, train_prompts, summary)
+    done(", ".join(f"{n}: {r.summary.get('steps')} steps" for n, r in trained.items()))
+    done = clock.start(6, "tournament (oracle, held-out prompts) + report")
+    stage_tournament_and_report(cfg, run, device, env, trained, heldout_prompts, mu_vec, nu_section, summary,
+                                clock, done)  # fmt: skip
+    return summary
+
+
+def stage_environment(cfg: DemoConfig, device: str, summary: dict[str, Any]) -> tuple:
+    """Stage 1: mu (the policy's base model), the cyclic oracle, the prompts. Returns (model, tokenizer, env,
+    train prompts, held-out prompts, status line)."""
+    import torch
+
+    from nlhf.envs import default_rater_population
+
     torch.manual_seed(cfg.seed)
     ref_model, ref_tok = load_policy_model(cfg.model, seed=cfg.seed, device=device)
-    env, control = default_rater_population(), default_bradley_terry()
+    env = default_rater_population()
     train_prompts = pick_prompts("train", cfg.n_train_prompts)
     heldout_prompts = pick_prompts("heldout", cfg.n_heldout_prompts)
     n_params = sum(p.numel() for p in ref_model.parameters())
@@ -84,12 +112,19 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
                                   {"name": r.name, "ranking": list(map(str, r.ranking)), "weight": r.weight}
                                   for r in env.raters]}  # fmt: skip
     summary["model"] = {"name": cfg.model, "parameters": n_params}
-    done(f"{cfg.model} ({n_params / 1e6:.1f}M parameters) on {device}; {env.name} with "
-         f"{len(env.classes)} classes, cycle {env.condorcet_cycles()}; {len(train_prompts)} train / "
-         f"{len(heldout_prompts)} held-out prompts")  # fmt: skip
+    message = (f"{cfg.model} ({n_params / 1e6:.1f}M parameters) on {device}; {env.name} with "
+               f"{len(env.classes)} classes, cycle {env.condorcet_cycles()}; {len(train_prompts)} train / "
+               f"{len(heldout_prompts)} held-out prompts")  # fmt: skip
+    return ref_model, ref_tok, env, train_prompts, heldout_prompts, message
 
-    # 2. reference samples, oracle labels, class-level analysis
-    done = clock.start(2, "reference samples + oracle labels")
+
+def stage_reference(cfg: DemoConfig, run: Path, env: Any, ref_model: Any, ref_tok: Any, train_prompts: list,
+                    summary: dict[str, Any]) -> tuple:  # fmt: skip
+    """Stage 2: mu's samples, their classes, oracle-labelled pairs split by prompt, the exact class-level
+    analysis. Returns (train pairs, held-out pairs, mu's class mix (K,), status line)."""
+    from nlhf.data import save_preferences
+    from nlhf.envs import class_distribution, default_bradley_terry, environment_summary
+
     samples = sample_responses(ref_model, ref_tok, train_prompts, cfg.samples_per_prompt, cfg.max_new_tokens,
                                batch_rows=cfg.sample_batch_rows, seed=cfg.seed, desc="reference samples")  # fmt: skip
     (run / "pairs").mkdir(exist_ok=True)
@@ -108,33 +143,35 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     mu = dict(zip(env.classes, mu_vec.round(4).tolist()))  # {class: share}, for the report
     analysis: dict[str, Any] = {}
     if mu_vec.min() > 0:
+        control = default_bradley_terry()
         analysis["cyclic"] = environment_summary(env.game, mu_vec)
         analysis["bradley_terry_control"] = environment_summary(control.game, mu_vec, reward=control.scores)
     else:
         analysis["note"] = f"class-level analysis skipped: mu has an empty class ({_fmt_dist(mu)})"
     summary["reference"] = {"class_distribution": mu, "min_share": float(mu_vec.min()),
-                            "covers_every_class_5pct": bool(mu_vec.min() >= 0.05), "n_responses": int(
-                                sum(len(s) for s in samples))}  # fmt: skip
+                            "covers_every_class_5pct": bool(mu_vec.min() >= 0.05), "n_responses": len(flat)}  # fmt: skip
     summary["pairs"] = {"train": len(train_pairs), "eval": len(eval_pairs), "dropped": dropped,
                         "raters_per_pair": cfg.raters_per_pair}  # fmt: skip
     summary["class_level_analysis"] = analysis
-    del ref_model  # the tournament's reference is loaded fresh
-    done(f"{summary['reference']['n_responses']} responses, mu = ({_fmt_dist(mu)}); {len(train_pairs)} + "
-         f"{len(eval_pairs)} labelled pairs (train + held-out slice), dropped {dropped}")  # fmt: skip
+    message = (f"{len(flat)} responses, mu = ({_fmt_dist(mu)}); {len(train_pairs)} + {len(eval_pairs)} labelled "
+               f"pairs (train + held-out slice), dropped {dropped}")  # fmt: skip
+    return train_pairs, eval_pairs, mu_vec, message
 
-    # 3. judges
-    done = clock.start(3, "preference model + reward model")
+
+def stage_judges(cfg: DemoConfig, run: Path, eval_pairs: list, summary: dict[str, Any]) -> tuple[str, str]:
+    """Stage 3: the preference model and the reward model on the training slice, scored on the held-out slice
+    and against P*. Returns (the judges' backbone name or path, status line)."""
+    import numpy as np
+
+    from nlhf.judges import load_judge
+
     judge_model = (
         str(tiny_encoder_dir(run / "tiny_encoder", cfg.seed)) if cfg.judge_model == TINY else cfg.judge_model
     )
     pm = fit_judge("pm", cfg, run, judge_model)
     rm = fit_judge("rm", cfg, run, judge_model)
-    from nlhf.judges import load_judge
-
-    pm_judge, rm_judge = (
-        load_judge(str(run / "pm"), cfg.eval_batch_size),
-        load_judge(str(run / "rm"), cfg.eval_batch_size),
-    )
+    pm_judge = load_judge(str(run / "pm"), cfg.eval_batch_size)
+    rm_judge = load_judge(str(run / "rm"), cfg.eval_batch_size)
     summary["judges"] = {
         name: {"accuracy": m["accuracy"], "log_loss": m["log_loss"], "ece": m["ece"], "n_eval": m["n_eval"],
                "n_train": m["n_train"], "steps": m["steps"], **judge_vs_oracle(j, eval_pairs)}
@@ -144,23 +181,15 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     oracle_acc = float(np.mean([0.5 * (np.sign(e.metadata["p_star"] - 0.5) * np.sign(e.label - 0.5) + 1)
                                 for e in eval_pairs]))  # fmt: skip
     summary["judges"]["oracle_accuracy_on_labels"] = oracle_acc
-    del pm_judge, rm_judge
-    done(f"held-out slice ({len(eval_pairs)} pairs): PM accuracy {pm['accuracy']:.3f}, RM accuracy "
-         f"{rm['accuracy']:.3f} (the oracle P* itself: {oracle_acc:.3f})")  # fmt: skip
+    message = (f"held-out slice ({len(eval_pairs)} pairs): PM accuracy {pm['accuracy']:.3f}, RM accuracy "
+               f"{rm['accuracy']:.3f} (the oracle P* itself: {oracle_acc:.3f})")  # fmt: skip
+    return judge_model, message
 
-    # 4. the sampling distribution: reward models move with it, preference models do not (issue 15)
-    nu_section = None
-    if cfg.nu_pairs > 0:
-        done = clock.start(4, "reward vs preference model under two sampling distributions")
-        held_ids = {e.metadata["prompt_id"] for e in eval_pairs}
-        train_ids = {p.metadata["id"] for p in train_prompts} - held_ids
-        nu_section = run_sampling_dependence(cfg, run, env, judge_model, train_ids, held_ids)
-        summary["sampling_dependence"] = nu_section
-        done(f"RLHF top class {nu_section['rm_top_class']['rm_A']} (nu_A) vs {nu_section['rm_top_class']['rm_B']} "
-             f"(nu_B); TV of the RLHF optima {nu_section['rm_tv']:.3f}, of the Nash equilibria {nu_section['pm_tv']:.3f}")  # fmt: skip
 
-    # 5. policies
-    done = clock.start(5, "policies (Nash-MD, RLHF, IPO)")
+def stage_policies(
+    cfg: DemoConfig, run: Path, train_prompts: list, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Stage 5: Nash-MD-PG, RLHF and offline IPO, each on a fresh base model with LoRA. Returns their results."""
     trained: dict[str, Any] = {}
     for name, fn in (("Nash-MD", lambda: train_nash_md(cfg, run, train_prompts)),
                      ("RLHF", lambda: train_rlhf(cfg, run, train_prompts)),
@@ -171,10 +200,13 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         print(f"    {name}: {res.summary.get('steps')} steps in {time.perf_counter() - t0:.1f} s", flush=True)
     summary["training"] = {name: {"steps": r.summary.get("steps"), "train": r.summary.get("train"),
                                   "timings_s": r.timings} for name, r in trained.items()}  # fmt: skip
-    done(", ".join(f"{n}: {r.summary.get('steps')} steps" for n, r in trained.items()))
+    return trained
 
-    # 6. tournament under the oracle on the held-out prompts, and the report
-    done = clock.start(6, "tournament (oracle, held-out prompts) + report")
+
+def stage_tournament_and_report(cfg: DemoConfig, run: Path, device: str, env: Any, trained: dict, heldout_prompts: list,
+                                mu_vec: Any, nu_section: dict | None, summary: dict[str, Any], clock: StageClock,
+                                done: Any) -> None:  # fmt: skip
+    """Stage 6: the tournament under the oracle on the held-out prompts, the claims, the targets, the report."""
     from nlhf.eval import PolicyEntry, run_tournament
     from nlhf.report import write_report
 
@@ -185,16 +217,15 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         entries.append(PolicyEntry(name, r.policy.to(device).eval(), r.tokenizer, spec=str(r.out_dir)))
     result = run_tournament(entries, [p.prompt for p in heldout_prompts], env, tournament_config(cfg),
                             reference=entries[0], progress=True)  # fmt: skip
-    res = result.to_dict()
     claims = evaluate_claims(result, cfg.confidence, cfg.seed) if cfg.claims else None
-    summary["tournament"] = res
+    summary["tournament"] = result.to_dict()
     summary["claims"] = claims
     targets = class_targets(env, mu_vec, cfg) if mu_vec.min() > 0 else None
     summary["targets"] = None if targets is None else {k: v.tolist() for k, v in targets.items()}
     curves = plot_learning_curves({"preference model": run / "pm", "reward model": run / "rm",
                                    "Nash-MD": run / "nash_md", "RLHF": run / "rlhf", "IPO": run / "ipo"},
                                   run / "learning_curves.png")  # fmt: skip
-    row = done(f"{len(heldout_prompts)} prompts x {cfg.eval_samples_per_prompt} samples per policy")
+    done(f"{len(heldout_prompts)} prompts x {cfg.eval_samples_per_prompt} samples per policy")
     sections = report_sections(cfg, summary, clock.stages, claims)
     if targets is not None:
         sections.insert(
@@ -216,5 +247,3 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 
         run_lab_showcase(run / "lab", quick=not cfg.claims)
     (run / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
-    del row
-    return summary
