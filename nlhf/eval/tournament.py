@@ -7,10 +7,10 @@ and any :class:`~nlhf.judges.Judge`, and returns a
 Sampling
     ``cfg.samples_per_prompt`` (S) responses per prompt for every policy, by
     :func:`nlhf.sampling.generate` (KV-cached, stop at EOS, ``cfg.max_new_tokens``). Prompts
-    are tokenised as the online trainers do (:func:`nlhf.train.online.tokenize_prompts`:
+    are tokenised as the online trainers do (:func:`nlhf.data.prompt_batches.tokenize_prompts`:
     chat template with the generation prompt when the tokenizer has one; cut from the left
     to ``cfg.max_prompt_tokens`` if set) and
-    left-padded (:func:`nlhf.train.online.make_collate`). Batches hold
+    left-padded (:func:`nlhf.data.prompt_batches.make_prompt_collate`). Batches hold
     ``max(1, cfg.batch_size // S)`` prompts; every response row has its own random stream
     (:class:`nlhf.sampling.decode.RowGenerator`) seeded from ``(cfg.seed, prompt index,
     sample index)``, so adding a policy leaves the other policies' samples unchanged, and
