@@ -56,7 +56,9 @@ def win_rate_table_html(result: Any) -> str:
             p = result.win_rate[i, j]
             ci = f"[{_num(result.win_low[i, j])}, {_num(result.win_high[i, j])}]"
             title = f"{float(result.wins[i, j]):.1f} expected wins of {int(result.n_games[i, j])} comparisons"
-            if result.n_effective is not None:
+            if result.interval == "cluster_t" and result.win_se is not None:
+                title += f" (prompt-clustered t interval, standard error {float(result.win_se[i, j]):.4f})"
+            elif result.n_effective is not None:
                 title += f" (interval on {float(result.n_effective[i, j]):.1f} effective comparisons)"
             cells.append(
                 f'<td style="background:{_cell_color(p)}" title="{escape(title)}">{_num(p)}'
