@@ -66,16 +66,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nlhf.config import check
-from nlhf.data import collate_pairs, load_preferences, tokenize_pair
 from nlhf.data.collate import pad_token_id
 from nlhf.losses import get_loss
 from nlhf.models.lora import LoraSettings
 from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
 from nlhf.train.config import LoopConfig, OptimConfig, check_required
+from nlhf.train.dpo_data import (  # the data names are re-exported from here (tests, callers)
+    OfflineItem,
+    make_collate,
+    prepare_examples,
+    tokenize_examples,
+    training_examples,
+)
 from nlhf.train.loop import StepOutput, make_accelerator
 from nlhf.train.pair_logps import (
     PromptSharing,
-    collate_shared_prompt,
     pair_logps,
     prompt_sharing,
     sequence_logps,
@@ -175,85 +180,6 @@ class OfflineConfig:
         check_required(self, data="--data TRAIN", out="--out DIR", model="--model smollm2|tiny|PATH")
 
 
-# ----------------------------------------------------------------------------- data
-
-
-def prepare_examples(examples: Sequence[Any], loss: str, where: str) -> list[Any]:
-    """The pairs as the loss needs them.
-
-    IPO takes every label p in [0, 1] as it is. DPO and cDPO need a winner: a pair with
-    label 1 is kept, a pair with label 0 is turned round (``first`` becomes the winner,
-    label 1); a soft label is refused with the row's source, since these losses would
-    silently treat it as hard.
-    """
-    if loss == "ipo":
-        return list(examples)
-    out = []
-    for i, ex in enumerate(examples):
-        if ex.label == 1.0:
-            out.append(ex)
-        elif ex.label == 0.0:
-            out.append(ex.swapped())
-        else:
-            raise ValueError(
-                f"{ex.source or f'{where} row {i}'}: label {ex.label} is not 0 or 1; loss={loss} needs hard "
-                "labels (use loss=ipo, which honours soft labels, or filter the data)"
-            )
-    return out
-
-
-@dataclass(frozen=True)
-class OfflineItem:
-    """One tokenised pair as the loop sees it: where its cached reference log-probs are."""
-
-    split: str  # "train" | "eval"
-    index: int  # row of the reference cache
-    pair: Any  # nlhf.data.TokenizedPair
-
-
-def tokenize_examples(
-    tokenizer: Any, examples: Sequence[Any], cfg: OfflineConfig
-) -> tuple[list[Any], Counter]:
-    """:func:`nlhf.data.tokenize_pair` for every pair, and truncation counts (pairs and tokens cut)."""
-    pairs, cut = [], Counter()
-    for ex in examples:
-        p = tokenize_pair(tokenizer, ex, cfg.max_prompt_tokens, cfg.max_response_tokens)
-        for name, n in (("prompt", p.prompt_cut), ("first", p.first_cut), ("second", p.second_cut)):
-            if n:
-                cut[name] += 1
-                cut[f"{name}_tokens"] += n
-        pairs.append(p)
-    return pairs, cut
-
-
-def make_collate(
-    pad_token_id: int, ref: RefLogps, share_prompt: bool = False
-) -> Callable[[list[OfflineItem]], dict[str, Any]]:
-    """``list[OfflineItem] -> batch``: the pairs' rows and mu's cached log-probs.
-
-    Batch: ``input_ids``/``attention_mask``/``completion_mask`` (2B, T) long, right-padded,
-    rows 0..B-1 ``prompt + first`` and B..2B-1 ``prompt + second``; ``labels`` (B,) float32
-    = P(first > second); ``ref_logps`` (B, 2) float32 (cached, reduction applied); with
-    ``share_prompt`` also the keys of :func:`collate_shared_prompt`.
-    """
-
-    def collate(items: list[OfflineItem]) -> dict[str, Any]:
-        pairs = [it.pair for it in items]
-        batch = collate_pairs(pairs, pad_token_id)
-        out = {
-            "input_ids": batch.input_ids,  # (2B, T)
-            "attention_mask": batch.attention_mask,  # (2B, T)
-            "completion_mask": batch.completion_mask,  # (2B, T)
-            "labels": batch.labels,  # (B,)
-            "ref_logps": ref.lookup(items),  # (B, 2)
-        }
-        if share_prompt:
-            out.update(collate_shared_prompt(pairs, pad_token_id))
-        return out
-
-    return collate
-
-
 # ----------------------------------------------------------------------------- steps
 
 
@@ -333,38 +259,53 @@ def make_eval_step(
 OfflineResult = RunResult  # timings: load, tokenize, loop_setup, ref_precompute, train, save
 
 
-def _examples(
-    cfg: OfflineConfig, train: Sequence[Any] | None, evaluation: Sequence[Any] | None
-) -> tuple[list, list | None]:
-    """The training and evaluation pairs (given, else loaded from ``cfg.data`` / ``cfg.eval_data``), oriented
-    for the loss (:func:`prepare_examples`)."""
-    if train is None:
-        train, loaded_eval = _load_examples(cfg)
-        evaluation = loaded_eval if evaluation is None else evaluation
-    if len(train) == 0:
-        raise ValueError("run_offline: no training pairs")
-    evaluation = prepare_examples(evaluation, cfg.loss, "eval") if evaluation is not None else None
-    return prepare_examples(train, cfg.loss, "train"), evaluation
+def _make_loop(
+    cfg: OfflineConfig,
+    loop_cfg: LoopConfig,
+    policy: Any,
+    eval_reference: Any | None,
+    train_pairs: list[Any],
+    eval_pairs: list[Any] | None,
+    ref: RefLogps,
+    pad_id: int,
+    sharing: PromptSharing | None,
+    acc: Any,
+    optimizer_fn: Callable[[Any], Any] | None,
+) -> Any:
+    """The shared loop over :class:`OfflineItem` s (checks the run directory, saves ``config.yaml``)."""
+    train_items = [OfflineItem("train", i, p) for i, p in enumerate(train_pairs)]
+    eval_items = [OfflineItem("eval", i, p) for i, p in enumerate(eval_pairs)] if eval_pairs else None
+    return loop_lib.TrainLoop(
+        loop_cfg,
+        cfg.optim,
+        policy,
+        train_items,
+        make_collate(pad_id, ref, share_prompt=sharing is not None),
+        make_step(cfg, sharing),
+        eval_data=eval_items,
+        eval_fn=make_eval_step(cfg, eval_reference, sharing),
+        run_config=cfg,
+        accelerator=acc,
+        optimizer_fn=optimizer_fn,
+    )
 
 
-def _load_examples(cfg: OfflineConfig) -> tuple[list[Any], list[Any] | None]:
-    train = load_preferences(
-        cfg.data, format=cfg.data_format, split=cfg.split, skip_invalid=cfg.skip_invalid, limit=cfg.limit
-    )
-    if len(train) == 0:
-        raise ValueError(f"{cfg.data}: no training pairs")
-    if cfg.eval_data is None:
-        return list(train), None
-    ev = load_preferences(
-        cfg.eval_data,
-        format=cfg.data_format,
-        split=cfg.eval_split,
-        skip_invalid=cfg.skip_invalid,
-        limit=cfg.eval_limit,
-    )
-    if len(ev) == 0:
-        raise ValueError(f"{cfg.eval_data}: no evaluation pairs")
-    return list(train), list(ev)
+def _summary_extra(
+    cfg: OfflineConfig, n_train: int, n_eval: int, cut: Counter, computed: int, shared: bool
+) -> dict[str, Any]:
+    """The run's own fields of ``metrics.json`` (beside the loop's summary)."""
+    return {
+        "loss": cfg.loss,
+        "tau": cfg.tau,
+        "reduction": cfg.reduction,
+        "label_smoothing": cfg.label_smoothing,
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "ref_logps": "computed" if computed else "cached",
+        "ref_pairs_computed": computed,  # pairs (train + eval) whose mu log-probs this run computed
+        "share_prompt": shared,
+        "truncated": {"pairs": n_train, **dict(cut)},
+    }
 
 
 def run_offline(
@@ -399,7 +340,7 @@ def run_offline(
     out, loop_cfg = start_run(cfg)
 
     # 1. Data (validated, oriented for DPO).
-    train_examples, eval_examples = _examples(cfg, train_examples, eval_examples)
+    train_examples, eval_examples = training_examples(cfg, train_examples, eval_examples)
 
     # 2. Model, tokenisation, policy and explicit reference.
     t0 = time.perf_counter()
@@ -423,22 +364,9 @@ def run_offline(
 
     # 3. The loop (checks the run directory, saves config.yaml), then mu's log-probs, once.
     ref = RefLogps()
-    train_items = [OfflineItem("train", i, p) for i, p in enumerate(train_pairs)]
-    eval_items = [OfflineItem("eval", i, p) for i, p in enumerate(eval_pairs)] if eval_pairs else None
     t0 = time.perf_counter()
-    loop = loop_lib.TrainLoop(
-        loop_cfg,
-        cfg.optim,
-        policy,
-        train_items,
-        make_collate(pad_id, ref, share_prompt=sharing is not None),
-        make_step(cfg, sharing),
-        eval_data=eval_items,
-        eval_fn=make_eval_step(cfg, reference if keep_reference else None, sharing),
-        run_config=cfg,
-        accelerator=acc,
-        optimizer_fn=optimizer_fn,
-    )
+    loop = _make_loop(cfg, loop_cfg, policy, reference if keep_reference else None, train_pairs, eval_pairs, ref,
+                      pad_id, sharing, acc, optimizer_fn)  # fmt: skip
     timings["loop_setup"] = time.perf_counter() - t0
 
     #    Only the pairs the run will read: all of them from one epoch on, fewer for a shorter run.
@@ -454,18 +382,8 @@ def run_offline(
         del reference  # the frozen copy (full fine-tuning) is not needed any more
 
     # 4. Train; save the policy and the summary.
-    extra = {
-        "loss": cfg.loss,
-        "tau": cfg.tau,
-        "reduction": cfg.reduction,
-        "label_smoothing": cfg.label_smoothing,
-        "n_train": len(train_pairs),
-        "n_eval": len(eval_pairs) if eval_pairs else 0,
-        "ref_logps": "computed" if computed else "cached",
-        "ref_pairs_computed": computed,  # pairs (train + eval) whose mu log-probs this run computed
-        "share_prompt": sharing is not None,
-        "truncated": {"pairs": len(train_pairs), **dict(cut)},
-    }
+    n_eval = len(eval_pairs) if eval_pairs else 0
+    extra = _summary_extra(cfg, len(train_pairs), n_eval, cut, computed, sharing is not None)
     return train_and_save(cfg, loop, tokenizer, out, timings, extra)
 
 
