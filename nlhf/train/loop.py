@@ -46,7 +46,9 @@ position (:mod:`nlhf.train.data_stream`); the weighted metrics, console lines,
 ``metrics.jsonl`` and TensorBoard (:mod:`nlhf.train.metrics_log`); atomic checkpoints
 every N steps with exact resume (:mod:`nlhf.train.loop_checkpoint` over
 :mod:`nlhf.train.checkpoint`); the output directory, checked (writable, enough free disk)
-before anything is trained (:mod:`nlhf.train.out_dir`).
+before anything is trained (:mod:`nlhf.train.out_dir`); the evaluation pass
+(:mod:`nlhf.train.loop_eval`); the step function's types, :class:`StepOutput` and
+:class:`StepContext` (:mod:`nlhf.train.step_api`, re-exported here).
 """
 
 from __future__ import annotations
@@ -56,72 +58,23 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from nlhf.config import ConfigError
 from nlhf.train import checkpoint as ckpt_lib
 from nlhf.train.config import LoopConfig, OptimConfig
 from nlhf.train.data_stream import epoch_permutation, micro_batch_positions, run_length, stream_indices
 from nlhf.train.loop_checkpoint import loop_trainer_state, restore_loop, save_loop_checkpoint
-from nlhf.train.metrics_log import METRICS_FILE, MetricsLogger, MetricsWindow, accumulate, weighted_means
+from nlhf.train.loop_eval import evaluate_loop
+from nlhf.train.metrics_log import METRICS_FILE, MetricsLogger, MetricsWindow, accumulate
 from nlhf.train.optim import lr_factor, make_optimizer, make_scheduler
 from nlhf.train.out_dir import RunDirError, check_out_dir, prepare_out_dir
+from nlhf.train.step_api import Stateful, StepContext, StepFn, StepOutput, TrainResult
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many optimiser steps in a row had a NaN/inf loss or gradient."""
-
-
-# ----------------------------------------------------------------------------- step API
-
-
-@dataclass
-class StepOutput:
-    """What a step (or eval) function returns for one micro-batch.
-
-    ``losses[i]`` is example i's loss already *summed* over its weight units (its tokens,
-    or 1 for a pair-level loss), and ``weights[i]`` the number of those units. The loop
-    divides the global sum of ``losses`` by the global sum of ``weights``.
-    """
-
-    losses: Any  # (B,) per-example summed loss; must carry grad in training
-    weights: Any  # (B,) per-example weight (tokens or pairs), >= 0
-    metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> ((B,) values, (B,) weights)
-    outputs: dict[str, Any] = field(default_factory=dict)  # eval only: name -> (B, ...) per-example outputs
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """Where a micro-batch sits in the run (for per-example seeding, e.g. of samplers)."""
-
-    step: int  # optimiser step being computed, 0-based
-    micro_step: int  # micro-batch within the step, 0 .. grad_accum_steps - 1
-    indices: tuple[int, ...]  # dataset indices of the examples
-    positions: tuple[int, ...]  # their positions in the global data stream (unique over the run)
-    process_index: int = 0
-    training: bool = True
-
-
-StepFn = Callable[[Any, Any, StepContext], StepOutput]
-
-
-class Stateful(Protocol):
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
-
-
-@dataclass
-class TrainResult:
-    step: int  # optimiser steps attempted (== max_steps when the run finished)
-    updates: int  # steps that changed the weights
-    nonfinite_steps: int  # steps skipped for a NaN/inf loss or gradient
-    train_metrics: dict[str, float]  # the last logged window
-    eval_metrics: dict[str, float]  # the last evaluation ({} if none)
-    eval_outputs: dict[str, Any]  # per-example outputs of the last evaluation, in dataset order
-    checkpoint: Path | None  # the newest checkpoint
 
 
 # ----------------------------------------------------------------------------- components
@@ -252,29 +205,11 @@ class TrainLoop:
 
     def run(self) -> TrainResult:
         """Train for ``max_steps`` optimiser steps (continuing a checkpoint if ``resume``)."""
-        from tqdm.auto import tqdm
-
-        acc, cfg = self.accelerator, self.cfg
+        cfg = self.cfg
 
         # 1. Resume: weights, optimiser, schedule, RNG, counters and data position.
         resumed_from = self._restore() if cfg.resume else None
-        logger = MetricsLogger(
-            self.out_dir,
-            enabled=acc.is_main_process,
-            tensorboard=cfg.tensorboard,
-            resume_step=self.step if resumed_from is not None else None,
-        )
-        bar = tqdm(
-            total=self.max_steps,
-            initial=self.step,
-            desc="train",
-            disable=not (acc.is_main_process and cfg.progress),
-            dynamic_ncols=True,
-        )
-        if not bar.disable:
-            logger.console = bar.write
-        if resumed_from is not None:
-            logger.console(f"resumed from {resumed_from} at step {self.step}")
+        logger, bar = self._open_logs(resumed_from)
 
         window = MetricsWindow()  # weighted sums since the last log line
         train_metrics: dict[str, float] = {}
@@ -291,24 +226,11 @@ class TrainLoop:
                     bar.set_postfix(loss=f"{totals['loss'] / totals['weight']:.4f}", refresh=False)
 
                 # 3. Stop when too many steps in a row were NaN/inf (weights untouched by them).
-                if self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
-                    last = ckpt_lib.find_latest(self.out_dir)
-                    raise NonFiniteLossError(
-                        f"stopping at step {self.step}: {self.nonfinite_in_a_row} steps in a row had a "
-                        f"NaN/inf loss or gradient ({self.nonfinite_steps} in total; all skipped, weights "
-                        f"not updated by them). Last good checkpoint: {last or 'none'}. Lower optim.lr, "
-                        "check the data, or raise loop.max_nonfinite_in_a_row."
-                    )
+                self._check_nonfinite_run()
 
                 # 4. Log the weighted means of the window.
                 if self.step % cfg.log_every == 0 or self.step == self.max_steps:
-                    elapsed = time.perf_counter() - started
-                    train_metrics = window.means()
-                    train_metrics.update(
-                        lr=self.lr_used,
-                        nonfinite_steps=self.nonfinite_steps,
-                        examples_per_s=(self.step - start_step) * self.global_batch / max(elapsed, 1e-9),
-                    )
+                    train_metrics = self._window_metrics(window, started, start_step)
                     logger.log(self.step, "train", train_metrics)
                     self.train_metrics = dict(train_metrics)
                     window = MetricsWindow()
@@ -335,6 +257,52 @@ class TrainLoop:
             eval_outputs=dict(self.eval_outputs),
             checkpoint=self.last_checkpoint,
         )
+
+    def _open_logs(self, resumed_from: Path | None) -> tuple[MetricsLogger, Any]:
+        """The metrics logger (JSONL / TensorBoard / console) and the tqdm bar, both on the main process only."""
+        from tqdm.auto import tqdm
+
+        acc, cfg = self.accelerator, self.cfg
+        logger = MetricsLogger(
+            self.out_dir,
+            enabled=acc.is_main_process,
+            tensorboard=cfg.tensorboard,
+            resume_step=self.step if resumed_from is not None else None,
+        )
+        bar = tqdm(
+            total=self.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (acc.is_main_process and cfg.progress),
+            dynamic_ncols=True,
+        )
+        if not bar.disable:
+            logger.console = bar.write
+        if resumed_from is not None:
+            logger.console(f"resumed from {resumed_from} at step {self.step}")
+        return logger, bar
+
+    def _check_nonfinite_run(self) -> None:
+        """Raise :class:`NonFiniteLossError` when ``max_nonfinite_in_a_row`` steps in a row were NaN/inf."""
+        if self.nonfinite_in_a_row >= self.cfg.max_nonfinite_in_a_row:
+            last = ckpt_lib.find_latest(self.out_dir)
+            raise NonFiniteLossError(
+                f"stopping at step {self.step}: {self.nonfinite_in_a_row} steps in a row had a "
+                f"NaN/inf loss or gradient ({self.nonfinite_steps} in total; all skipped, weights "
+                f"not updated by them). Last good checkpoint: {last or 'none'}. Lower optim.lr, "
+                "check the data, or raise loop.max_nonfinite_in_a_row."
+            )
+
+    def _window_metrics(self, window: MetricsWindow, started: float, start_step: int) -> dict[str, float]:
+        """The window's weighted means, with the lr, the NaN/inf count and the examples per second of this run."""
+        elapsed = time.perf_counter() - started
+        metrics = window.means()
+        metrics.update(
+            lr=self.lr_used,
+            nonfinite_steps=self.nonfinite_steps,
+            examples_per_s=(self.step - start_step) * self.global_batch / max(elapsed, 1e-9),
+        )
+        return metrics
 
     # --------------------------------------------------------------- one optimiser step
 
@@ -372,31 +340,8 @@ class TrainLoop:
         model.train()
         self.lr_used = self.optimizer.param_groups[0]["lr"]  # the lr of this step's update
 
-        # (a) Forward/backward every micro-batch on the SUM of its per-example losses, times one
-        #     constant c per step, the same on every process: 1 / (global weight of micro-batch 0
-        #     x grad_accum_steps), a provisional normaliser that gives the gradients the size of a
-        #     mean (what fp16 loss scaling expects); (c) replaces it by the exact one.
-        #     Gradients are synchronised across processes only on the last micro-batch.
-        local: dict[str, Any] = {}  # name -> () float64 running sum on this process
-        c = 1.0
-        for micro_step in range(self.cfg.grad_accum_steps):
-            batch, ctx = self._micro_batch(micro_step)
-            last = micro_step == self.cfg.grad_accum_steps - 1
-            with nullcontext() if last else acc.no_sync(model):
-                with acc.autocast():
-                    out = self.step_fn(model, batch, ctx)
-                loss_sum = out.losses.sum()  # () sum over the micro-batch's examples
-                if micro_step == 0:
-                    first: dict[str, Any] = {}
-                    accumulate(first, "weight", out.weights)
-                    estimate = self._reduce_sums(first)["weight"] * self.cfg.grad_accum_steps
-                    c = 1.0 / estimate if estimate > 0 else 1.0
-                acc.backward(loss_sum * c)
-            accumulate(local, "loss", loss_sum)
-            accumulate(local, "weight", out.weights)
-            for name, (values, weights) in out.metrics.items():
-                accumulate(local, name, values)
-                accumulate(local, f"{name}:weight", weights)
+        # (a) Forward/backward every micro-batch on its loss SUM times one constant c per step.
+        local, c = self._accumulate_micro_batches()
 
         # (b) Global sums across processes: one all-reduce of a (K,) vector.
         totals = self._reduce_sums(local)
@@ -427,6 +372,45 @@ class TrainLoop:
                 skip = "nonfinite gradient"
 
         # (e) Update, or skip. A skipped step leaves weights, optimiser and schedule untouched.
+        self._update_or_skip(skip)
+        return totals, grad_norm, skip
+
+    def _accumulate_micro_batches(self) -> tuple[dict[str, Any], float]:
+        """Forward and backward every micro-batch of the step; returns (this process's running sums, c).
+
+        The sums: ``loss``, ``weight`` and ``<metric>`` / ``<metric>:weight``, each a () float64
+        tensor; c: the provisional normaliser every micro-batch's loss sum was multiplied by.
+        """
+        acc, model = self.accelerator, self.model
+        # Each micro-batch backward-propagates the SUM of its per-example losses times one constant
+        # c per step, the same on every process: 1 / (global weight of micro-batch 0 x
+        # grad_accum_steps), a provisional normaliser that gives the gradients the size of a mean
+        # (what fp16 loss scaling expects); _train_step's (c) replaces it by the exact one.
+        # Gradients are synchronised across processes only on the last micro-batch.
+        local: dict[str, Any] = {}  # name -> () float64 running sum on this process
+        c = 1.0
+        for micro_step in range(self.cfg.grad_accum_steps):
+            batch, ctx = self._micro_batch(micro_step)
+            last = micro_step == self.cfg.grad_accum_steps - 1
+            with nullcontext() if last else acc.no_sync(model):
+                with acc.autocast():
+                    out = self.step_fn(model, batch, ctx)
+                loss_sum = out.losses.sum()  # () sum over the micro-batch's examples
+                if micro_step == 0:
+                    first: dict[str, Any] = {}
+                    accumulate(first, "weight", out.weights)
+                    estimate = self._reduce_sums(first)["weight"] * self.cfg.grad_accum_steps
+                    c = 1.0 / estimate if estimate > 0 else 1.0
+                acc.backward(loss_sum * c)
+            accumulate(local, "loss", loss_sum)
+            accumulate(local, "weight", out.weights)
+            for name, (values, weights) in out.metrics.items():
+                accumulate(local, name, values)
+                accumulate(local, f"{name}:weight", weights)
+        return local, c
+
+    def _update_or_skip(self, skip: str | None) -> None:
+        """Step the optimiser and schedule (``skip`` None), else count the skipped step; then zero the gradients."""
         if skip is None:
             self.optimizer.step()
             if not self.optimizer.step_was_skipped:  # an fp16 loss-scale overflow is not counted
@@ -435,13 +419,12 @@ class TrainLoop:
             self.nonfinite_in_a_row = 0
         elif skip == "zero weight":
             self.zero_weight_steps += 1
-            warnings.warn(f"step {self.step}: the global batch has zero total weight; skipped", stacklevel=2)
+            warnings.warn(f"step {self.step}: the global batch has zero total weight; skipped", stacklevel=3)
         else:
             self.nonfinite_steps += 1
             self.nonfinite_in_a_row += 1
-            warnings.warn(f"step {self.step}: {skip}; step skipped", stacklevel=2)
+            warnings.warn(f"step {self.step}: {skip}; step skipped", stacklevel=3)
         self.optimizer.zero_grad(set_to_none=True)
-        return totals, grad_norm, skip
 
     def _reduce_sums(self, local: Mapping[str, Any]) -> dict[str, float]:
         """Sum the named scalars over processes (every process holds the same names)."""
@@ -456,82 +439,8 @@ class TrainLoop:
     # --------------------------------------------------------------- evaluation
 
     def evaluate(self) -> dict[str, float]:
-        """Metrics on ``eval_data``: weighted means over the whole set, plus ``eval_summary``.
-
-        Runs without gradients in eval mode, with the RNG states saved and restored around
-        it, so evaluating (or not) never changes the training run. Each process takes every
-        W-th example; sums are all-reduced and per-example outputs gathered back into
-        dataset order.
-        """
-        import torch
-        from accelerate.utils import send_to_device
-
-        acc = self.accelerator
-        assert self.eval_data is not None
-        # DDP: the unwrapped model (replicated weights; no collectives inside eval forwards). FSDP: the
-        # wrapped one (its forwards gather the shards: collective), in lockstep: every process runs the
-        # same number of batches, a process whose shard is shorter repeats an example and discards it.
-        model = self.model if self.is_fsdp else acc.unwrap_model(self.model)
-        rng = ckpt_lib.capture_rng_state()
-        was_training = model.training
-        model.eval()
-        local: dict[str, Any] = {
-            "loss": torch.zeros((), dtype=torch.float64),
-            "weight": torch.zeros((), dtype=torch.float64),
-        }
-        outputs: dict[str, list[Any]] = {}
-        shard = list(range(acc.process_index, len(self.eval_data), self.world))
-        b = self.cfg.eval_micro_batch_size
-        longest = -(-len(self.eval_data) // self.world)  # the first process's shard
-        starts = range(0, longest if self.is_fsdp else len(shard), b)
-        with torch.no_grad():
-            for start in starts:
-                indices = shard[start : start + b]
-                if not indices:  # FSDP lockstep: a forward the other processes need, then discarded
-                    with acc.autocast():
-                        self.eval_fn(model, send_to_device(self.collate_fn([self.eval_data[0]]), acc.device),
-                                     StepContext(self.step, 0, (0,), (0,), acc.process_index, training=False))  # fmt: skip
-                    continue
-                batch = send_to_device(self.collate_fn([self.eval_data[i] for i in indices]), acc.device)
-                ctx = StepContext(
-                    self.step, 0, tuple(indices), tuple(indices), acc.process_index, training=False
-                )
-                with acc.autocast():
-                    out = self.eval_fn(model, batch, ctx)
-                accumulate(local, "loss", out.losses)
-                accumulate(local, "weight", out.weights)
-                for name, (values, weights) in out.metrics.items():
-                    accumulate(local, name, values)
-                    accumulate(local, f"{name}:weight", weights)
-                for name, value in out.outputs.items():
-                    outputs.setdefault(name, []).append(value.detach())
-        model.train(was_training)
-        ckpt_lib.restore_rng_state(rng)
-
-        totals = self._reduce_sums(local)
-        metrics = weighted_means(totals)
-        gathered = {name: self._gather_in_order(torch.cat(parts)) for name, parts in outputs.items()}
-        if self.eval_summary is not None:
-            metrics.update(self.eval_summary(dict(metrics), gathered))
-        self.eval_metrics, self.eval_outputs = metrics, gathered
-        return metrics
-
-    def _gather_in_order(self, local: Any) -> Any:
-        """Gather per-example outputs (process r holds examples r, r + W, ...) into dataset order."""
-        import torch
-
-        if self.world == 1:
-            return local.cpu()
-        acc = self.accelerator
-        n = len(self.eval_data)  # type: ignore[arg-type]
-        per_rank = -(-n // self.world)  # ceil
-        padded = torch.zeros((per_rank, *local.shape[1:]), dtype=local.dtype, device=acc.device)
-        padded[: local.shape[0]] = local
-        allv = acc.gather(padded).reshape(self.world, per_rank, *local.shape[1:])  # (W, per_rank, ...)
-        order = allv.transpose(0, 1).reshape(
-            self.world * per_rank, *local.shape[1:]
-        )  # example r + W k at k W + r
-        return order[:n].cpu()
+        """Metrics on ``eval_data`` (no gradients, RNG untouched): :func:`nlhf.train.loop_eval.evaluate_loop`."""
+        return evaluate_loop(self)
 
     # --------------------------------------------------------------- checkpoints
 
