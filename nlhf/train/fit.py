@@ -336,38 +336,52 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
         )  # (2N,): (a, b, y) and (b, a, 1 - y)
         plot_reliability(table, out / RELIABILITY_PNG, title=f"{'preference' if kind == 'pm' else 'reward'} model, "
                          f"{len(labels)} pairs x 2 orientations (ECE = {table.ece:.3f})")  # fmt: skip
-        ev = result.eval_metrics
-        summary = {
-            "kind": "pairwise_preference" if kind == "pm" else "reward",
-            "accuracy": ev["accuracy"],
-            "log_loss": ev["loss"],  # mean BCE against the (soft) labels
-            "ece": table.ece,
-            "n_eval": int(len(labels)),
-            "eval_data": evaluated_on,
-            "truncated_rate": ev.get("truncated_rate", float("nan")),
-            "n_train": len(train),
-            "skipped_rows": {
-                "train": getattr(train, "num_skipped", 0),
-                "eval": getattr(evaluation, "num_skipped", 0),
-            },
-            "steps": result.step,
-            "updates": result.updates,
-            "nonfinite_steps": result.nonfinite_steps,
-            "train": result.train_metrics,
-            "calibration": {
-                "orientations": 2,  # each pair counted as (a, b, label) and (b, a, 1 - label)
-                "bins": bins,
-                "count": list(table.count),
-                "confidence": list(table.confidence),
-                "frequency": list(table.frequency),
-            },
-            "model": cfg.model,
-        }
+        summary = _fit_summary(kind, cfg, result, table, len(labels), train, evaluation, evaluated_on)
         acc.unwrap_model(loop.model).save_pretrained(out, merge_lora=cfg.merge_lora, state_dict=full_state)
         text = json.dumps(_json_safe(summary), indent=2, allow_nan=False)
         write_text_atomic(out / METRICS_JSON, text + "\n")
     acc.wait_for_everyone()
     return summary
+
+
+def _fit_summary(
+    kind: str,
+    cfg: FitConfig,
+    result: Any,
+    table: Any,
+    n_eval: int,
+    train: Sequence[Any],
+    evaluation: Sequence[Any],
+    evaluated_on: str,
+) -> dict[str, Any]:
+    """``metrics.json``'s content: accuracy, log loss, ECE and the reliability table (``table``), run counters."""
+    ev = result.eval_metrics
+    return {
+        "kind": "pairwise_preference" if kind == "pm" else "reward",
+        "accuracy": ev["accuracy"],
+        "log_loss": ev["loss"],  # mean BCE against the (soft) labels
+        "ece": table.ece,
+        "n_eval": int(n_eval),
+        "eval_data": evaluated_on,
+        "truncated_rate": ev.get("truncated_rate", float("nan")),
+        "n_train": len(train),
+        "skipped_rows": {
+            "train": getattr(train, "num_skipped", 0),
+            "eval": getattr(evaluation, "num_skipped", 0),
+        },
+        "steps": result.step,
+        "updates": result.updates,
+        "nonfinite_steps": result.nonfinite_steps,
+        "train": result.train_metrics,
+        "calibration": {
+            "orientations": 2,  # each pair counted as (a, b, label) and (b, a, 1 - label)
+            "bins": cfg.calibration_bins,
+            "count": list(table.count),
+            "confidence": list(table.confidence),
+            "frequency": list(table.frequency),
+        },
+        "model": cfg.model,
+    }
 
 
 def _json_safe(value: Any) -> Any:
