@@ -26,13 +26,8 @@ import torch
 from torch import Tensor
 
 from nlhf.data.schema import Prompt
-from nlhf.models.scorer import (
-    SequenceScorer,
-    cache_argument,
-    check_batch_sizes,
-    pad_and_stack,
-    shared_prefix_lengths,
-)
+from nlhf.models.backbone import cache_argument, shared_prefix_lengths
+from nlhf.models.scorer import SequenceScorer, check_batch_sizes, pad_and_stack
 
 
 def preference_logit(score_ab: Tensor, score_ba: Tensor) -> Tensor:

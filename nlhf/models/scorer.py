@@ -61,126 +61,21 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from nlhf.models.forward import forward_signature
+from nlhf.models.backbone import (  # noqa: F401 - shared_prefix_lengths re-exported (tests, benchmarks)
+    backbone_kind,
+    cache_argument,
+    output_cache,
+    shared_prefix_lengths,
+    strip_lm_head,
+)
 from nlhf.models.lora import LoraSettings, apply_lora, base_state_dict, is_peft_model
+from nlhf.models.pooling import POOLINGS, pool_hidden
 
 HEAD_CONFIG = "nlhf_head.json"
 HEAD_WEIGHTS = "head.safetensors"
 ADAPTER_DIR = "adapter"
 FORMAT_VERSION = 2
-POOLINGS = ("last", "mean", "cls", "segments")
 INPUT_LAYOUTS = ("marked", "plain")
-
-
-def backbone_kind(model: Any) -> str:
-    """``"causal"`` for decoder-only LMs (Llama, GPT-2, ...), ``"encoder"`` for BERT-like models."""
-    if is_peft_model(model):
-        model = model.get_base_model()
-    if type(model).__name__.endswith("ForCausalLM") or getattr(model.config, "is_decoder", False):
-        return "causal"
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    model_type = getattr(model.config, "model_type", None)
-    if (
-        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    ):
-        return "causal"
-    return "encoder"
-
-
-def strip_lm_head(model: Any) -> Any:
-    """The base transformer of a ``*ForCausalLM`` (LM head dropped); other models unchanged."""
-    if is_peft_model(model):
-        return model
-    base = getattr(model, "base_model", model)
-    return base if base is not None else model
-
-
-def pool_hidden(
-    hidden: Tensor,
-    attention_mask: Tensor,
-    pooling: str,
-    segment_ids: Tensor | None = None,
-    num_segments: int = 2,
-) -> Tensor:
-    """Pool hidden states (N, T, H) into one vector per row (N, H) under ``attention_mask`` (N, T).
-
-    ``"last"`` reads the last position whose mask is 1 (works for right or left padding),
-    ``"mean"`` the masked mean, ``"cls"`` position 0. Every row must have a real token.
-    ``"segments"`` returns (N, num_segments * H): for k = 1..num_segments the masked mean
-    over the positions with ``segment_ids == k`` (N, T) (a zero vector for an empty slot).
-    """
-    mask = attention_mask.to(dtype=torch.long)  # (N, T)
-    lengths = mask.sum(-1)  # (N,)
-    if bool((lengths == 0).any()):
-        raise ValueError(
-            f"rows {torch.nonzero(lengths == 0).flatten().tolist()} have no tokens (all-zero mask)"
-        )
-    if pooling == "last":
-        positions = torch.arange(mask.shape[1], device=mask.device)  # (T,)
-        last = (mask * positions).amax(-1)  # (N,) index of the last real token
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
-    if pooling == "mean":
-        weights = mask.to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
-        return (hidden * weights).sum(1) / lengths.to(hidden.dtype).unsqueeze(-1)  # (N, H)
-    if pooling == "segments":
-        if segment_ids is None:
-            raise ValueError(
-                "'segments' pooling needs segment_ids (N, T) (1 for the first response's tokens, 2 for the "
-                "second's); the model's encode() returns them"
-            )
-        if segment_ids.shape != mask.shape:
-            raise ValueError(
-                f"segment_ids {tuple(segment_ids.shape)} and attention_mask {tuple(mask.shape)} differ"
-            )
-        pooled = []
-        for k in range(1, num_segments + 1):
-            slot = ((segment_ids == k) & (mask > 0)).to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
-            count = slot.sum(1).clamp(min=1.0)  # (N, 1)
-            pooled.append((hidden * slot).sum(1) / count)  # (N, H)
-        return torch.cat(pooled, -1)  # (N, num_segments * H)
-    if pooling == "cls":
-        if bool((mask[:, 0] == 0).any()):
-            raise ValueError("'cls' pooling needs right-padded rows (position 0 is padding in some row)")
-        return hidden[:, 0]  # (N, H)
-    raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
-
-
-def cache_argument(backbone: Any) -> str | None:
-    """The keyword under which ``backbone``'s forward takes a KV cache (``"cache"`` in transformers 5,
-    ``"past_key_values"`` before), or None when it takes none (:func:`nlhf.models.forward.forward_signature`)."""
-    return forward_signature(backbone).cache_arg
-
-
-def output_cache(output: Any) -> Any:
-    """The KV cache a Hugging Face model output returned (``cache`` or ``past_key_values``), else None."""
-    keys = output.keys() if hasattr(output, "keys") else ()
-    for name in ("cache", "past_key_values"):
-        if name in keys:
-            return output[name]
-    return None
-
-
-def shared_prefix_lengths(input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor) -> Tensor | None:
-    """Per pair, the length of the prefix both orders share, or None when rows i and B + i differ there.
-
-    Rows 0..B-1 are (x, a, b), rows B..2B-1 (x, b, a) (2B, T), right-padded. The prefix of
-    a row is everything before its first non-zero segment id (prompt and first marker);
-    it must be the same tokens in both orders, non-empty, and leave at least one token to continue.
-    """
-    B = input_ids.shape[0] // 2
-    T = input_ids.shape[1]
-    lengths = attention_mask.long().sum(-1)  # (2B,)
-    cols = torch.arange(T, device=input_ids.device).expand_as(input_ids)  # (2B, T)
-    first = torch.where(segment_ids != 0, cols, T).amin(-1)  # (2B,) first response token
-    if not torch.equal(first[:B], first[B:]) or bool((first >= lengths).any()) or bool((first < 1).any()):
-        return None
-    same = (input_ids[:B] == input_ids[B:]) | (cols[:B] >= first[:B].unsqueeze(1))  # (B, T)
-    return first[:B] if bool(same.all()) else None
 
 
 def check_batch_sizes(**columns: Sequence[Any]) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nlhf.models.backbone import output_cache
 from nlhf.models.forward import forward_signature
-from nlhf.models.scorer import output_cache
 from nlhf.sampling.rollout import Rollout
 
 

@@ -106,7 +106,7 @@ def shared_prompt_logps(model: Any, batch: dict[str, Any], reduction: str, shari
     import torch
 
     from nlhf.logprobs import token_logps
-    from nlhf.models.scorer import output_cache
+    from nlhf.models.backbone import output_cache
 
     prompt_ids, plen = batch["prompt_ids"], batch["prompt_lengths"]  # (B, P) left-padded, (B,)
     comp_ids, clen = batch["completion_ids"], batch["completion_lengths"]  # (R, C) right-padded, (R,)
