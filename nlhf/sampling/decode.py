@@ -41,6 +41,10 @@ after the loop, cheaper than B more rows at every step.
 Cost notes: rows that repeat a prompt (same ids and mask: Nash-MD's y and y' rows, k
 samples of one prompt) are prefilled once and their cache rows copied (:mod:`nlhf.sampling.cached_lm`);
 finished rows stay in the batch until every row has finished (no compaction).
+
+Beside it: the per-step recording of tokens and log-probs into a :class:`Rollout`
+(:mod:`nlhf.sampling.recorder`), logits processing and the mixture (:mod:`nlhf.sampling.logits`),
+the cached-model wrapper (:mod:`nlhf.sampling.cached_lm`), the row streams (:mod:`nlhf.sampling.streams`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from nlhf.sampling.logits import (
     sample_tokens,
     token_logps_at,
 )
+from nlhf.sampling.recorder import ResponseRecorder
 from nlhf.sampling.rollout import Rollout
 from nlhf.sampling.streams import RowGenerator, RowStream
 
@@ -83,64 +88,6 @@ def _stream(generator: Any, rows: int, where: str) -> Any:
     if isinstance(generator, RowGenerator):
         return generator.stream(rows, where)
     return generator
-
-
-# --------------------------------------------------------------------------------------
-# Recording a batch of responses
-# --------------------------------------------------------------------------------------
-
-
-class _Recorder:
-    """Collects one batch's tokens step by step and builds the :class:`Rollout`."""
-
-    def __init__(self, B: int, stop_ids: Tensor | None, pad_id: int, device: Any, keep_logits: bool) -> None:
-        self.stop_ids = stop_ids
-        self.pad_id = pad_id
-        self.keep_logits = keep_logits
-        self.finished = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
-        self.lengths = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
-        self.tokens: list[Tensor] = []
-        self.logps: dict[str, list[Tensor]] = {}
-        self.step_logits: list[Tensor] = []
-
-    def add(self, tokens: Tensor, sampling_logps: Tensor, step_logits: Tensor, **logps: Tensor) -> Tensor:
-        """Record one step; returns the tokens to feed back (pad on finished rows). (B,) each."""
-        alive = ~self.finished  # (B,)
-        tokens = torch.where(alive, tokens, torch.full_like(tokens, self.pad_id))  # (B,)
-        zero = torch.zeros((), dtype=torch.float32, device=tokens.device)
-        self.tokens.append(tokens)
-        for name, values in {"sampling_logps": sampling_logps, **logps}.items():
-            self.logps.setdefault(name, []).append(torch.where(alive, values.float(), zero))
-        if self.keep_logits:
-            self.step_logits.append(step_logits.float())
-        self.lengths += alive.long()
-        if self.stop_ids is not None:
-            self.finished |= alive & torch.isin(tokens, self.stop_ids)
-        return tokens
-
-    @property
-    def done(self) -> bool:
-        return bool(self.finished.all())
-
-    def build(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Rollout:
-        R = int(self.lengths.max())
-        response_ids = torch.stack(self.tokens, dim=1)[:, :R]  # (B, R)
-        positions = torch.arange(R, device=response_ids.device)  # (R,)
-        response_mask = (positions.unsqueeze(0) < self.lengths.unsqueeze(1)).long()  # (B, R)
-        logps = {name: torch.stack(v, dim=1)[:, :R] for name, v in self.logps.items()}  # (B, R) each
-        step_logits = torch.stack(self.step_logits, dim=1)[:, :R] if self.keep_logits else None  # (B, R, V)
-        return Rollout(
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            response_ids=response_ids,
-            response_mask=response_mask,
-            response_lengths=self.lengths.clone(),
-            truncated=~self.finished,
-            sampling_logps=logps.pop("sampling_logps"),
-            policy_logps=logps.pop("policy_logps", None),
-            ref_logps=logps.pop("ref_logps", None),
-            step_logits=step_logits,
-        )
 
 
 # --------------------------------------------------------------------------------------
@@ -259,7 +206,7 @@ def _generate(
     stop_ids, pad_id, generator = _decode_setup(where, model, prompt_ids, prompt_mask, cfg, generator, eos_token_id,
                                                 pad_token_id)  # fmt: skip
     B = prompt_ids.shape[0]
-    recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    recorder = ResponseRecorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with sampling_mode(model):
         lm = CachedLM(model, prompt_mask, cfg.max_new_tokens)
         logits = lm.prefill(prompt_ids)  # (B, V)
@@ -363,7 +310,7 @@ def sample_mixture(
     stop_ids, pad_id, generator = _decode_setup("sample_mixture", policy, prompt_ids, prompt_mask, cfg, generator,
                                                 eos_token_id, pad_token_id)  # fmt: skip
     B = prompt_ids.shape[0]
-    recorder = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    recorder = ResponseRecorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with sampling_mode(policy, ref):
         policy_lm = CachedLM(policy, prompt_mask, cfg.max_new_tokens)
         ref_lm = CachedLM(ref, prompt_mask, cfg.max_new_tokens)
@@ -428,8 +375,8 @@ def sample_policy_and_mixture(
     B = prompt_ids.shape[0]
     both_ids = torch.cat([prompt_ids, prompt_ids], dim=0)  # (2B, P)
     both_mask = torch.cat([prompt_mask, prompt_mask], dim=0)  # (2B, P)
-    policy_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
-    mixture_rec = _Recorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    policy_rec = ResponseRecorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
+    mixture_rec = ResponseRecorder(B, stop_ids, pad_id, prompt_ids.device, return_step_logits)
     with sampling_mode(policy, ref):
         policy_lm = CachedLM(policy, both_mask, cfg.max_new_tokens)
         ref_lm = CachedLM(ref, prompt_mask, cfg.max_new_tokens)  # y' rows only
