@@ -1,10 +1,14 @@
 """Lazy package exports: a package's public names load from their submodules on first use.
 
 Keeps ``import nlhf.<package>`` cheap (no torch, transformers or matplotlib until a name that
-needs them is used). A package ``__init__`` lists ``_EXPORTS = {name: submodule}`` and ``__all__``
-(with the names imported under ``TYPE_CHECKING`` for type checkers), then::
+needs them is used). A package ``__init__`` declares each public name once, in
+``_EXPORTS = {name: submodule}``, and derives the rest from it::
 
+    __all__ = sorted(_EXPORTS)
     __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+
+(No ``TYPE_CHECKING`` mirror of the table: it would declare every name a second time.
+Static tools find a name's home in the table, or import it from its submodule.)
 """
 
 from __future__ import annotations

@@ -27,8 +27,6 @@ a tournament runs or a report is drawn.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from nlhf._lazy import lazy_exports
 
 _EXPORTS = {
@@ -44,29 +42,6 @@ _EXPORTS = {
     "bootstrap_interval": "nlhf.eval.intervals",
 }
 
-__all__ = [
-    "PolicyEntry",
-    "TournamentConfig",
-    "TournamentResult",
-    "binomial_interval",
-    "bootstrap_interval",
-    "clopper_pearson_interval",
-    "is_class_judge",
-    "load_policy",
-    "run_tournament",
-    "wilson_interval",
-]
-
-if TYPE_CHECKING:
-    from nlhf.eval.config import TournamentConfig
-    from nlhf.eval.intervals import (
-        binomial_interval,
-        bootstrap_interval,
-        clopper_pearson_interval,
-        wilson_interval,
-    )
-    from nlhf.eval.policies import PolicyEntry, load_policy
-    from nlhf.eval.result import TournamentResult
-    from nlhf.eval.tournament import is_class_judge, run_tournament
+__all__ = sorted(_EXPORTS)  # the names are declared once, in _EXPORTS
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -16,8 +16,6 @@ Importing this package is cheap: the names below are loaded on first use (module
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from nlhf._lazy import lazy_exports
 
 _EXPORTS = {
@@ -41,42 +39,6 @@ _EXPORTS = {
     "TabularLM": "nlhf.models.tabular",
 }
 
-__all__ = [
-    "LoraSettings",
-    "ModelLoadError",
-    "PairwisePreferenceModel",
-    "Reference",
-    "RewardModel",
-    "SequenceScorer",
-    "TabularConfig",
-    "TabularLM",
-    "build_policy",
-    "default_cache_dir",
-    "load_backbone",
-    "load_causal_lm",
-    "load_encoder",
-    "load_model",
-    "load_scorer",
-    "save_policy",
-    "tiny_causal_lm",
-    "tiny_tokenizer",
-]
-
-if TYPE_CHECKING:
-    from nlhf.models.loading import (
-        ModelLoadError,
-        default_cache_dir,
-        load_backbone,
-        load_causal_lm,
-        load_encoder,
-    )
-    from nlhf.models.lora import LoraSettings
-    from nlhf.models.policy import Reference, build_policy, save_policy
-    from nlhf.models.preference_model import PairwisePreferenceModel
-    from nlhf.models.reward_model import RewardModel
-    from nlhf.models.saved import load_scorer
-    from nlhf.models.scorer import SequenceScorer
-    from nlhf.models.tabular import TabularConfig, TabularLM
-    from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
+__all__ = sorted(_EXPORTS)  # the names are declared once, in _EXPORTS
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

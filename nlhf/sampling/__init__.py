@@ -28,8 +28,6 @@ Importing this package is cheap: names are loaded on first use, and torch only w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from nlhf._lazy import lazy_exports
 
 _EXPORTS = {
@@ -51,37 +49,6 @@ _EXPORTS = {
     "row_seeds": "nlhf.sampling.streams",
 }
 
-__all__ = [
-    "HFSampler",
-    "RowGenerator",
-    "Rollout",
-    "Sampler",
-    "SamplingConfig",
-    "generate",
-    "make_generator",
-    "mixture_logits",
-    "position_ids_from_mask",
-    "process_logits",
-    "response_logps",
-    "row_generator",
-    "row_seeds",
-    "sample_mixture",
-    "sample_policy_and_mixture",
-    "sample_tokens",
-]
-
-if TYPE_CHECKING:
-    from nlhf.sampling.config import SamplingConfig
-    from nlhf.sampling.decode import (
-        generate,
-        make_generator,
-        response_logps,
-        sample_mixture,
-        sample_policy_and_mixture,
-    )
-    from nlhf.sampling.logits import mixture_logits, position_ids_from_mask, process_logits, sample_tokens
-    from nlhf.sampling.rollout import Rollout
-    from nlhf.sampling.sampler import HFSampler, Sampler
-    from nlhf.sampling.streams import RowGenerator, row_generator, row_seeds
+__all__ = sorted(_EXPORTS)  # the names are declared once, in _EXPORTS
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
