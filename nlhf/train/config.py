@@ -188,3 +188,13 @@ class PromptRunConfig:
     merge_adapter: bool = True
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, warmup_steps=0))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=8, log_every=10))
+
+    def check_run_complete(self, scorer_key: str, scorer_hint: str | None, need_prompts: bool = True) -> None:
+        """The fields without a usable default, in this order: ``prompts`` (when ``need_prompts``), the
+        scorer's field ``scorer_key`` (``judge`` or ``reward``; not checked when ``scorer_hint`` is None: an
+        object passed in Python instead), ``out``, ``model``. Called before any data or model loads."""
+        check_required(self, prompts="--prompts FILE" if need_prompts else None, **{scorer_key: scorer_hint},
+                       out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
+
+
+JUDGE_HINT = "--judge DIR: a model saved by nlhf train-pm or train-rm"  # the judge trainers' ``judge`` field

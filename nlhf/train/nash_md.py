@@ -83,15 +83,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nlhf.config import check
-from nlhf.data.prompt_batches import PromptItemBatch, make_prompt_collate, repeat_prompts
+from nlhf.data.prompt_batches import PromptItemBatch, repeat_prompts
 from nlhf.judges import judge_preference, load_judge
-from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
-from nlhf.train.config import PromptRunConfig, check_prompt_settings, check_required
+from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import make_judge_eval_step, reference_logps, rollout_metrics, step_output
 from nlhf.train.run import (
     RunResult,
     check_model_pair,
     default_optimizer,
+    make_prompt_loop,
     prepare_sampling_run,
     summary_json,
     train_and_save,
@@ -164,9 +164,7 @@ class NashMDConfig(PromptRunConfig):
 
     def check_complete(self, *, need_prompts: bool = True, need_judge: bool = True) -> None:
         """The fields without a usable default (called before any data or model loads)."""
-        check_required(self, prompts="--prompts FILE" if need_prompts else None,
-                       judge="--judge DIR: a model saved by nlhf train-pm or train-rm" if need_judge else None,
-                       out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
+        self.check_run_complete("judge", JUDGE_HINT if need_judge else None, need_prompts)
 
 
 # ----------------------------------------------------------------------------- the opponent of Nash-EMA
@@ -320,8 +318,6 @@ def run_nash_md(
     loaded, prompts loaded (errors name file and row), loop built (refuses old checkpoints
     unless ``loop.resume``/``loop.overwrite``), trained, saved.
     """
-    from nlhf.sampling.sampler import HFSampler
-
     # 1. Checks, then model, judge and prompts loaded, policy pi and reference mu on the device.
     check_model_pair(model, tokenizer, "run_nash_md")
     cfg.check_complete(need_prompts=train_prompts is None, need_judge=judge is None)
@@ -332,8 +328,7 @@ def run_nash_md(
 
     # 2. The opponent of Nash-EMA (updated after every optimiser step), the sampler.
     opponent = EmaOpponent(policy, cfg.ema_decay) if cfg.algorithm == "nash_ema" else None
-    sampler = HFSampler(policy, run.reference, cfg.sampling, opponent=opponent.model if opponent else None,
-                        eos_token_id=run.eos_token_id, pad_token_id=run.pad_token_id)  # fmt: skip
+    sampler = run.make_sampler(cfg.sampling, opponent=opponent.model if opponent else None)
     make_optimizer = optimizer_fn or default_optimizer(cfg)
     if opponent is not None:
 
@@ -343,20 +338,10 @@ def run_nash_md(
             return optimizer
 
     # 3. The loop with the Nash-MD-PG step; train; save.
-    loop = loop_lib.TrainLoop(
-        run.loop_cfg,
-        cfg.optim,
-        policy,
-        run.train_items,
-        make_prompt_collate(run.pad_token_id),
-        make_step(cfg, sampler, judge, tokenizer, run.reference),
-        eval_data=run.eval_items,
-        eval_fn=make_judge_eval_step(cfg, sampler, judge, tokenizer),
-        stateful={"ema_opponent": opponent} if opponent is not None else None,
-        run_config=cfg,
-        accelerator=run.accelerator,
-        optimizer_fn=make_optimizer,
-    )
+    loop = make_prompt_loop(cfg, run, make_step(cfg, sampler, judge, tokenizer, run.reference),
+                            make_judge_eval_step(cfg, sampler, judge, tokenizer),
+                            stateful={"ema_opponent": opponent} if opponent is not None else None,
+                            optimizer_fn=make_optimizer)  # fmt: skip
     extra = {"algorithm": cfg.algorithm, "tau": cfg.tau,
              "mixture_coef": cfg.beta if cfg.algorithm in MIXTURE_ALGORITHMS else None,
              "n_train": len(run.train_items), "n_eval": len(run.eval_items or ()),

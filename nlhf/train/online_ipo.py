@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nlhf.config import check
-from nlhf.data.prompt_batches import PromptItemBatch, make_prompt_collate, stack_prompts
+from nlhf.data.prompt_batches import PromptItemBatch, stack_prompts
 from nlhf.judges import judge_preference, load_judge
-from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
-from nlhf.train.config import PromptRunConfig, check_prompt_settings, check_required
+from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
     log_importance_weight,
     make_judge_eval_step,
@@ -57,7 +56,7 @@ from nlhf.train.rollouts import (
 from nlhf.train.run import (
     RunResult,
     check_model_pair,
-    default_optimizer,
+    make_prompt_loop,
     prepare_sampling_run,
     summary_json,
     train_and_save,
@@ -113,9 +112,7 @@ class OnlineIPOConfig(PromptRunConfig):
 
     def check_complete(self, *, need_prompts: bool = True, need_judge: bool = True) -> None:
         """The fields without a usable default (called before any data or model loads)."""
-        check_required(self, prompts="--prompts FILE" if need_prompts else None,
-                       judge="--judge DIR: a model saved by nlhf train-pm or train-rm" if need_judge else None,
-                       out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
+        self.check_run_complete("judge", JUDGE_HINT if need_judge else None, need_prompts)
 
 
 def make_step(
@@ -186,29 +183,15 @@ def run_online_ipo(
     reference_model: Any = None,
 ) -> RunResult:
     """Train a policy with online IPO or IPO-MD; the keyword arguments as :func:`nlhf.train.nash_md.run_nash_md`'s."""
-    from nlhf.sampling.sampler import HFSampler
-
     check_model_pair(model, tokenizer, "run_online_ipo")
     cfg.check_complete(need_prompts=train_prompts is None, need_judge=judge is None)
     run = prepare_sampling_run(cfg, "algorithm", model=model, tokenizer=tokenizer, train_prompts=train_prompts,
                                eval_prompts=eval_prompts, reference_model=reference_model, scorer=judge,
                                load_scorer=lambda: load_judge(cfg.judge, cfg.judge_batch_size))  # fmt: skip
     judge, tokenizer = run.scorer, run.tokenizer
-    sampler = HFSampler(run.policy, run.reference, cfg.sampling, eos_token_id=run.eos_token_id,
-                        pad_token_id=run.pad_token_id)  # fmt: skip
-    loop = loop_lib.TrainLoop(
-        run.loop_cfg,
-        cfg.optim,
-        run.policy,
-        run.train_items,
-        make_prompt_collate(run.pad_token_id),
-        make_step(cfg, sampler, judge, tokenizer, run.reference),
-        eval_data=run.eval_items,
-        eval_fn=make_judge_eval_step(cfg, sampler, judge, tokenizer),
-        run_config=cfg,
-        accelerator=run.accelerator,
-        optimizer_fn=optimizer_fn or default_optimizer(cfg),
-    )
+    sampler = run.make_sampler(cfg.sampling)
+    loop = make_prompt_loop(cfg, run, make_step(cfg, sampler, judge, tokenizer, run.reference),
+                            make_judge_eval_step(cfg, sampler, judge, tokenizer), optimizer_fn=optimizer_fn)  # fmt: skip
     extra = {"algorithm": cfg.algorithm, "tau": cfg.tau, "mixture_coef": cfg.beta if cfg.algorithm == "ipo_md" else None,
              "n_train": len(run.train_items), "n_eval": len(run.eval_items or ()),
              "prompts_truncated": sum(1 for it in run.train_items if it.cut)}  # fmt: skip

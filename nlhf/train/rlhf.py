@@ -59,9 +59,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nlhf.config import check
-from nlhf.data.prompt_batches import make_prompt_collate, repeat_prompts
-from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
-from nlhf.train.config import LoopConfig, PromptRunConfig, check_prompt_settings, check_required
+from nlhf.data.prompt_batches import repeat_prompts
+from nlhf.train.config import LoopConfig, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
     log_importance_weight,
     reference_logps,
@@ -73,7 +72,7 @@ from nlhf.train.rollouts import (
 from nlhf.train.run import (
     RunResult,
     check_model_pair,
-    default_optimizer,
+    make_prompt_loop,
     prepare_sampling_run,
     summary_json,
     train_and_save,
@@ -127,9 +126,8 @@ class RLHFConfig(PromptRunConfig):
 
     def check_complete(self, *, need_prompts: bool = True, need_reward: bool = True) -> None:
         """The fields without a usable default (called before any data or model loads)."""
-        check_required(self, prompts="--prompts FILE" if need_prompts else None,
-                       reward="--reward DIR: a model saved by nlhf train-rm" if need_reward else None,
-                       out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
+        self.check_run_complete("reward", "--reward DIR: a model saved by nlhf train-rm" if need_reward else None,
+                                need_prompts)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- rewards
@@ -384,8 +382,6 @@ def run_rlhf(
     ``reward_fn(prompts, responses) -> (N,)`` replaces loading ``cfg.reward``; the other
     keyword arguments as in :func:`nlhf.train.nash_md.run_nash_md`.
     """
-    from nlhf.sampling.sampler import HFSampler
-
     # 1. Checks, then model, reward model and prompts loaded, policy pi and reference mu on the device.
     check_model_pair(model, tokenizer, "run_rlhf")
     cfg.check_complete(need_prompts=train_prompts is None, need_reward=reward_fn is None)
@@ -397,23 +393,12 @@ def run_rlhf(
     tokenizer = run.tokenizer
 
     # 2. The sampler, PPO's rollout buffer, the loop with the step; train; save.
-    sampler = HFSampler(run.policy, run.reference, cfg.sampling, eos_token_id=run.eos_token_id,
-                        pad_token_id=run.pad_token_id)  # fmt: skip
+    sampler = run.make_sampler(cfg.sampling)
     buffer = RolloutBuffer() if cfg.algorithm == "ppo" else None
-    loop = loop_lib.TrainLoop(
-        run.loop_cfg,
-        cfg.optim,
-        run.policy,
-        run.train_items,
-        make_prompt_collate(run.pad_token_id),
-        make_step(cfg, sampler, reward_fn, tokenizer, run.reference, buffer),
-        eval_data=run.eval_items,
-        eval_fn=make_eval_step(cfg, sampler, reward_fn, tokenizer),
-        stateful={"rollout_buffer": buffer} if buffer is not None else None,
-        run_config=cfg,
-        accelerator=run.accelerator,
-        optimizer_fn=optimizer_fn or default_optimizer(cfg),
-    )
+    loop = make_prompt_loop(cfg, run, make_step(cfg, sampler, reward_fn, tokenizer, run.reference, buffer),
+                            make_eval_step(cfg, sampler, reward_fn, tokenizer),
+                            stateful={"rollout_buffer": buffer} if buffer is not None else None,
+                            optimizer_fn=optimizer_fn)  # fmt: skip
     extra = {"algorithm": cfg.algorithm, "tau": cfg.tau, "group_size": cfg.group_size,
              "ppo_epochs": cfg.epochs if cfg.algorithm == "ppo" else None,
              "n_train": len(run.train_items), "n_eval": len(run.eval_items or ())}  # fmt: skip

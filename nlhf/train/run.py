@@ -12,7 +12,8 @@ the other trainers live here, so no trainer imports another:
 * :func:`make_policy`: the policy and its explicit frozen reference;
 * :func:`default_optimizer`: the loop's AdamW;
 * :func:`prepare_sampling_run`: everything the sampling trainers (Nash-MD, online IPO,
-  RLHF) set up before their loop, in one order;
+  RLHF) set up before their loop, in one order; :meth:`SamplingRun.make_sampler` their
+  sampler and :func:`make_prompt_loop` their loop over batches of prompts;
 * :func:`train_and_save`: the loop run, the policy saved to ``out/policy`` (FSDP's shards
   gathered) and ``out/metrics.json``; :class:`RunResult` is what the policy trainers return;
 * :func:`summary_json`: the one JSON line a ``nlhf train`` command prints.
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nlhf.config import ConfigError, check
+from nlhf.data.prompt_batches import make_prompt_collate
 from nlhf.models.loading import atomic_directory, load_model
 from nlhf.train import loop as loop_lib  # loop_lib.make_optimizer: replaceable in tests
 from nlhf.train.checkpoint import write_text_atomic
@@ -188,6 +190,43 @@ class SamplingRun:
     pad_token_id: int
     eos_token_id: int
 
+    def make_sampler(self, sampling: Any, opponent: Any = None) -> Any:
+        """pi's :class:`nlhf.sampling.sampler.HFSampler` with mu the reference (``opponent``: Nash-EMA's model)."""
+        from nlhf.sampling.sampler import HFSampler
+
+        return HFSampler(self.policy, self.reference, sampling, opponent=opponent, eos_token_id=self.eos_token_id,
+                         pad_token_id=self.pad_token_id)  # fmt: skip
+
+
+def make_prompt_loop(
+    cfg: Any,
+    run: SamplingRun,
+    step_fn: Callable[..., Any],
+    eval_fn: Callable[..., Any],
+    *,
+    stateful: dict[str, Any] | None = None,
+    optimizer_fn: Callable[[Any], Any] | None = None,
+) -> Any:
+    """The loop of a sampling trainer: pi on batches of the run's prompts (left-padded), ``step_fn`` per micro-batch.
+
+    ``stateful``: objects saved in checkpoints (PPO's buffer, Nash-EMA's opponent);
+    ``optimizer_fn``: the caller's, else :func:`default_optimizer`.
+    """
+    return loop_lib.TrainLoop(
+        run.loop_cfg,
+        cfg.optim,
+        run.policy,
+        run.train_items,
+        make_prompt_collate(run.pad_token_id),
+        step_fn,
+        eval_data=run.eval_items,
+        eval_fn=eval_fn,
+        stateful=stateful,
+        run_config=cfg,
+        accelerator=run.accelerator,
+        optimizer_fn=optimizer_fn or default_optimizer(cfg),
+    )
+
 
 def prepare_sampling_run(cfg: Any, trainer: str, *, model: Any, tokenizer: Any, train_prompts: Any,
                          eval_prompts: Any, reference_model: Any, scorer: Any = None,
@@ -251,6 +290,7 @@ __all__ = [
     "RunResult",
     "check_model_pair",
     "default_optimizer",
+    "make_prompt_loop",
     "prepare_sampling_run",
     "SamplingRun",
     "train_and_save",
