@@ -340,6 +340,15 @@ def register(subparsers) -> None:
     lab.set_defaults(func=lambda _args: (lab.print_help(), 2)[1])
     sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
 
+    _register_nash(sub, fmt)
+    _register_nash_md(sub, fmt)
+    _register_ipo_bandit(sub, fmt)
+    _register_sampling_dependence(sub, fmt)
+    _register_compare(sub, fmt)
+
+
+def _register_nash(sub, fmt) -> None:
+    """``nlhf lab nash``: the Nash equilibrium and the regularised equilibrium of a game."""
     nash = sub.add_parser(
         "nash",
         help="solve a preference game: Nash equilibrium and regularised equilibrium",
@@ -360,6 +369,9 @@ def register(subparsers) -> None:
     nash.add_argument("--json", action="store_true", help="print the full result as JSON")
     nash.set_defaults(func=cmd_nash)
 
+
+def _register_nash_md(sub, fmt) -> None:
+    """``nlhf lab nash-md``: exact Nash-MD on a game, from pi_0 = mu."""
     md = sub.add_parser(
         "nash-md",
         help="run exact Nash-MD and watch it converge to pi*_tau",
@@ -389,6 +401,9 @@ def register(subparsers) -> None:
     )
     md.set_defaults(func=cmd_nash_md)
 
+
+def _register_ipo_bandit(sub, fmt) -> None:
+    """``nlhf lab ipo-bandit``: the PsiPO paper's IPO-vs-DPO bandit experiment."""
     bandit = sub.add_parser(
         "ipo-bandit",
         help="reproduce the PsiPO paper's IPO-vs-DPO bandit experiment",
@@ -417,8 +432,6 @@ def register(subparsers) -> None:
     bandit.add_argument("--out", default=None, help="output directory (default runs/ipo-bandit-<dataset>)")
     bandit.add_argument("--no-plot", action="store_true", help="skip the learning-curve plot")
     bandit.set_defaults(func=cmd_ipo_bandit)
-    _register_sampling_dependence(sub, fmt)
-    _register_compare(sub, fmt)
 
 
 def _register_sampling_dependence(sub, fmt) -> None:

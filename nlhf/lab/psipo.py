@@ -202,6 +202,31 @@ class BanditRun:
     final: np.ndarray  # (M, K, S, n)
 
 
+def _bandit_pairs(
+    dataset: str | Sequence[tuple[int, int]], n_actions: int | None
+) -> tuple[str, tuple, np.ndarray]:
+    """(name, action names (n,), checked (m, 2) pairs (winner, loser)) of a named dataset or a custom list."""
+    if isinstance(dataset, str):
+        actions, pairs = bandit_dataset(dataset)
+        return dataset, tuple(actions), _check_pairs(pairs, len(actions))
+    if n_actions is None:
+        raise ValueError("n_actions is required with a custom list of pairs")
+    return "custom", tuple(f"y{i}" for i in range(n_actions)), _check_pairs(dataset, n_actions)
+
+
+def _batch_weights(seeds: Sequence[int], steps: int, batch_size: int, m: int) -> np.ndarray:
+    """Mini-batch draws as the weight of each dataset pair per step: (steps, S, m), each row summing to 1.
+
+    Seed s draws ``batch_size`` pair indices per step with ``np.random.default_rng(s)``.
+    """
+    counts = np.empty((steps, len(seeds), m))
+    for s_idx, seed in enumerate(seeds):
+        draws = np.random.default_rng(seed).integers(0, m, size=(steps, batch_size))
+        for k in range(m):
+            counts[:, s_idx, k] = (draws == k).sum(axis=1)
+    return counts / batch_size  # mean over the batch
+
+
 def train_bandit(
     dataset: str | Sequence[tuple[int, int]],
     taus: Sequence[float] = (0.1, 0.5, 1.0),
@@ -224,18 +249,8 @@ def train_bandit(
     one Adam step (betas 0.9/0.999, eps 1e-8, bias-corrected). All M x K x S runs are one
     (M*K*S, n) array stepping together.
     """
-    if isinstance(dataset, str):
-        name = dataset
-        actions, pairs = bandit_dataset(dataset)
-        n = len(actions)
-    else:
-        name = "custom"
-        if n_actions is None:
-            raise ValueError("n_actions is required with a custom list of pairs")
-        n = n_actions
-        pairs = _check_pairs(dataset, n)
-        actions = tuple(f"y{i}" for i in range(n))
-    pairs = _check_pairs(pairs, n)
+    name, actions, pairs = _bandit_pairs(dataset, n_actions)
+    n = len(actions)
     methods = tuple(methods)
     for m_name in methods:
         if m_name not in BANDIT_METHODS:
@@ -258,13 +273,7 @@ def train_bandit(
     E[np.arange(m), pairs[:, 0]] = 1.0
     E[np.arange(m), pairs[:, 1]] = -1.0
 
-    # Mini-batch draws, as counts of each dataset pair per step: (steps, S, m).
-    counts = np.empty((steps, S, m))
-    for s_idx, seed in enumerate(seeds):
-        draws = np.random.default_rng(seed).integers(0, m, size=(steps, batch_size))
-        for k in range(m):
-            counts[:, s_idx, k] = (draws == k).sum(axis=1)
-    counts /= batch_size  # mean over the batch
+    counts = _batch_weights(seeds, steps, batch_size, m)  # (steps, S, m)
 
     record_steps = np.unique(np.r_[np.arange(0, steps, record_every), steps])
     curves = np.empty((R, record_steps.size, n))
