@@ -219,13 +219,7 @@ def run_tournament(
     ref_index = _reference_index(policies, reference)
     class_judge = is_class_judge(judge)
     use_best_of_n = (not class_judge) and reference is not None and cfg.best_of_n > 0 and n >= 1
-    notes: list[str] = []
-    if not cfg.is_exact:
-        notes.append(
-            f"Samples were drawn at temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}: they "
-            "are not samples of pi, so the win rates are those of the sampled distributions and the KL column is "
-            "E_q[log pi - log mu], not KL(pi || mu)."
-        )
+    notes: list[str] = [] if cfg.is_exact else [_inexact_sampling_note(cfg)]
 
     # 1. Sampling (and log pi - log mu of every response)
     t0 = time.perf_counter()
@@ -243,12 +237,7 @@ def run_tournament(
     timings["judging"] = time.perf_counter() - t0
 
     # 3. Win rates and their intervals
-    win_rate = pair_probs.mean(axis=2)  # (n, n)
-    wins = pair_probs.sum(axis=2)  # (n, n) expected wins: each comparison counts P(row > column)
-    np.fill_diagonal(wins, 0.0)  # a policy plays no games against itself
-    n_games = np.where(np.eye(n, dtype=bool), 0, N).astype(np.int64)  # (n, n)
-    interval = resolve_interval(cfg.interval, pair_probs, n)
-    n_effective, win_low, win_high, win_se = win_intervals(pair_probs, n_prompts, S, interval, cfg)
+    wins = win_rate_fields(pair_probs, n_prompts, S, cfg)
 
     # 4. KL, length, truncation
     kl, kl_se, mean_length, truncated = kl_columns(samples, ref_index)
@@ -266,24 +255,13 @@ def run_tournament(
 
     return TournamentResult(
         names=[p.name for p in policies],
-        win_rate=win_rate,
-        wins=wins,
-        n_games=n_games,
-        n_effective=n_effective,
-        win_low=win_low,
-        win_high=win_high,
+        **wins,
         kl=kl,
         kl_se=kl_se,
         mean_length=mean_length,
         truncated=truncated,
-        exploitability=ex.value,
-        exploit_low=ex.low,
-        exploit_high=ex.high,
-        exploitability_method=ex.method,
-        class_distribution=ex.class_distribution,
-        class_names=ex.class_names,
+        **ex.result_fields(),
         judge=judge_name(judge),
-        interval=interval,
         config=cfg,
         prompts=prompt_list,
         responses=[s.texts for s in samples],
@@ -292,17 +270,43 @@ def run_tournament(
         reference=policies[ref_index].name
         if ref_index is not None
         else (reference.name if reference else None),
-        exploit_details=ex.details,
         notes=notes,
         timings=timings,
-        win_se=win_se,
-        class_labels=ex.class_labels,
-        class_P=ex.class_P,
-        class_win_rate=None if ex.class_win is None else ex.class_win[0],
-        class_win_low=None if ex.class_win is None else ex.class_win[1],
-        class_win_high=None if ex.class_win is None else ex.class_win[2],
         independent_pairs=independent,
     )
+
+
+def _inexact_sampling_note(cfg: TournamentConfig) -> str:
+    return (
+        f"Samples were drawn at temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}: they "
+        "are not samples of pi, so the win rates are those of the sampled distributions and the KL column is "
+        "E_q[log pi - log mu], not KL(pi || mu)."
+    )
+
+
+def win_rate_fields(pair_probs: np.ndarray, n_prompts: int, S: int, cfg: TournamentConfig) -> dict[str, Any]:
+    """Stage 3: the win-rate fields of :class:`TournamentResult` from ``pair_probs`` (n, n, N) P(y_i > y_j).
+
+    ``win_rate`` (n, n) the mean; ``wins`` the expected wins (each comparison counts
+    P(row > column); 0 on the diagonal); ``n_games`` N off the diagonal; ``interval`` the
+    method (:func:`resolve_interval`) and its ``n_effective``, ``win_low``, ``win_high``,
+    ``win_se`` (:func:`win_intervals`).
+    """
+    n = pair_probs.shape[0]
+    wins = pair_probs.sum(axis=2)  # (n, n)
+    np.fill_diagonal(wins, 0.0)  # a policy plays no games against itself
+    interval = resolve_interval(cfg.interval, pair_probs, n)
+    n_effective, low, high, se = win_intervals(pair_probs, n_prompts, S, interval, cfg)
+    return {
+        "win_rate": pair_probs.mean(axis=2),  # (n, n)
+        "wins": wins,
+        "n_games": np.where(np.eye(n, dtype=bool), 0, n_prompts * S).astype(np.int64),  # (n, n)
+        "n_effective": n_effective,
+        "win_low": low,
+        "win_high": high,
+        "win_se": se,
+        "interval": interval,
+    }
 
 
 def shifted_samples(texts: Sequence[str], S: int, shift: int) -> list[str]:
