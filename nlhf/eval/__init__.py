@@ -14,7 +14,9 @@
 * :mod:`nlhf.eval.policies`    :class:`PolicyEntry`, :func:`load_policy` (run dirs, saved policies, names)
 * :mod:`nlhf.eval.tournament`  :func:`run_tournament`: what every number means (win rates with
   Wilson / Clopper-Pearson intervals, Monte Carlo KL(pi || mu) with its standard error,
-  exploitability: exact at the class level for class oracles, else pool / best-of-n)
+  exploitability: exact at the class level for class oracles, else pool / best-of-n), a
+  straight line over its stages in :mod:`nlhf.eval.samples` (sampling, KL) and
+  :mod:`nlhf.eval.exploitability`
 * :mod:`nlhf.eval.intervals`   binomial and bootstrap intervals
 * :mod:`nlhf.eval.result`      :class:`TournamentResult` (``to_dict``, ``to_markdown``)
 * the report of a result: :func:`nlhf.report.write_report` (heatmap PNG, markdown, self-contained

@@ -3,8 +3,8 @@
 The trainers (config, step and run wiring of each family in one file; none imports another):
 
 * :mod:`nlhf.train.dpo` -- offline DPO / IPO / cDPO (``nlhf train dpo|ipo|cdpo``), with its
-  reference log-prob cache (:mod:`nlhf.train.ref_cache`) and pair forwards
-  (:mod:`nlhf.train.pair_logps`);
+  pairs (:mod:`nlhf.train.dpo_data`), reference log-prob cache (:mod:`nlhf.train.ref_cache`)
+  and pair forwards (:mod:`nlhf.train.pair_logps`);
 * :mod:`nlhf.train.nash_md` -- Nash-MD-PG, self-play, best response, Nash-EMA;
 * :mod:`nlhf.train.online_ipo` -- online IPO, IPO-MD;
 * :mod:`nlhf.train.rlhf` -- RLHF policy gradient and PPO against a reward model;
@@ -12,11 +12,12 @@ The trainers (config, step and run wiring of each family in one file; none impor
 
 What they share:
 
-* :mod:`nlhf.train.run` -- set-up and tear-down (output checks, model and policy, metrics.json);
+* :mod:`nlhf.train.run` -- set-up and tear-down (output checks, model and policy, the sampling
+  trainers' sampler and prompt loop, metrics.json);
 * :mod:`nlhf.train.rollouts` -- the pieces of a sampling step (mu's log-probs, KL, per-row outputs);
 * :mod:`nlhf.train.loop` -- ``TrainLoop`` (accumulation, global loss normalisation, clipping,
-  NaN/inf skipping, evaluation), ``StepOutput``, ``StepContext``; beside it
-  :mod:`~nlhf.train.optim`, :mod:`~nlhf.train.data_stream`, :mod:`~nlhf.train.metrics_log`,
+  NaN/inf skipping), ``StepOutput``, ``StepContext`` (from :mod:`~nlhf.train.step_api`); beside it
+  :mod:`~nlhf.train.loop_eval` (evaluation), :mod:`~nlhf.train.optim`, :mod:`~nlhf.train.data_stream`, :mod:`~nlhf.train.metrics_log`,
   :mod:`~nlhf.train.loop_checkpoint` over :mod:`~nlhf.train.checkpoint` (atomic, checksummed
   checkpoints and exact resume), :mod:`~nlhf.train.out_dir`;
 * :mod:`nlhf.train.config` -- ``OptimConfig``, ``LoopConfig``, ``PromptRunConfig`` (frozen dataclasses);
