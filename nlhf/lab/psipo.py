@@ -227,6 +227,26 @@ def _batch_weights(seeds: Sequence[int], steps: int, batch_size: int, m: int) ->
     return counts / batch_size  # mean over the batch
 
 
+def _bandit_settings(
+    methods: Sequence[str],
+    taus: Sequence[float],
+    seeds: int | Sequence[int],
+    steps: int,
+    batch_size: int,
+    lr: float,
+) -> tuple[tuple[str, ...], tuple[float, ...], tuple[int, ...]]:
+    """(methods, taus, seeds) checked, as tuples (``seeds`` an int n: seeds 0..n-1); steps, batch_size, lr checked."""
+    methods = tuple(methods)
+    for m_name in methods:
+        if m_name not in BANDIT_METHODS:
+            raise ValueError(f"unknown method {m_name!r}; known: {BANDIT_METHODS}")
+    taus = tuple(check_tau(t) for t in taus)
+    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    if steps < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"need steps >= 1, batch_size >= 1 and lr > 0 (got {steps}, {batch_size}, {lr})")
+    return methods, taus, seeds
+
+
 def train_bandit(
     dataset: str | Sequence[tuple[int, int]],
     taus: Sequence[float] = (0.1, 0.5, 1.0),
@@ -251,14 +271,7 @@ def train_bandit(
     """
     name, actions, pairs = _bandit_pairs(dataset, n_actions)
     n = len(actions)
-    methods = tuple(methods)
-    for m_name in methods:
-        if m_name not in BANDIT_METHODS:
-            raise ValueError(f"unknown method {m_name!r}; known: {BANDIT_METHODS}")
-    taus = tuple(check_tau(t) for t in taus)
-    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
-    if steps < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"need steps >= 1, batch_size >= 1 and lr > 0 (got {steps}, {batch_size}, {lr})")
+    methods, taus, seeds = _bandit_settings(methods, taus, seeds, steps, batch_size, lr)
     M, K, S, m = len(methods), len(taus), len(seeds), pairs.shape[0]
     R = M * K * S
 
