@@ -24,6 +24,7 @@ implementing ``_prob``.)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -187,11 +188,41 @@ def symmetrize(p_ab: torch.Tensor, p_ba: torch.Tensor) -> torch.Tensor:
     return 0.5 * (p_ab + 1.0 - p_ba)
 
 
+HF_REWARD_PREFIX = "hf-reward:"  # --judge hf-reward:PATH_OR_NAME -> HFRewardJudge
+LLM_PREFIX = "llm:"  # --judge llm:PATH_OR_NAME -> LLMJudge
+JUDGE_SPECS = "a saved PM/RM directory (nlhf train-pm / train-rm), hf-reward:PATH_OR_NAME or llm:PATH_OR_NAME"
+
+
 def load_judge(path: str, batch_size: int) -> BaseJudge:
-    """A judge from a directory saved by ``nlhf train-pm`` (preference model) or ``train-rm`` (reward model)."""
+    """A judge from a spec string: what every trainer's ``--judge`` and ``nlhf eval --judge`` take.
+
+    * ``hf-reward:PATH_OR_NAME``: any one-logit ``AutoModelForSequenceClassification`` reward
+      model (a TRL RewardTrainer output directory, a hub name), :class:`HFRewardJudge`;
+    * ``llm:PATH_OR_NAME``: a causal LM as a pairwise judge (``llm:smollm2``, ``llm:tiny``, a
+      directory, a hub name; any spec of :func:`nlhf.models.loading.load_model`), :class:`LLMJudge`;
+    * anything else: a directory saved by ``nlhf train-pm`` (preference model) or ``train-rm``
+      (reward model).
+
+    A spec that cannot be loaded is a one-line :class:`~nlhf.models.files.ModelLoadError`
+    naming it (never a silent default).
+    """
+    spec = str(path)
+    if spec.startswith((HF_REWARD_PREFIX, LLM_PREFIX)):
+        from nlhf.models.files import ModelLoadError, one_line
+
+        kind, _, target = spec.partition(":")
+        if not target:
+            raise ModelLoadError(f"judge {spec!r}: expected {kind}:PATH_OR_NAME")
+        cls = HFRewardJudge if kind + ":" == HF_REWARD_PREFIX else LLMJudge
+        try:
+            judge = cls.load(target, batch_size=batch_size)
+        except Exception as exc:  # OSError, ValueError, ModelLoadError, transformers' own errors
+            raise ModelLoadError(f"judge {spec!r} cannot be loaded: {one_line(exc)}") from exc
+        judge.name = spec
+        return judge
     from nlhf.models.saved import load_scorer  # torch and transformers: only when a judge loads
 
-    model = load_scorer(path).eval()
+    model = load_scorer(spec).eval()
     if model.kind == "reward":
         return RewardModelJudge(model, batch_size=batch_size)
     return PreferenceModelJudge(model, batch_size=batch_size)
@@ -206,3 +237,182 @@ def judge_preference(judge: Judge, prompts: Sequence[Any], first: Any, second: A
     second_texts = second.response_texts(tokenizer)
     pref = judge.prob(list(prompts), first_texts, second_texts)  # (B,) CPU, checked by BaseJudge
     return pref.to(first.response_ids.device)
+
+
+# ----------------------------------------------------------------------------- Hugging Face models as judges
+
+
+def _device_of(model: Any) -> Any:
+    """The device of ``model``'s first parameter (where the trainer or ``nlhf eval`` put it)."""
+    return next(model.parameters()).device
+
+
+def _has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+class HFRewardJudge(BaseJudge):
+    """A one-logit ``AutoModelForSequenceClassification`` reward model as a Bradley-Terry judge.
+
+    P(first > second | x) = sigmoid(r(x, first) - r(x, second)). (x, y) is rendered with the
+    tokenizer's own chat template (the prompt's messages, then ``{"role": "assistant",
+    "content": y}``; no generation prompt; no extra special tokens), or, when the tokenizer
+    has none, as the plain layout :data:`PLAIN_REWARD_LAYOUT` (with the tokenizer's special
+    tokens). Both responses of a batch are scored together, in forwards of ``batch_size``
+    rows (right padding; the model picks its last non-pad token), on the model's device.
+    """
+
+    PLAIN_REWARD_LAYOUT = "{prompt}\n\nAssistant: {response}"
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, name: str | None = None) -> None:
+        labels = getattr(getattr(model, "config", None), "num_labels", 1)
+        if labels != 1:
+            raise ValueError(f"a reward model has one logit; this one has num_labels={labels}")
+        from nlhf.models.files import ensure_pad_token
+
+        ensure_pad_token(tokenizer, model)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.batch_size = int(batch_size)
+        self.name = name or f"HFRewardJudge({type(model).__name__})"
+
+    @classmethod
+    def load(cls, name_or_path: str, *, batch_size: int = 16, dtype: Any = "float32") -> HFRewardJudge:
+        """From a ``save_pretrained`` directory or a hub name (model and tokenizer)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from nlhf.models.files import resolve_dtype
+
+        path = Path(name_or_path).expanduser()
+        where = str(path) if path.exists() else str(name_or_path)
+        model = AutoModelForSequenceClassification.from_pretrained(where, dtype=resolve_dtype(dtype))
+        return cls(model, AutoTokenizer.from_pretrained(where), batch_size=batch_size)
+
+    def render(self, prompt: Prompt, response: str) -> str:
+        """The text the reward model scores for (prompt, response)."""
+        from nlhf.data.schema import prompt_messages, prompt_text
+
+        if _has_chat_template(self.tokenizer):
+            messages = prompt_messages(prompt) + [{"role": "assistant", "content": response}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return self.PLAIN_REWARD_LAYOUT.format(prompt=prompt_text(prompt), response=response)
+
+    def rewards(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
+        """r(x, y) for each row: (N,) float32 on the CPU."""
+        import torch
+
+        texts = [self.render(p, y) for p, y in zip(prompts, responses)]
+        special = not _has_chat_template(self.tokenizer)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[i : i + self.batch_size], add_special_tokens=special, padding=True,
+                                     padding_side="right", return_tensors="pt").to(_device_of(self.model))  # fmt: skip
+                out.append(self.model(**enc).logits[:, 0].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _prob(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> Any:
+        import torch
+
+        b = len(prompts)
+        r = self.rewards(list(prompts) * 2, list(first) + list(second))  # one pass over both responses
+        return torch.sigmoid(r[:b] - r[b:])
+
+
+LLM_JUDGE_TEMPLATE = (
+    "Which response is the better answer to the request: more helpful, more honest and more harmless?\n\n"
+    "Request:\n{prompt}\n\n"
+    "Response {label_a}:\n{a}\n\n"
+    "Response {label_b}:\n{b}\n\n"
+    "Answer with one letter, {label_a} or {label_b}."
+)
+
+
+class LLMJudge(BaseJudge):
+    """A causal LM as a pairwise judge, averaged over both presentation orders.
+
+    ``template`` (any string with ``{prompt}``, ``{a}`` and ``{b}``; ``{label_a}`` and
+    ``{label_b}`` are filled with ``labels``) is sent as one user turn through the
+    tokenizer's chat template with the generation prompt (without a chat template: the text
+    plus ``"\n\nAnswer:"``, and the labels are read with a leading space). With
+    p(o) = softmax over the two labels' next-token logits of presentation o, renormalised
+    over the two labels only, and o = (a shown as label A, b as B) or the swapped one::
+
+        P(a > b) = 0.5 * (p_(a,b)(A) + 1 - p_(b,a)(A))
+
+    so P(a > b) + P(b > a) = 1 and P(a > a) = 1/2 (up to float rounding) and the position
+    bias of the LM cancels. Both orders of every pair go through the model together, in
+    forwards of ``batch_size`` rows (left padding, position ids from the mask, last-position
+    logits), on the model's device.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, template: str = LLM_JUDGE_TEMPLATE,
+                 labels: tuple[str, str] = ("A", "B"), batch_size: int = 16, name: str | None = None) -> None:  # fmt: skip
+        missing = [f for f in ("{prompt}", "{a}", "{b}") if f not in template]
+        if missing:
+            raise ValueError(f"LLMJudge template lacks {', '.join(missing)}")
+        from nlhf.models.files import ensure_pad_token
+
+        ensure_pad_token(tokenizer, model)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.template, self.labels = template, (str(labels[0]), str(labels[1]))
+        self.batch_size = int(batch_size)
+        self.label_ids = self._label_ids()
+        self.name = name or f"LLMJudge({type(model).__name__})"
+
+    @classmethod
+    def load(cls, spec: str, *, batch_size: int = 16, dtype: Any = "float32", **kwargs: Any) -> LLMJudge:
+        """From any spec of :func:`nlhf.models.loading.load_model` (``smollm2``, ``tiny``, a directory, a hub name)."""
+        from nlhf.models.loading import load_model
+
+        model, tokenizer = load_model(spec, dtype=dtype)
+        return cls(model, tokenizer, batch_size=batch_size, **kwargs)
+
+    def _label_ids(self) -> tuple[int, int]:
+        """The first token id of each label as it follows the judge prompt; the two must differ."""
+        lead = "" if _has_chat_template(self.tokenizer) else " "
+        ids = []
+        for label in self.labels:
+            enc = self.tokenizer(lead + label, add_special_tokens=False)["input_ids"]
+            if not enc:
+                raise ValueError(f"LLMJudge label {label!r} encodes to no token")
+            ids.append(int(enc[0]))
+        if ids[0] == ids[1]:
+            raise ValueError(f"LLMJudge labels {self.labels} start with the same token {ids[0]}")
+        return ids[0], ids[1]
+
+    def render(self, prompt: Prompt, a: str, b: str) -> str:
+        """The judge prompt for showing ``a`` as the first label and ``b`` as the second."""
+        from nlhf.data.schema import prompt_text
+
+        text = self.template.format(prompt=prompt_text(prompt), a=a, b=b, label_a=self.labels[0],
+                                    label_b=self.labels[1])  # fmt: skip
+        if _has_chat_template(self.tokenizer):
+            messages = [{"role": "user", "content": text}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + "\n\nAnswer:"
+
+    def first_label_probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """p(label A) renormalised over the two labels, for each rendered judge prompt: (N,) float64 on the CPU."""
+        import torch
+
+        special = not _has_chat_template(self.tokenizer)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(list(texts[i : i + self.batch_size]), add_special_tokens=special, padding=True,
+                                     padding_side="left", return_tensors="pt").to(_device_of(self.model))  # fmt: skip
+                mask = enc["attention_mask"]
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions)
+                pair = logits.logits[
+                    :, -1, list(self.label_ids)
+                ].double()  # (n, 2): labels A, B, last position
+                out.append(torch.softmax(pair, dim=-1)[:, 0].cpu())
+        return torch.cat(out)
+
+    def _prob(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> Any:
+        b = len(prompts)
+        texts = [self.render(p, x, y) for p, x, y in zip(prompts, first, second)]
+        texts += [self.render(p, y, x) for p, x, y in zip(prompts, first, second)]
+        p_a = self.first_label_probs(texts)  # rows 0..b-1: order (first, second); b..2b-1: (second, first)
+        return symmetrize(p_a[:b], p_a[b:]).float()
