@@ -12,8 +12,9 @@
 * ``--prompts``: ``env-heldout`` / ``env-train`` / ``env-all`` (the environments' built-in
   prompts, :func:`nlhf.envs.load_env_prompts`) or any file :func:`nlhf.data.load_prompts` reads;
 * ``--judge``: ``oracle`` (the rater population, :func:`nlhf.envs.default_rater_population`),
-  ``oracle-bt`` (the Bradley-Terry control) or a directory saved by ``nlhf train-pm`` /
-  ``nlhf train-rm``;
+  ``oracle-bt`` (the Bradley-Terry control), a directory saved by ``nlhf train-pm`` /
+  ``nlhf train-rm``, ``hf-reward:PATH_OR_NAME`` (a sequence-classification reward model) or
+  ``llm:PATH_OR_NAME`` (a causal LM as a pairwise judge) (:func:`nlhf.judges.load_judge`);
 * ``--config YAML`` and ``--set key=value`` set :class:`nlhf.eval.TournamentConfig` keys
   (defaults < YAML < --set < the dedicated flags).
 
@@ -66,8 +67,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--judge",
         required=True,
-        metavar="oracle|oracle-bt|DIR",
-        help="oracle (rater population), oracle-bt (Bradley-Terry control) or a saved PM/RM directory",
+        metavar="oracle|oracle-bt|DIR|hf-reward:M|llm:M",
+        help="oracle (rater population), oracle-bt (Bradley-Terry control), a saved PM/RM directory, "
+        "hf-reward:PATH_OR_NAME (a one-logit sequence-classification reward model) or llm:PATH_OR_NAME "
+        "(a causal LM as a pairwise judge, both presentation orders averaged)",
     )
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--samples-per-prompt", type=int, dest="samples_per_prompt")
@@ -110,7 +113,8 @@ def load_eval_prompts(spec: str, limit: int | None = None) -> list[Any]:
 
 
 def load_eval_judge(spec: str, batch_size: int, device: str) -> Any:
-    """``oracle`` / ``oracle-bt`` or a directory saved by ``nlhf train-pm`` / ``train-rm``."""
+    """``oracle`` / ``oracle-bt``, or any spec of :func:`nlhf.judges.load_judge` (a saved PM/RM directory,
+    ``hf-reward:PATH_OR_NAME``, ``llm:PATH_OR_NAME``), its model moved to ``device``."""
     if spec == "oracle":
         from nlhf.envs import default_rater_population
 
@@ -119,14 +123,17 @@ def load_eval_judge(spec: str, batch_size: int, device: str) -> Any:
         from nlhf.envs import default_bradley_terry
 
         return default_bradley_terry()
-    if not Path(spec).is_dir():
-        raise ValueError(f"--judge {spec!r}: not {' or '.join(ORACLES)} and not a directory (a saved preference "
-                         "or reward model: nlhf train-pm / train-rm)")  # fmt: skip
-    from nlhf.judges import load_judge
+    from nlhf.judges import HF_REWARD_PREFIX, LLM_PREFIX, load_judge
 
+    hf_spec = spec.startswith((HF_REWARD_PREFIX, LLM_PREFIX))
+    if not hf_spec and not Path(spec).is_dir():
+        raise ValueError(f"--judge {spec!r}: not {' or '.join(ORACLES)}, not hf-reward:M or llm:M, and not a "
+                         "directory (a saved preference or reward model: nlhf train-pm / train-rm)")  # fmt: skip
     try:
         judge = load_judge(spec, batch_size)
     except (OSError, ValueError, KeyError) as exc:
+        if hf_spec:
+            raise ValueError(str(exc)) from exc  # load_judge's message names the spec already
         raise ValueError(f"--judge {spec!r}: cannot load a preference or reward model: {exc}") from exc
     judge.model.to(device)
     return judge
