@@ -81,3 +81,24 @@ def test_eval_with_a_spec_that_cannot_load_names_it(tmp_path, capsys):
                "--out", str(tmp_path)])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "'hf-reward:/no/such/rm'" in err[0]
+
+
+def test_bench_llm_judge_hh_smoke():
+    """``benchmarks/bench_llm_judge_hh.py --smoke``: llm:tiny on 8 pairs, one JSON line with the agreement."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_llm_judge_hh.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["judge"] == "llm:tiny" and record["pairs"] == 8
+    assert 0.0 <= record["mean_p_a"] <= 1.0
+    # the 8 smoke pairs are one pair repeated: batched by length or not, every verdict is the same
+    assert (
+        record["agreement"]["mean"] in (0.0, 0.5, 1.0)
+        and record["agreement"]["ci95"][0] == record["agreement"]["mean"]
+    )
