@@ -63,6 +63,7 @@ TRAINERS = (
     "nlhf.train.online_ipo",
     "nlhf.train.rlhf",
     "nlhf.train.fit",
+    "nlhf.train.sppo",
 )
 TRAIN_CLI = "nlhf.train.cli"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nlhf.config import resolve_config
-from nlhf.train import dpo, fit, nash_md, online_ipo, rlhf
+from nlhf.train import dpo, fit, nash_md, online_ipo, rlhf, sppo
 
 # What the flags of a family mean (config key -> help); a family lists the ones it takes.
 FLAG_HELP: dict[str, str] = {
@@ -56,6 +56,8 @@ _IPO = dict(config_class=online_ipo.OnlineIPOConfig, run=online_ipo.run_online_i
             flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 _RLHF = dict(config_class=rlhf.RLHFConfig, run=rlhf.run_rlhf, summary=rlhf.summary_line,
              flags=("prompts", "eval_prompts", "model", "reward", "out"))  # fmt: skip
+_SPPO = dict(config_class=sppo.SPPOConfig, run=sppo.run_sppo, summary=sppo.summary_line,
+             flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 
 TRAIN_FAMILIES: dict[str, TrainFamily] = {
     "dpo": TrainFamily(
@@ -109,6 +111,13 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
         help="IPO-MD: online IPO on two samples of the geometric mixture (THEORY.md Sec. 6)",
         fixed={"algorithm": "ipo_md"},
         **_IPO,
+    ),
+    "sppo": TrainFamily(
+        help="SPPO: square loss of log(pi/pi_t)(y) onto eta (P(y > pi_t) - 1/2), outer iterations (THEORY.md Sec. 8.1)",
+        fixed={"algorithm": "sppo"},
+        description="Self-Play Preference Optimization: K responses a prompt from pi_t (the policy at the start of "
+        "the iteration, refreshed every steps_per_iteration steps), their win rates against pi_t from the judge.",
+        **_SPPO,
     ),
     "ppo": TrainFamily(
         help="PPO-clip against a reward model (critic-free: leave-one-out baseline over group_size samples)",

@@ -13,7 +13,10 @@ algorithm:
 * :func:`step_output`: the loop's :class:`~nlhf.train.loop.StepOutput` with weight 1 per row;
 * :func:`split_rollout`: rows [0, B) and [B, 2B) of a rollout;
 * :func:`sample_against_reference`: evaluation's y ~ pi and y_ref ~ mu of each prompt, and
-  :func:`make_judge_eval_step`, the judge-based evaluation step.
+  :func:`make_judge_eval_step`, the judge-based evaluation step;
+* :func:`judge_within_groups`: P(y_i > y_j | x) for every pair of a prompt's K responses;
+* :class:`IterationSnapshot`: the frozen iterate pi_t of the iterative trainers (SPPO, INPO),
+  refreshed every ``steps_per_iteration`` optimiser steps and saved in checkpoints.
 
 Cheap to import: torch loads inside the functions.
 """
@@ -126,7 +129,113 @@ def make_judge_eval_step(cfg: Any, sampler: Any, judge: Any, tokenizer: Any) -> 
     return eval_step
 
 
+def judge_within_groups(judge: Any, prompts: Any, rollout: Any, tokenizer: Any, K: int) -> Any:
+    """P(y_i > y_j | x_b) for the K responses of each prompt: (B, K, K), diagonal 1/2.
+
+    ``rollout`` holds B K rows, prompt-major (row b K + i is response i of prompt b); the
+    B K (K - 1) ordered pairs i != j go to the judge in one batched call (both orders are
+    judged: a learned judge need not be antisymmetric).
+    """
+    import torch
+
+    texts = rollout.response_texts(tokenizer)  # B K
+    B = len(prompts)
+    xs, a, b, at = [], [], [], []
+    for g in range(B):
+        for i in range(K):
+            for j in range(K):
+                if i != j:
+                    xs.append(prompts[g])
+                    a.append(texts[g * K + i])
+                    b.append(texts[g * K + j])
+                    at.append((g, i, j))
+    pref = judge.prob(xs, a, b)  # (B K (K-1),) on the CPU, checked by BaseJudge
+    matrix = torch.full((B, K, K), 0.5, dtype=torch.float32)
+    index = torch.tensor(at, dtype=torch.long).reshape(-1, 3)
+    matrix[index[:, 0], index[:, 1], index[:, 2]] = pref.float()
+    return matrix.to(rollout.response_ids.device)
+
+
+class IterationSnapshot:
+    """pi_t of an iterative trainer: a frozen copy of the policy, refreshed at the start of every outer iteration.
+
+    Iteration k covers optimiser steps [k S, (k + 1) S) with S = ``steps_per_iteration``;
+    :meth:`refresh` (called by the step function with ``ctx.step`` before it samples)
+    copies the policy's trainable parameters into the copy the first time a step of a new
+    iteration is computed, so pi_0 is the initial policy and pi_k the policy after k S
+    steps. The copy is a deep copy of the whole model (with LoRA: the base and the adapter;
+    only the trainable parameters are ever copied again or saved). ``state_dict`` holds the
+    iteration and those parameters (checkpoint ``extra.pt``), so a run resumed inside an
+    iteration scores and samples with the same pi_t (:class:`nlhf.train.loop.Stateful`).
+    """
+
+    def __init__(self, policy: Any, steps_per_iteration: int) -> None:
+        import copy
+
+        if steps_per_iteration < 1:
+            raise ValueError(f"steps_per_iteration must be >= 1, got {steps_per_iteration!r}")
+        self.steps_per_iteration = int(steps_per_iteration)
+        self.policy = policy
+        self.model = copy.deepcopy(policy)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.names = [n for n, p in policy.named_parameters() if p.requires_grad]
+        self.iteration = 0
+
+    def _params(self) -> dict[str, Any]:
+        params = dict(self.model.named_parameters())
+        return {n: params[n] for n in self.names}
+
+    def sampler(self, reference: Any, sampling: Any, eos_token_id: Any, pad_token_id: Any) -> Any:
+        """A :class:`nlhf.sampling.sampler.HFSampler` whose policy is pi_t (samples y ~ pi_t with one model)."""
+        from nlhf.sampling.sampler import HFSampler
+
+        return HFSampler(
+            self.model, reference, sampling, eos_token_id=eos_token_id, pad_token_id=pad_token_id
+        )
+
+    def refresh(self, step: int) -> bool:
+        """Copy the policy into pi_t if ``step`` starts a later iteration than the one held; True if it did."""
+        import torch
+
+        iteration = step // self.steps_per_iteration
+        if iteration <= self.iteration:
+            return False
+        live = dict(self.policy.named_parameters())
+        with torch.no_grad():
+            for name, p in self._params().items():
+                p.copy_(live[name].detach())
+        self.iteration = iteration
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "steps_per_iteration": self.steps_per_iteration,
+            "params": {n: p.detach().cpu().clone() for n, p in self._params().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import torch
+
+        params = self._params()
+        missing = sorted(set(params) - set(state["params"]))
+        if missing:
+            raise KeyError(f"iteration snapshot state lacks parameters {missing[:5]}")
+        if int(state["steps_per_iteration"]) != self.steps_per_iteration:
+            raise ValueError(
+                f"the checkpoint was written with steps_per_iteration={state['steps_per_iteration']}, "
+                f"this run has {self.steps_per_iteration}"
+            )
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state["params"][name].to(p.device, p.dtype))
+        self.iteration = int(state["iteration"])
+
+
 __all__ = [
+    "IterationSnapshot",
+    "judge_within_groups",
     "log_importance_weight",
     "make_judge_eval_step",
     "reference_logps",
