@@ -13,6 +13,12 @@ Adapters:
 * :class:`CallableJudge`         a Python function (per example or batched)
 * :class:`SymmetrizedJudge`      (J(a, b) + 1 - J(b, a)) / 2 for any judge J, which makes
   P(a > b) + P(b > a) = 1 and P(a > a) = 1/2 hold exactly
+* :class:`HFRewardJudge`         any one-logit ``AutoModelForSequenceClassification`` reward
+  model on its own chat template (``--judge hf-reward:PATH_OR_NAME``), sigmoid(r - r')
+* :class:`LLMJudge`              a causal LM as a pairwise judge (``--judge llm:PATH_OR_NAME``):
+  the next-token probabilities of two answer labels, averaged over both presentation orders
+
+:func:`load_judge` turns a ``--judge`` spec string into a judge (every trainer and ``nlhf eval``).
 
 Every adapter checks what it returns: a value outside [0, 1] or NaN, or a result of the
 wrong shape, is a ``ValueError`` naming the judge, the row and the value; it is never
