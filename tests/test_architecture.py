@@ -64,6 +64,7 @@ TRAINERS = (
     "nlhf.train.rlhf",
     "nlhf.train.fit",
     "nlhf.train.sppo",
+    "nlhf.train.inpo",
 )
 TRAIN_CLI = "nlhf.train.cli"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nlhf.config import resolve_config
-from nlhf.train import dpo, fit, nash_md, online_ipo, rlhf, sppo
+from nlhf.train import dpo, fit, inpo, nash_md, online_ipo, rlhf, sppo
 
 # What the flags of a family mean (config key -> help); a family lists the ones it takes.
 FLAG_HELP: dict[str, str] = {
@@ -57,6 +57,8 @@ _IPO = dict(config_class=online_ipo.OnlineIPOConfig, run=online_ipo.run_online_i
 _RLHF = dict(config_class=rlhf.RLHFConfig, run=rlhf.run_rlhf, summary=rlhf.summary_line,
              flags=("prompts", "eval_prompts", "model", "reward", "out"))  # fmt: skip
 _SPPO = dict(config_class=sppo.SPPOConfig, run=sppo.run_sppo, summary=sppo.summary_line,
+             flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
+_INPO = dict(config_class=inpo.INPOConfig, run=inpo.run_inpo, summary=inpo.summary_line,
              flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 
 TRAIN_FAMILIES: dict[str, TrainFamily] = {
@@ -118,6 +120,13 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
         description="Self-Play Preference Optimization: K responses a prompt from pi_t (the policy at the start of "
         "the iteration, refreshed every steps_per_iteration steps), their win rates against pi_t from the judge.",
         **_SPPO,
+    ),
+    "inpo": TrainFamily(
+        help="INPO: pairwise square loss with KL to mu and to pi_t, outer iterations (THEORY.md Sec. 8.2)",
+        fixed={"algorithm": "inpo"},
+        description="Iterative Nash Policy Optimization: pairs from pi_t (the policy at the start of the iteration, "
+        "refreshed every steps_per_iteration steps) judged by --judge; fixed point the regularised equilibrium.",
+        **_INPO,
     ),
     "ppo": TrainFamily(
         help="PPO-clip against a reward model (critic-free: leave-one-out baseline over group_size samples)",

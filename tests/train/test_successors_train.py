@@ -1,4 +1,4 @@
-"""``nlhf train sppo`` (and INPO, issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
+"""``nlhf train sppo|inpo`` (issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
 
 Resume: a run crashes in the middle of step 5 (newest checkpoint ``ckpt-4``, inside outer
 iteration 1, which began at step 3) and is resumed; its final weights, its pi_t snapshot
@@ -8,6 +8,7 @@ crash with the snapshot NOT restored (pi_t rebuilt from the resumed weights) mus
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import pytest
@@ -18,7 +19,7 @@ from trainer_runs import Crash, crashing_step, full_then_crashed, train_losses
 
 from nlhf.sampling import SamplingConfig
 from nlhf.train import checkpoint as ckpt_lib
-from nlhf.train import sppo
+from nlhf.train import inpo, sppo
 from nlhf.train.config import OptimConfig
 from nlhf.train.rollouts import IterationSnapshot
 
@@ -28,9 +29,9 @@ def _one_thread(one_thread):
     """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
-def sppo_command(tmp_path) -> list[str]:
+def family_command(tmp_path, family="sppo") -> list[str]:
     data = str(tmp_path / "data.jsonl")
-    return ["train", "sppo", "--prompts", data, "--model", "tiny", "--judge", str(tmp_path),
+    return ["train", family, "--prompts", data, "--model", "tiny", "--judge", str(tmp_path),
             "--out", str(tmp_path / "out")]  # fmt: skip
 
 
@@ -45,7 +46,21 @@ def sppo_command(tmp_path) -> list[str]:
     ],
 )
 def test_sppo_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys, nothing_loads):  # noqa: F811
-    line = refused([*sppo_command(tmp_path), override], capsys, tmp_path)
+    line = refused([*family_command(tmp_path), override], capsys, tmp_path)
+    assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eta=20", "eta: eta * tau must be <= 1"),
+        ("tau=0", "tau: must be a finite number > 0"),
+        ("steps_per_iteration=0", "steps_per_iteration: must be >= 1"),
+        ("responses_per_prompt=2", "unknown key 'responses_per_prompt'"),
+    ],
+)
+def test_inpo_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys, nothing_loads):  # noqa: F811
+    line = refused([*family_command(tmp_path, "inpo"), override], capsys, tmp_path)
     assert message in line, line
 
 
@@ -66,7 +81,7 @@ def test_sppo_end_to_end_on_tiny_llama(tmp_path):
     result = sppo.run_sppo(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:4])
     assert result.summary["steps"] == 2 and result.summary["algorithm"] == "sppo"
     assert any(not torch.equal(before[n], p) for n, p in params(result.policy).items())
-    first = [r for r in map(__import__("json").loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    first = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
              if r["split"] == "train"][0]  # fmt: skip
     assert first["log_ratio"] == pytest.approx(0.0, abs=1e-5)
     assert first["win_rate"] == pytest.approx(0.5)  # the mean win rate of a group against itself
@@ -75,27 +90,53 @@ def test_sppo_end_to_end_on_tiny_llama(tmp_path):
     assert (tmp_path / "run" / "policy").is_dir()
 
 
+def test_inpo_end_to_end_on_tiny_llama(tmp_path):
+    """Two steps: at step 0 pi = pi_t, so h = eta tau (log pi_t/mu margin) = 0 (pi_t = mu at the start)."""
+    model, tok = tiny()
+    before = params(model)
+    cfg = inpo.INPOConfig(out=str(tmp_path / "run"), sampling=SamplingConfig(max_new_tokens=5),
+                          optim=OptimConfig(lr=1e-3, max_grad_norm=0.0, schedule="constant"),
+                          loop=loop_cfg(max_steps=2, micro_batch_size=2, log_every=1), eta=2.0, tau=0.2)  # fmt: skip
+    result = inpo.run_inpo(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:4])
+    assert result.summary["steps"] == 2 and result.summary["algorithm"] == "inpo"
+    assert any(not torch.equal(before[n], p) for n, p in params(result.policy).items())
+    first = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "train"][0]  # fmt: skip
+    assert first["h"] == pytest.approx(0.0, abs=1e-5) and first["iteration"] == 0
+    assert first["kl_k1"] == pytest.approx(0.0, abs=1e-5)
+
+
 RESUME_LOOP = dict(
     max_steps=8, micro_batch_size=2, grad_accum_steps=2, save_every=2, keep_last=2, log_every=1
 )
 RESUME_OPTIM = dict(lr=3e-3, warmup_steps=2, schedule="cosine", weight_decay=0.01)
 
 
-def run_resumable(tmp_path, name, resume=False):
-    cfg = sppo_cfg(tmp_path, name, {**RESUME_LOOP, "resume": resume}, RESUME_OPTIM, responses_per_prompt=2,
-                   steps_per_iteration=3, eta=2.0)  # fmt: skip
+def run_resumable(module, tmp_path, name, resume=False):
+    loop = {**RESUME_LOOP, "resume": resume}
     model, tok = tiny()
-    return sppo.run_sppo(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:6])
+    if module is sppo:
+        cfg = sppo_cfg(
+            tmp_path, name, loop, RESUME_OPTIM, responses_per_prompt=2, steps_per_iteration=3, eta=2.0
+        )
+        run = sppo.run_sppo
+    else:
+        cfg = inpo.INPOConfig(out=str(tmp_path / name), sampling=SamplingConfig(max_new_tokens=5),
+                              optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
+                              steps_per_iteration=3, eta=2.0, tau=0.2)  # fmt: skip
+        run = inpo.run_inpo
+    return run(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:6])
 
 
-def test_sppo_crash_inside_an_iteration_then_resume_is_bit_identical(tmp_path, monkeypatch):
-    full = full_then_crashed(monkeypatch, sppo, partial(run_resumable, tmp_path))
+@pytest.mark.parametrize("module", [sppo, inpo], ids=["sppo", "inpo"])
+def test_crash_inside_an_iteration_then_resume_is_bit_identical(module, tmp_path, monkeypatch):
+    full = full_then_crashed(monkeypatch, module, partial(run_resumable, module, tmp_path))
     out = tmp_path / "crashed"
     assert ckpt_lib.find_latest(out).name == "ckpt-4"
     saved = ckpt_lib.load_checkpoint(out / "ckpt-4").extra["snapshot"]
     assert saved["iteration"] == 1  # steps 3, 4, 5 are iteration 1: the checkpoint is inside it
 
-    resumed = run_resumable(tmp_path, "crashed", resume=True)
+    resumed = run_resumable(module, tmp_path, "crashed", resume=True)
     a, b = params(full.policy), params(resumed.policy)
     assert all(torch.equal(a[n], b[n]) for n in a)
     snap_a, snap_b = full.opponent.state_dict(), resumed.opponent.state_dict()
@@ -106,8 +147,8 @@ def test_sppo_crash_inside_an_iteration_then_resume_is_bit_identical(tmp_path, m
     # negative control: pi_t not restored on resume (rebuilt from the resumed weights at step 4)
     monkeypatch.setattr(IterationSnapshot, "load_state_dict", lambda self, state: None)
     with monkeypatch.context() as m:
-        m.setattr(sppo, "make_step", crashing_step(sppo, 5))
+        m.setattr(module, "make_step", crashing_step(module, 5))
         with pytest.raises(Crash):
-            run_resumable(tmp_path, "control")
-    c = params(run_resumable(tmp_path, "control", resume=True).policy)
+            run_resumable(module, tmp_path, "control")
+    c = params(run_resumable(module, tmp_path, "control", resume=True).policy)
     assert any(not torch.equal(a[n], c[n]) for n in a)
