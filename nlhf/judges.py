@@ -206,6 +206,8 @@ def load_judge(path: str, batch_size: int) -> BaseJudge:
       model (a TRL RewardTrainer output directory, a hub name), :class:`HFRewardJudge`;
     * ``llm:PATH_OR_NAME``: a causal LM as a pairwise judge (``llm:smollm2``, ``llm:tiny``, a
       directory, a hub name; any spec of :func:`nlhf.models.loading.load_model`), :class:`LLMJudge`;
+      options after commas: ``llm:M,template=FILE`` (a text file read as the template),
+      ``llm:M,labels=X/Y`` (the two answer labels), see :func:`llm_judge_options`;
     * anything else: a directory saved by ``nlhf train-pm`` (preference model) or ``train-rm``
       (reward model).
 
@@ -221,7 +223,8 @@ def load_judge(path: str, batch_size: int) -> BaseJudge:
             raise ModelLoadError(f"judge {spec!r}: expected {kind}:PATH_OR_NAME")
         cls = HFRewardJudge if kind + ":" == HF_REWARD_PREFIX else LLMJudge
         try:
-            judge = cls.load(target, batch_size=batch_size)
+            target, options = llm_judge_options(target) if cls is LLMJudge else (target, {})
+            judge = cls.load(target, batch_size=batch_size, **options)
         except Exception as exc:  # OSError, ValueError, ModelLoadError, transformers' own errors
             raise ModelLoadError(f"judge {spec!r} cannot be loaded: {one_line(exc)}") from exc
         judge.name = spec
@@ -232,6 +235,31 @@ def load_judge(path: str, batch_size: int) -> BaseJudge:
     if model.kind == "reward":
         return RewardModelJudge(model, batch_size=batch_size)
     return PreferenceModelJudge(model, batch_size=batch_size)
+
+
+LLM_OPTIONS = ("template", "labels")
+
+
+def llm_judge_options(target: str) -> tuple[str, dict[str, Any]]:
+    """``"M,template=FILE,labels=X/Y"`` -> ``("M", {"template": FILE's text, "labels": ("X", "Y")})``.
+
+    Only trailing ``,template=`` / ``,labels=`` parts are options; a ``ValueError`` for a
+    template file that cannot be read or labels that are not two.
+    """
+    options: dict[str, Any] = {}
+    while True:
+        head, sep, last = target.rpartition(",")
+        key, eq, value = last.partition("=")
+        if not sep or not eq or key not in LLM_OPTIONS or key in options:
+            return target, options
+        if key == "template":
+            options[key] = Path(value).expanduser().read_text()
+        else:
+            labels = tuple(value.split("/"))
+            if len(labels) != 2 or not all(labels):
+                raise ValueError(f"labels={value!r}: expected two labels as X/Y")
+            options[key] = labels
+        target = head
 
 
 def judge_preference(judge: Judge, prompts: Sequence[Any], first: Any, second: Any, tokenizer: Any) -> Any:

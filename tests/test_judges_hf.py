@@ -173,3 +173,21 @@ def test_llm_judge_template_and_labels_are_overridable():
         LLMJudge(tiny_causal_lm(tokenizer=tok), tok, template="{prompt} {a}")
     with pytest.raises(ValueError, match="same token"):
         LLMJudge(tiny_causal_lm(tokenizer=tok), tok, labels=("Yes", "Yo"))
+
+
+def test_llm_judge_spec_options_set_template_and_labels(tmp_path):
+    template = tmp_path / "judge.txt"
+    template.write_text("Q: {prompt}\n1) {a}\n2) {b}\nBetter, {label_a} or {label_b}?")
+    judge = load_judge(f"llm:tiny:3,template={template},labels=1/2", batch_size=2)
+    assert judge.template == template.read_text() and judge.labels == ("1", "2")
+    assert judge.render("x", "y", "z").endswith(
+        "Q: x\n1) y\n2) z\nBetter, 1 or 2?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    p = judge.prob(PROMPTS[:2], FIRST[:2], SECOND[:2])
+    torch.testing.assert_close(
+        p + judge.prob(PROMPTS[:2], SECOND[:2], FIRST[:2]), torch.ones(2), atol=1e-6, rtol=0
+    )
+    for bad in (f"llm:tiny,template={tmp_path / 'missing.txt'}", "llm:tiny,labels=A/B/C"):
+        with pytest.raises(ModelLoadError, match="missing.txt|two labels") as info:
+            load_judge(bad, batch_size=2)
+        assert repr(bad) in str(info.value)
