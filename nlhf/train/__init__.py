@@ -8,13 +8,16 @@ The trainers (config, step and run wiring of each family in one file; none impor
 * :mod:`nlhf.train.nash_md` -- Nash-MD-PG, self-play, best response, Nash-EMA;
 * :mod:`nlhf.train.online_ipo` -- online IPO, IPO-MD;
 * :mod:`nlhf.train.rlhf` -- RLHF policy gradient and PPO against a reward model;
+* :mod:`nlhf.train.sppo`, :mod:`nlhf.train.inpo` -- SPPO and INPO, in outer iterations against a
+  frozen pi_t (:class:`~nlhf.train.rollouts.IterationSnapshot`);
 * :mod:`nlhf.train.fit` -- ``nlhf train-pm`` / ``nlhf train-rm`` (preference and reward models).
 
 What they share:
 
 * :mod:`nlhf.train.run` -- set-up and tear-down (output checks, model and policy, the sampling
   trainers' sampler and prompt loop, metrics.json);
-* :mod:`nlhf.train.rollouts` -- the pieces of a sampling step (mu's log-probs, KL, per-row outputs);
+* :mod:`nlhf.train.rollouts` -- the pieces of a sampling step (mu's log-probs, KL, per-row outputs,
+  within-group judging, the iterative trainers' pi_t snapshot);
 * :mod:`nlhf.train.loop` -- ``TrainLoop`` (accumulation, global loss normalisation, clipping,
   NaN/inf skipping), ``StepOutput``, ``StepContext`` (from :mod:`~nlhf.train.step_api`); beside it
   :mod:`~nlhf.train.loop_eval` (evaluation), :mod:`~nlhf.train.optim`, :mod:`~nlhf.train.data_stream`, :mod:`~nlhf.train.metrics_log`,
