@@ -84,15 +84,21 @@ from typing import Any, Literal
 
 from nlhf.config import check
 from nlhf.data.prompt_batches import PromptItemBatch, repeat_prompts
-from nlhf.judges import judge_preference, load_judge
+from nlhf.judges import judge_preference
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
-from nlhf.train.rollouts import make_judge_eval_step, reference_logps, rollout_metrics, step_output
+from nlhf.train.rollouts import (
+    judge_group_pairs,
+    make_judge_eval_step,
+    reference_logps,
+    rollout_metrics,
+    step_output,
+)
 from nlhf.train.run import (
     RunResult,
-    check_model_pair,
     default_optimizer,
     make_prompt_loop,
-    prepare_sampling_run,
+    prepare_judged_run,
+    prompt_counts,
     summary_json,
     train_and_save,
 )
@@ -250,8 +256,8 @@ def make_step(
         if K == 1:
             preference, baseline = judge_preference(judge, batch.texts, y, y_opp, tokenizer), None  # (B,)
         else:
-            matrix = judge_all_pairs(
-                judge, batch.texts, y, y_opp, tokenizer, K
+            matrix = judge_group_pairs(
+                judge, batch.texts, y, tokenizer, K, y_opp
             )  # (B, K, K) P(y_i > y'_j | x)
             p_bar, loo = group_preferences(matrix)  # (B, K) each: mean over opponents, leave-one-out baseline
             preference, baseline = p_bar.reshape(-1), loo.reshape(-1)  # (B K,)
@@ -272,24 +278,6 @@ def make_step(
         return step_output(out.loss.reshape(B, K).mean(dim=1), per_prompt)
 
     return nash_pg_step
-
-
-def judge_all_pairs(
-    judge: Any, prompts: Sequence[Any], first: Any, second: Any, tokenizer: Any, K: int
-) -> Any:
-    """P(y_i > y'_j | x_b) for every i, j < K of each prompt: (B, K, K), from two rollouts of B K rows
-    (prompt-major, row b K + i is response i of prompt b), in one batched judge call of B K^2 pairs."""
-    first_texts, second_texts = first.response_texts(tokenizer), second.response_texts(tokenizer)  # B K each
-    B = len(prompts)
-    xs, a, b = [], [], []
-    for g in range(B):
-        for i in range(K):
-            for j in range(K):
-                xs.append(prompts[g])
-                a.append(first_texts[g * K + i])
-                b.append(second_texts[g * K + j])
-    pref = judge.prob(xs, a, b)  # (B K K,) on the CPU, checked by BaseJudge
-    return pref.reshape(B, K, K).to(first.response_ids.device)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -319,11 +307,9 @@ def run_nash_md(
     unless ``loop.resume``/``loop.overwrite``), trained, saved.
     """
     # 1. Checks, then model, judge and prompts loaded, policy pi and reference mu on the device.
-    check_model_pair(model, tokenizer, "run_nash_md")
-    cfg.check_complete(need_prompts=train_prompts is None, need_judge=judge is None)
-    run = prepare_sampling_run(cfg, "algorithm", model=model, tokenizer=tokenizer, train_prompts=train_prompts,
-                               eval_prompts=eval_prompts, reference_model=reference_model, scorer=judge,
-                               load_scorer=lambda: load_judge(cfg.judge, cfg.judge_batch_size))  # fmt: skip
+    run = prepare_judged_run(cfg, "run_nash_md", "algorithm", model=model, tokenizer=tokenizer, judge=judge,
+                             train_prompts=train_prompts, eval_prompts=eval_prompts,
+                             reference_model=reference_model)  # fmt: skip
     policy, judge, tokenizer = run.policy, run.scorer, run.tokenizer
 
     # 2. The opponent of Nash-EMA (updated after every optimiser step), the sampler.
@@ -344,8 +330,7 @@ def run_nash_md(
                             optimizer_fn=make_optimizer)  # fmt: skip
     extra = {"algorithm": cfg.algorithm, "tau": cfg.tau,
              "mixture_coef": cfg.beta if cfg.algorithm in MIXTURE_ALGORITHMS else None,
-             "n_train": len(run.train_items), "n_eval": len(run.eval_items or ()),
-             "prompts_truncated": sum(1 for it in run.train_items if it.cut),
+             **prompt_counts(run),
              **({"ema_decay": cfg.ema_decay} if opponent is not None else {})}  # fmt: skip
     return train_and_save(cfg, loop, tokenizer, run.out, run.timings, extra, opponent)
 

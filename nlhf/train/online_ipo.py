@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from nlhf.config import check
 from nlhf.data.prompt_batches import PromptItemBatch, stack_prompts
-from nlhf.judges import judge_preference, load_judge
+from nlhf.judges import judge_preference
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
     log_importance_weight,
@@ -55,9 +55,9 @@ from nlhf.train.rollouts import (
 )
 from nlhf.train.run import (
     RunResult,
-    check_model_pair,
     make_prompt_loop,
-    prepare_sampling_run,
+    prepare_judged_run,
+    prompt_counts,
     summary_json,
     train_and_save,
 )
@@ -183,18 +183,15 @@ def run_online_ipo(
     reference_model: Any = None,
 ) -> RunResult:
     """Train a policy with online IPO or IPO-MD; the keyword arguments as :func:`nlhf.train.nash_md.run_nash_md`'s."""
-    check_model_pair(model, tokenizer, "run_online_ipo")
-    cfg.check_complete(need_prompts=train_prompts is None, need_judge=judge is None)
-    run = prepare_sampling_run(cfg, "algorithm", model=model, tokenizer=tokenizer, train_prompts=train_prompts,
-                               eval_prompts=eval_prompts, reference_model=reference_model, scorer=judge,
-                               load_scorer=lambda: load_judge(cfg.judge, cfg.judge_batch_size))  # fmt: skip
+    run = prepare_judged_run(cfg, "run_online_ipo", "algorithm", model=model, tokenizer=tokenizer, judge=judge,
+                             train_prompts=train_prompts, eval_prompts=eval_prompts,
+                             reference_model=reference_model)  # fmt: skip
     judge, tokenizer = run.scorer, run.tokenizer
     sampler = run.make_sampler(cfg.sampling)
     loop = make_prompt_loop(cfg, run, make_step(cfg, sampler, judge, tokenizer, run.reference),
                             make_judge_eval_step(cfg, sampler, judge, tokenizer), optimizer_fn=optimizer_fn)  # fmt: skip
     extra = {"algorithm": cfg.algorithm, "tau": cfg.tau, "mixture_coef": cfg.beta if cfg.algorithm == "ipo_md" else None,
-             "n_train": len(run.train_items), "n_eval": len(run.eval_items or ()),
-             "prompts_truncated": sum(1 for it in run.train_items if it.cut)}  # fmt: skip
+             **prompt_counts(run)}  # fmt: skip
     return train_and_save(cfg, loop, tokenizer, run.out, run.timings, extra)
 
 

@@ -14,7 +14,8 @@ algorithm:
 * :func:`split_rollout`: rows [0, B) and [B, 2B) of a rollout;
 * :func:`sample_against_reference`: evaluation's y ~ pi and y_ref ~ mu of each prompt, and
   :func:`make_judge_eval_step`, the judge-based evaluation step;
-* :func:`judge_within_groups`: P(y_i > y_j | x) for every pair of a prompt's K responses;
+* :func:`judge_group_pairs`: P(y_i > y'_j | x) for every pair of a prompt's K responses (against K
+  opponents, or each other);
 * :class:`IterationSnapshot`: the frozen iterate pi_t of the iterative trainers (SPPO, INPO),
   refreshed every ``steps_per_iteration`` optimiser steps and saved in checkpoints.
 
@@ -129,31 +130,33 @@ def make_judge_eval_step(cfg: Any, sampler: Any, judge: Any, tokenizer: Any) -> 
     return eval_step
 
 
-def judge_within_groups(judge: Any, prompts: Any, rollout: Any, tokenizer: Any, K: int) -> Any:
-    """P(y_i > y_j | x_b) for the K responses of each prompt: (B, K, K), diagonal 1/2.
+def judge_group_pairs(
+    judge: Any, prompts: Any, first: Any, tokenizer: Any, K: int, second: Any = None
+) -> Any:
+    """P(y_i > y'_j | x_b) for the K responses of each prompt: (B, K, K), in one batched judge call.
 
-    ``rollout`` holds B K rows, prompt-major (row b K + i is response i of prompt b); the
-    B K (K - 1) ordered pairs i != j go to the judge in one batched call (both orders are
-    judged: a learned judge need not be antisymmetric).
+    ``first`` (and ``second``) hold B K rows, prompt-major (row b K + i is response i of
+    prompt b). With ``second`` (Nash-MD-PG's opponents): all K^2 pairs (first_i, second_j).
+    Without it (SPPO): the K (K - 1) ordered pairs i != j within ``first``, diagonal 1/2
+    (both orders are judged: a learned judge need not be antisymmetric).
     """
     import torch
 
-    texts = rollout.response_texts(tokenizer)  # B K
-    B = len(prompts)
-    xs, a, b, at = [], [], [], []
-    for g in range(B):
-        for i in range(K):
-            for j in range(K):
-                if i != j:
-                    xs.append(prompts[g])
-                    a.append(texts[g * K + i])
-                    b.append(texts[g * K + j])
-                    at.append((g, i, j))
-    pref = judge.prob(xs, a, b)  # (B K (K-1),) on the CPU, checked by BaseJudge
-    matrix = torch.full((B, K, K), 0.5, dtype=torch.float32)
+    first_texts = first.response_texts(tokenizer)  # B K
+    second_texts = first_texts if second is None else second.response_texts(tokenizer)
+    at = [
+        (g, i, j)
+        for g in range(len(prompts))
+        for i in range(K)
+        for j in range(K)
+        if second is not None or i != j
+    ]
+    pref = judge.prob([prompts[g] for g, _, _ in at], [first_texts[g * K + i] for g, i, _ in at],
+                      [second_texts[g * K + j] for g, _, j in at])  # (pairs,) on the CPU, checked by BaseJudge  # fmt: skip
+    matrix = torch.full((len(prompts), K, K), 0.5, dtype=torch.float32)
     index = torch.tensor(at, dtype=torch.long).reshape(-1, 3)
     matrix[index[:, 0], index[:, 1], index[:, 2]] = pref.float()
-    return matrix.to(rollout.response_ids.device)
+    return matrix.to(first.response_ids.device)
 
 
 class IterationSnapshot:
@@ -235,7 +238,7 @@ class IterationSnapshot:
 
 __all__ = [
     "IterationSnapshot",
-    "judge_within_groups",
+    "judge_group_pairs",
     "log_importance_weight",
     "make_judge_eval_step",
     "reference_logps",

@@ -268,6 +268,43 @@ def prepare_sampling_run(cfg: Any, trainer: str, *, model: Any, tokenizer: Any, 
                        pad_token_id(tokenizer), eos_id(tokenizer))  # fmt: skip
 
 
+def prepare_judged_run(cfg: Any, run_name: str, trainer: str, *, model: Any, tokenizer: Any, judge: Any,
+                       train_prompts: Any, eval_prompts: Any, reference_model: Any) -> SamplingRun:  # fmt: skip
+    """The set-up of a trainer judged pairwise (Nash-MD family, online IPO, SPPO, INPO): the model/tokenizer pair
+    and the config's required fields checked, then :func:`prepare_sampling_run` with ``judge``, else
+    ``load_judge(cfg.judge, cfg.judge_batch_size)``."""
+    from nlhf.judges import load_judge
+
+    check_model_pair(model, tokenizer, run_name)
+    cfg.check_complete(need_prompts=train_prompts is None, need_judge=judge is None)
+    return prepare_sampling_run(cfg, trainer, model=model, tokenizer=tokenizer, train_prompts=train_prompts,
+                                eval_prompts=eval_prompts, reference_model=reference_model, scorer=judge,
+                                load_scorer=lambda: load_judge(cfg.judge, cfg.judge_batch_size))  # fmt: skip
+
+
+def prompt_counts(run: SamplingRun) -> dict[str, int]:
+    """The run summary's prompt counts: ``n_train``, ``n_eval`` and ``prompts_truncated`` (cut by max_prompt_tokens)."""
+    return {"n_train": len(run.train_items), "n_eval": len(run.eval_items or ()),
+            "prompts_truncated": sum(1 for it in run.train_items if it.cut)}  # fmt: skip
+
+
+def make_iteration_loop(cfg: Any, run: SamplingRun, make_step: Callable[..., Any], judge: Any,
+                        optimizer_fn: Callable[[Any], Any] | None) -> tuple[Any, Any]:  # fmt: skip
+    """``(loop, snapshot)`` of an iteration-based trainer (SPPO, INPO): pi_t (:class:`nlhf.train.rollouts.IterationSnapshot`,
+    refreshed every ``cfg.steps_per_iteration`` steps and saved in checkpoints) and its sampler, the step
+    ``make_step(cfg, snapshot_sampler, judge, tokenizer, reference, snapshot)``, the judge's evaluation."""
+    from nlhf.train.rollouts import IterationSnapshot, make_judge_eval_step
+
+    snapshot = IterationSnapshot(run.policy, cfg.steps_per_iteration)  # pi_0 = the initial policy
+    snapshot_sampler = snapshot.sampler(run.reference, cfg.sampling, run.eos_token_id, run.pad_token_id)
+    step = make_step(cfg, snapshot_sampler, judge, run.tokenizer, run.reference, snapshot)
+    evaluate = make_judge_eval_step(cfg, run.make_sampler(cfg.sampling), judge, run.tokenizer)
+    loop = make_prompt_loop(
+        cfg, run, step, evaluate, stateful={"snapshot": snapshot}, optimizer_fn=optimizer_fn
+    )
+    return loop, snapshot
+
+
 def summary_json(
     result: RunResult, keys: Sequence[str], metrics: Sequence[str], splits: Sequence[str] = ("train", "eval")
 ) -> str:
@@ -290,8 +327,11 @@ __all__ = [
     "RunResult",
     "check_model_pair",
     "default_optimizer",
+    "make_iteration_loop",
     "make_prompt_loop",
+    "prepare_judged_run",
     "prepare_sampling_run",
+    "prompt_counts",
     "SamplingRun",
     "train_and_save",
     "load_policy_model",

@@ -51,12 +51,10 @@ from typing import Any, Literal
 
 from nlhf.config import check
 from nlhf.data.prompt_batches import PromptItemBatch, repeat_prompts
-from nlhf.judges import load_judge
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
     IterationSnapshot,
-    judge_within_groups,
-    make_judge_eval_step,
+    judge_group_pairs,
     reference_logps,
     rollout_metrics,
     step_output,
@@ -64,9 +62,9 @@ from nlhf.train.rollouts import (
 )
 from nlhf.train.run import (
     RunResult,
-    check_model_pair,
-    make_prompt_loop,
-    prepare_sampling_run,
+    make_iteration_loop,
+    prepare_judged_run,
+    prompt_counts,
     summary_json,
     train_and_save,
 )
@@ -126,7 +124,7 @@ def make_step(cfg: SPPOConfig, sampler: Any, judge: Any, tokenizer: Any, referen
         gen = row_generator(seed, ctx, batch.prompts.input_ids.device).repeat_interleave(K)  # (B K,)
         prompts = repeat_prompts(batch.prompts, K)  # (B K, P), prompt-major
         y = sampler.sample(prompts, gen)  # y ~ pi_t (the sampler's policy is the snapshot)
-        matrix = judge_within_groups(judge, batch.texts, y, tokenizer, K)  # (B, K, K), diagonal 1/2
+        matrix = judge_group_pairs(judge, batch.texts, y, tokenizer, K)  # (B, K, K), diagonal 1/2
         win_rate = (matrix.sum(dim=2) - 0.5) / (K - 1)  # (B, K) p_hat_i = mean_{j != i} P(y_i > y_j)
         mask = y.response_mask
         logps = response_logps(model, y)  # (B K, R) with gradient
@@ -159,21 +157,14 @@ def run_sppo(
     reference_model: Any = None,
 ) -> RunResult:
     """Train a policy with SPPO; the keyword arguments as :func:`nlhf.train.nash_md.run_nash_md`'s."""
-    check_model_pair(model, tokenizer, "run_sppo")
-    cfg.check_complete(need_prompts=train_prompts is None, need_judge=judge is None)
-    run = prepare_sampling_run(cfg, "nlhf train", model=model, tokenizer=tokenizer, train_prompts=train_prompts,
-                               eval_prompts=eval_prompts, reference_model=reference_model, scorer=judge,
-                               load_scorer=lambda: load_judge(cfg.judge, cfg.judge_batch_size))  # fmt: skip
+    run = prepare_judged_run(cfg, "run_sppo", "nlhf train", model=model, tokenizer=tokenizer, judge=judge,
+                             train_prompts=train_prompts, eval_prompts=eval_prompts,
+                             reference_model=reference_model)  # fmt: skip
     judge, tokenizer = run.scorer, run.tokenizer
-    snapshot = IterationSnapshot(run.policy, cfg.steps_per_iteration)  # pi_0 = the initial policy
-    snapshot_sampler = snapshot.sampler(run.reference, cfg.sampling, run.eos_token_id, run.pad_token_id)
-    loop = make_prompt_loop(cfg, run, make_step(cfg, snapshot_sampler, judge, tokenizer, run.reference, snapshot),
-                            make_judge_eval_step(cfg, run.make_sampler(cfg.sampling), judge, tokenizer),
-                            stateful={"snapshot": snapshot}, optimizer_fn=optimizer_fn)  # fmt: skip
+    loop, snapshot = make_iteration_loop(cfg, run, make_step, judge, optimizer_fn)
     extra = {"algorithm": "sppo", "eta": cfg.eta, "responses_per_prompt": cfg.responses_per_prompt,
              "steps_per_iteration": cfg.steps_per_iteration,
-             "n_train": len(run.train_items), "n_eval": len(run.eval_items or ()),
-             "prompts_truncated": sum(1 for it in run.train_items if it.cut)}  # fmt: skip
+             **prompt_counts(run)}  # fmt: skip
     return train_and_save(cfg, loop, tokenizer, run.out, run.timings, extra, snapshot)
 
 
