@@ -19,6 +19,7 @@ sys.path.insert(0, str(HERE))
 
 from trainer_runs import PAIRS, PROMPTS, minus_length, shorter_is_better  # noqa: E402
 
+from nlhf import judges  # noqa: E402
 from nlhf.config import ConfigError  # noqa: E402
 from nlhf.judges import CallableJudge  # noqa: E402
 from nlhf.train import checkpoint as ckpt_lib  # noqa: E402
@@ -44,7 +45,7 @@ def never(*args, **kwargs):
 def no_loading(monkeypatch):
     monkeypatch.setattr(run, "load_model", never)  # every policy trainer loads its model through it
     monkeypatch.setattr(fit, "_build_model", never)
-    monkeypatch.setattr(nash_md, "load_judge", never)
+    monkeypatch.setattr(judges, "load_judge", never)  # the judged trainers load their judge through it
 
 
 def entry_points(out: str, loop: LoopConfig):
