@@ -228,6 +228,21 @@ def test_demo_config_layers_and_errors(tmp_path):
         load_demo_config(overrides=["samples_per_prompt=3"])
 
 
+def test_demo_budget_long_preset():
+    from nlhf.demo import load_demo_config
+    from nlhf.demo.config import LONG
+
+    default, long = load_demo_config(), load_demo_config(budget="long")
+    assert (long.nash_steps, long.rlhf_steps, long.eval_samples_per_prompt) == (160, 160, 12)
+    changed = {k for k in default.__dataclass_fields__ if getattr(default, k) != getattr(long, k)}
+    assert changed == set(LONG)  # the preset changes only its own keys (no prompt, judge or oracle setting)
+    assert load_demo_config(overrides=["nash_steps=5"], budget="long").nash_steps == 5  # --set still wins
+    with pytest.raises(ValueError, match="budget"):
+        load_demo_config(budget="huge")
+    with pytest.raises(ValueError, match="exclude"):
+        load_demo_config(quick=True, budget="long")
+
+
 # ----------------------------------------------------------------------------- the lab showcase (nlhf demo --lab)
 
 

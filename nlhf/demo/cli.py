@@ -23,7 +23,7 @@ def cmd_demo(args) -> int:
     from nlhf.demo.run import run_demo
 
     cfg = load_demo_config(
-        args.config, args.overrides or (), quick=args.quick, model=args.model, device=args.device
+        args.config, args.overrides or (), quick=args.quick, budget=args.budget, model=args.model, device=args.device
     )
     summary = run_demo(cfg, out)
     files = summary.get("files", {})
@@ -47,11 +47,14 @@ def register(subparsers) -> None:
         "--quick is a smoke run of every stage (minutes) that makes no significance claim.\n"
         "--lab runs only the exact theory lab showcase (seconds, no model).",
         epilog="examples:\n  nlhf demo\n  nlhf demo --quick --out runs/demo-quick\n"
-        "  nlhf demo --set nash_steps=60 --set tau=0.02\n  nlhf demo --device cuda --model PATH_OR_CACHED_HUB_NAME\n\n"
+        "  nlhf demo --budget long\n  nlhf demo --set nash_steps=60 --set tau=0.02\n  nlhf demo --device cuda --model PATH_OR_CACHED_HUB_NAME\n\n"
         "The demo runs offline (HF_HUB_OFFLINE=1): a hub name must already be in the local cache.",
     )
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<timestamp>)")
     p.add_argument("--quick", action="store_true", help="a smoke run of every stage (no significance claim)")
+    p.add_argument("--budget", default="default", choices=["default", "long"],
+                   help="default (about 18 min on 2 cores) or long: 4x the policy steps, 12 tournament samples a "
+                   "prompt (about 45 min)")  # fmt: skip
     p.add_argument(
         "--device", default=None, choices=["cpu", "cuda", "auto"], help="where to run (default cpu)"
     )
