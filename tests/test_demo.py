@@ -80,6 +80,16 @@ def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
     np.testing.assert_allclose(W + W.T, 1.0, atol=1e-6)  # the oracle is exactly symmetric
     assert t["policies"][0]["kl"] == 0.0  # the reference against itself
     assert summary["claims"] is None and len(summary["stages"]) == 6
+    # model-FLOP accounting: sampling and judging stages run forwards only; the policy stage trains
+    by_name = {r["stage"]: r for r in summary["stages"]}
+    assert (
+        by_name["reference samples + oracle labels"]["gflop"]
+        == by_name["reference samples + oracle labels"]["gflop_forward"]
+        > 0
+    )
+    policies = by_name["policies (Nash-MD, RLHF, IPO)"]
+    assert policies["gflop"] > policies["gflop_forward"] > 0
+    assert summary["sgemm_peak_gflops"] > 0 and "of sgemm peak" in (out / "report.md").read_text()
     # the sampling-distribution section: two pair sets of 16 resampled pairs, RM + PM on each
     nu = summary["sampling_dependence"]
     for name in ("A", "B"):

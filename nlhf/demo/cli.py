@@ -23,7 +23,12 @@ def cmd_demo(args) -> int:
     from nlhf.demo.run import run_demo
 
     cfg = load_demo_config(
-        args.config, args.overrides or (), quick=args.quick, budget=args.budget, model=args.model, device=args.device
+        args.config,
+        args.overrides or (),
+        quick=args.quick,
+        budget=args.budget,
+        model=args.model,
+        device=args.device,
     )
     summary = run_demo(cfg, out)
     files = summary.get("files", {})

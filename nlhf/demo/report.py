@@ -195,10 +195,19 @@ def report_sections(cfg: DemoConfig, s: dict[str, Any], stages: list[dict[str, A
                 f"| {p['name']} (held-out tournament samples) | {_fmt_dist(p['class_distribution'])} |"
             )
     j = s["judges"]
-    stage_rows = [f"| {r['stage']} | {r['wall_s']} | {r['cpu_s']} | {r['quiet_estimate_s']} | {r['load_avg']} |"
+    peak = s.get("sgemm_peak_gflops")
+    stage_rows = [f"| {r['stage']} | {r['wall_s']} | {r['cpu_s']} | {r['quiet_estimate_s']} | {r['load_avg']} | "
+                  f"{r.get('gflop', '-')} | {r.get('gflops_per_s', '-')} | "
+                  f"{format(r['gflops_per_s'] / peak, '.0%') if peak and 'gflops_per_s' in r else '-'} |"
                   for r in stages]  # fmt: skip
     total = sum(r["wall_s"] for r in stages)
     quiet = sum(r["quiet_estimate_s"] for r in stages)
+    flops_note = (
+        " GFLOP: matmul FLOPs of every linear layer, forward and backward (nlhf.models.flops; attention scores "
+        "and element-wise work not counted); GFLOP/s over the quiet-machine time"
+        + (f", against the float32 sgemm peak of {peak:g} GFLOP/s measured at the start of this run "
+           f"(1024 x 1024 matmul, {s['threads']} threads)." if peak else ".")
+    )  # fmt: skip
     analysis = s["class_level_analysis"]
     if "cyclic" in analysis:
         cyc, bt = analysis["cyclic"], analysis["bradley_terry_control"]
@@ -233,10 +242,11 @@ def report_sections(cfg: DemoConfig, s: dict[str, Any], stages: list[dict[str, A
         ),  # fmt: skip
         (
             "Stage timings",
-            "| stage | wall s | cpu s | quiet-machine estimate s | load avg |\n|---|---|---|---|---|\n"
+            "| stage | wall s | cpu s | quiet-machine estimate s | load avg | GFLOP | GFLOP/s | of sgemm peak |\n"
+            "|---|---|---|---|---|---|---|---|\n"
             + "\n".join(stage_rows)
             + f"\n\nTotal {total:.0f} s wall; quiet-machine estimate "
-            f"{quiet:.0f} s (cpu time / {s['threads']} threads, capped by the wall time).",
+            f"{quiet:.0f} s (cpu time / {s['threads']} threads, capped by the wall time)." + flops_note,
         ),
         ("Class distributions", "| policy | class distribution |\n|---|---|\n" + "\n".join(rows)),
         (

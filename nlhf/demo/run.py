@@ -53,6 +53,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     os.environ["HF_HUB_OFFLINE"] = "1"  # the demo never contacts a model hub
     import torch
 
+    from nlhf.models.flops import sgemm_peak_gflops
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Path(out)
@@ -61,6 +63,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     clock = StageClock(6, torch.get_num_threads())
     summary: dict[str, Any] = {"config": to_dict(cfg), "device": device, "threads": torch.get_num_threads()}
+    if device == "cpu":  # what the stages' GFLOP/s are compared with (nlhf.models.flops)
+        summary["sgemm_peak_gflops"] = round(sgemm_peak_gflops(), 1)
     if not cfg.claims:
         print("quick/smoke run: every stage runs on a few prompts and steps; NO significance claim is made.")
 

@@ -21,7 +21,9 @@ class StageClock:
 
     ``cpu_s`` is this process's CPU time over the stage; on a shared machine
     ``cpu_s / threads`` estimates the wall time the stage would take with ``threads``
-    cores to itself (reported as ``quiet_estimate_s``).
+    cores to itself (reported as ``quiet_estimate_s``). ``gflop``: the stage's matmul FLOPs in
+    every ``nn.Linear`` call, forward and backward (:class:`nlhf.models.flops.LinearFlopCounter`);
+    ``gflops_per_s``: ``gflop`` over the quiet-machine time.
     """
 
     def __init__(self, total: int, threads: int) -> None:
@@ -30,16 +32,22 @@ class StageClock:
         self.stages: list[dict[str, Any]] = []
 
     def start(self, index: int, name: str) -> Any:
+        from nlhf.models.flops import LinearFlopCounter
+
         wall0, cpu0 = time.perf_counter(), time.process_time()
         load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"[{index}/{self.total}] {name} ...", flush=True)
+        flops = LinearFlopCounter().__enter__()  # every nn.Linear call of the stage, forward and backward
 
         def done(message: str) -> dict[str, Any]:
+            flops.__exit__(None, None, None)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            quiet = min(wall, cpu / self.threads)
             row = {"stage": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                   "quiet_estimate_s": round(min(wall, cpu / self.threads), 1),
-                   "load_avg": round(0.5 * (load0 + load1), 2), "status": message}  # fmt: skip
+                   "quiet_estimate_s": round(quiet, 1), "load_avg": round(0.5 * (load0 + load1), 2),
+                   "gflop": round(flops.total / 1e9, 1), "gflop_forward": round(flops.forward / 1e9, 1),
+                   "gflops_per_s": round(flops.total / 1e9 / max(quiet, 1e-9), 2), "status": message}  # fmt: skip
             self.stages.append(row)
             print(
                 f"[{index}/{self.total}] {name}: {message} ({wall:.1f} s wall, {cpu:.1f} s cpu)", flush=True
