@@ -65,6 +65,7 @@ TRAINERS = (
     "nlhf.train.fit",
     "nlhf.train.sppo",
     "nlhf.train.inpo",
+    "nlhf.train.dno",
 )
 TRAIN_CLI = "nlhf.train.cli"
 

@@ -1,6 +1,6 @@
-"""Square losses of Nash-MD's iterative successors: SPPO and INPO (THEORY.md Sec. 8.1, 8.2).
+"""Losses of Nash-MD's iterative successors: SPPO, INPO (square losses) and DNO (contrastive) (THEORY.md Sec. 8).
 
-Both regress log-ratios against the frozen iterate pi_t (the policy at the start of the
+SPPO and INPO regress log-ratios against the frozen iterate pi_t (the policy at the start of the
 outer iteration) onto targets built from the judge; both take SEQUENCE log-probs (B,)
 (sums over the response tokens, :func:`nlhf.logprobs.seq_logps` with ``"sum"``), the
 policy's with gradient, pi_t's and mu's as constants. The responses are samples of pi_t
@@ -9,6 +9,7 @@ policy's with gradient, pi_t's and mu's as constants. The responses are samples 
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from nlhf.losses.base import LossOutput, check_probabilities, check_same_shape
@@ -105,4 +106,44 @@ def inpo_loss(
     return LossOutput(loss=loss, metrics=metrics)
 
 
-__all__ = ["inpo_loss", "sppo_loss"]
+def dno_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    snapshot_chosen_logps: Tensor,
+    snapshot_rejected_logps: Tensor,
+    label: Tensor,
+    beta: float,
+) -> LossOutput:
+    """DNO's contrastive loss (Rosset et al. 2024; THEORY.md Sec. 8.3): DPO with pi_t as the reference.
+
+        h = log pi_theta(y_w)/pi_t(y_w) - log pi_theta(y_l)/pi_t(y_l),
+        loss = -( l log sigma(beta h) + (1 - l) log sigma(-beta h) ),
+
+    one value per pair (y_w, y_l) (the best and worst of pi_t's responses by estimated win
+    rate), label l = 1 (DNO's hard labels, DPO's loss) or a soft label in [0, 1]. Over
+    tabular policies the soft-label loss is minimised at sigma(beta h) = l: with l =
+    sigma(r(y_w) - r(y_l)) and r = P(. > pi_t), beta h = r(y_w) - r(y_l), the soft policy
+    iteration pi_t exp(r / beta) of :func:`nlhf.lab.successors.dno` (eta = beta).
+
+    Shapes: four (B,) sequence log-probs and label (B,) -> loss (B,); metrics (B,): ``h``,
+    ``label``. Only the policy's log-probs carry gradient.
+
+    Hand example (tests/losses/test_dno_loss.py): log pi = (-1, -2), log pi_t = (-1.5, -1.5),
+    beta = 2: h = 0.5 - (-0.5) = 1, loss(l = 1) = log(1 + e^-2) = 0.126928, d loss / d log pi(y_w)
+    = -2 (1 - sigma(2)) = -0.238406; loss(l = 0.75) = 0.75 (0.126928) + 0.25 (2.126928) = 0.626928.
+    """
+    beta = float(beta)
+    if not (beta > 0 and beta != float("inf")):
+        raise ValueError(f"dno_loss: beta must be a finite number > 0, got {beta!r}")
+    check_same_shape("dno_loss", 1, policy_chosen_logps=policy_chosen_logps,
+                     policy_rejected_logps=policy_rejected_logps, snapshot_chosen_logps=snapshot_chosen_logps,
+                     snapshot_rejected_logps=snapshot_rejected_logps, label=label)  # fmt: skip
+    check_probabilities("dno_loss", "label", label)
+    snapshot_margin = (snapshot_chosen_logps - snapshot_rejected_logps).detach()  # (B,)
+    h = policy_chosen_logps - policy_rejected_logps - snapshot_margin  # (B,) with gradient
+    label = label.detach().to(h.dtype)
+    loss = -(label * F.logsigmoid(beta * h) + (1.0 - label) * F.logsigmoid(-beta * h))  # (B,)
+    return LossOutput(loss=loss, metrics={"h": h.detach(), "label": label})
+
+
+__all__ = ["dno_loss", "inpo_loss", "sppo_loss"]

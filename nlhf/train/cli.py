@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nlhf.config import resolve_config
-from nlhf.train import dpo, fit, inpo, nash_md, online_ipo, rlhf, sppo
+from nlhf.train import dno, dpo, fit, inpo, nash_md, online_ipo, rlhf, sppo
 
 # What the flags of a family mean (config key -> help); a family lists the ones it takes.
 FLAG_HELP: dict[str, str] = {
@@ -60,6 +60,8 @@ _SPPO = dict(config_class=sppo.SPPOConfig, run=sppo.run_sppo, summary=sppo.summa
              flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 _INPO = dict(config_class=inpo.INPOConfig, run=inpo.run_inpo, summary=inpo.summary_line,
              flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
+_DNO = dict(config_class=dno.DNOConfig, run=dno.run_dno, summary=dno.summary_line,
+            flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 
 TRAIN_FAMILIES: dict[str, TrainFamily] = {
     "dpo": TrainFamily(
@@ -128,6 +130,13 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
         "refreshed every steps_per_iteration steps) judged by --judge; fixed point the regularised equilibrium.",
         **_INPO,
     ),
+    "dno": TrainFamily(
+        help="DNO: DPO against pi_t on the best and worst of K responses by win rate, outer iterations (THEORY.md Sec. 8.3)",
+        fixed={"algorithm": "dno"},
+        description="Direct Nash Optimization: K responses a prompt from pi_t (refreshed every steps_per_iteration "
+        "steps), judged pairwise; the pair (best, worst) by estimated win rate kept when its gap is >= margin.",
+        **_DNO,
+    ),
     "ppo": TrainFamily(
         help="PPO-clip against a reward model (critic-free: leave-one-out baseline over group_size samples)",
         fixed={"algorithm": "ppo"},
@@ -145,13 +154,17 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
 EPILOG = (
     "Config: defaults < --config YAML < KEY=VALUE overrides < --flags (the sub-command fixes the loss).\n"
     "Examples of overrides: tau=0.1 reduction=mean optim.lr=5e-7 loop.max_steps=200\n"
-    "loop.micro_batch_size=4 loop.grad_accum_steps=4 loop.save_every=100 lora.r=8."
+    "loop.micro_batch_size=4 loop.grad_accum_steps=4 loop.save_every=100 lora.r=8.\n"
+    "Memory and speed: dtype=auto|float32|bfloat16|float16 (auto: bfloat16 on CUDA, float32 on CPU)\n"
+    "attn_implementation=sdpa|eager|flash_attention_2 gradient_checkpointing=true\n"
+    "lora.quantize=4bit|8bit (QLoRA: CUDA + bitsandbytes); dpo|ipo|cdpo: reference=MODEL (default: the policy)."
 )
 
 FIT_EPILOG = (
     "Config: defaults < --config YAML < KEY=VALUE overrides < --data/--eval-data/--model/--out.\n"
     "Writes OUT/config.yaml, metrics.jsonl, tensorboard/, ckpt-<step>/ (loop.save_every), the model\n"
-    "(save_pretrained), metrics.json (eval accuracy, log_loss, ece) and reliability.png."
+    "(save_pretrained), metrics.json (eval accuracy, log_loss, ece) and reliability.png.\n"
+    "Memory: dtype=auto|float32|bfloat16|float16 (auto: bfloat16 on CUDA) gradient_checkpointing=true."
 )
 
 

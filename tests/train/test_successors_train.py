@@ -1,4 +1,4 @@
-"""``nlhf train sppo|inpo`` (issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
+"""``nlhf train sppo|inpo|dno`` (issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
 
 Resume: a run crashes in the middle of step 5 (newest checkpoint ``ckpt-4``, inside outer
 iteration 1, which began at step 3) and is resumed; its final weights, its pi_t snapshot
@@ -19,7 +19,7 @@ from trainer_runs import Crash, crashing_step, full_then_crashed, train_losses
 
 from nlhf.sampling import SamplingConfig
 from nlhf.train import checkpoint as ckpt_lib
-from nlhf.train import inpo, sppo
+from nlhf.train import dno, inpo, sppo
 from nlhf.train.config import OptimConfig
 from nlhf.train.rollouts import IterationSnapshot
 
@@ -61,6 +61,21 @@ def test_sppo_bad_override_is_refused_naming_the_key(override, message, tmp_path
 )
 def test_inpo_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys, nothing_loads):  # noqa: F811
     line = refused([*family_command(tmp_path, "inpo"), override], capsys, tmp_path)
+    assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("beta=0", "beta: must be a finite number > 0"),
+        ("margin=1", "margin: must lie in [0, 1)"),
+        ("label=maybe", "label"),
+        ("responses_per_prompt=1", "responses_per_prompt: must be >= 2"),
+        ("tau=0.1", "unknown key 'tau'"),
+    ],
+)
+def test_dno_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys, nothing_loads):  # noqa: F811
+    line = refused([*family_command(tmp_path, "dno"), override], capsys, tmp_path)
     assert message in line, line
 
 
@@ -106,6 +121,35 @@ def test_inpo_end_to_end_on_tiny_llama(tmp_path):
     assert first["kl_k1"] == pytest.approx(0.0, abs=1e-5)
 
 
+def test_dno_end_to_end_on_tiny_llama(tmp_path):
+    """Two steps: at step 0 pi = pi_t, so h = 0; the judge (shorter text wins) separates most groups."""
+    model, tok = tiny()
+    before = params(model)
+    cfg = dno.DNOConfig(out=str(tmp_path / "run"), sampling=SamplingConfig(max_new_tokens=5),
+                        optim=OptimConfig(lr=1e-3, max_grad_norm=0.0, schedule="constant"),
+                        loop=loop_cfg(max_steps=2, micro_batch_size=2, log_every=1), beta=0.5,
+                        responses_per_prompt=3, steps_per_iteration=2)  # fmt: skip
+    result = dno.run_dno(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:4])
+    assert result.summary["steps"] == 2 and result.summary["algorithm"] == "dno"
+    first = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "train"][0]  # fmt: skip
+    assert first["h"] == pytest.approx(0.0, abs=1e-5) and first["iteration"] == 0
+    assert first["win_rate"] == pytest.approx(0.5)
+    assert 0.0 < first["kept"] <= 1.0 and first["margin"] > 0
+    # a kept pair at h = 0 has loss log 2 (hard label); an unkept one 0
+    assert first["loss"] == pytest.approx(first["kept"] * 0.6931472, rel=1e-4)
+    assert any(not torch.equal(before[n], p) for n, p in params(result.policy).items())
+
+
+def test_dno_select_pairs_by_hand():
+    win = torch.tensor([[0.2, 0.9, 0.4], [0.5, 0.5, 0.5], [0.6, 0.3, 0.55]])
+    best, worst, gap, kept = dno.select_pairs(win, margin=0.25)
+    assert best.tolist() == [1, 0, 0] and worst.tolist() == [0, 0, 1]
+    torch.testing.assert_close(gap, torch.tensor([0.7, 0.0, 0.3]))
+    assert kept.tolist() == [True, False, True]  # no gap: nothing to learn, even at margin 0
+    assert dno.select_pairs(win, margin=0.5)[3].tolist() == [True, False, False]
+
+
 RESUME_LOOP = dict(
     max_steps=8, micro_batch_size=2, grad_accum_steps=2, save_every=2, keep_last=2, log_every=1
 )
@@ -120,6 +164,11 @@ def run_resumable(module, tmp_path, name, resume=False):
             tmp_path, name, loop, RESUME_OPTIM, responses_per_prompt=2, steps_per_iteration=3, eta=2.0
         )
         run = sppo.run_sppo
+    elif module is dno:
+        cfg = dno.DNOConfig(out=str(tmp_path / name), sampling=SamplingConfig(max_new_tokens=5),
+                            optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
+                            steps_per_iteration=3, beta=0.5, responses_per_prompt=2)  # fmt: skip
+        run = dno.run_dno
     else:
         cfg = inpo.INPOConfig(out=str(tmp_path / name), sampling=SamplingConfig(max_new_tokens=5),
                               optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
@@ -128,7 +177,7 @@ def run_resumable(module, tmp_path, name, resume=False):
     return run(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:6])
 
 
-@pytest.mark.parametrize("module", [sppo, inpo], ids=["sppo", "inpo"])
+@pytest.mark.parametrize("module", [sppo, inpo, dno], ids=["sppo", "inpo", "dno"])
 def test_crash_inside_an_iteration_then_resume_is_bit_identical(module, tmp_path, monkeypatch):
     full = full_then_crashed(monkeypatch, module, partial(run_resumable, module, tmp_path))
     out = tmp_path / "crashed"
