@@ -144,7 +144,7 @@ SHARED = [
     ("optim=3", "optim: expected a mapping for OptimConfig, got int"),
     ("optim.schedule=step", "optim.schedule: must be one of ['cosine', 'linear', 'constant'], got 'step'"),
     ("skip_invalid=maybe", "skip_invalid: expected bool, got str 'maybe'"),
-    ("dtype=float64", "dtype: must be one of ['float32', 'bfloat16', 'float16'], got 'float64'"),
+    ("dtype=float64", "dtype: must be one of ['auto', 'float32', 'bfloat16', 'float16'], got 'float64'"),
     # ranges of the shared sections
     ("optim.lr=-1e-4", "optim.lr: must be"),
     ("optim.lr=0", "optim.lr: must be"),

@@ -70,6 +70,7 @@ from nlhf.models.files import (
     smollm2_gguf_path,
 )
 from nlhf.models.gguf import cached_gguf_dir, convert_gguf, gguf_architecture
+from nlhf.models.memory import load_kwargs
 
 
 def _register_tabular() -> None:
@@ -157,12 +158,12 @@ def _hub_error(name: str, exc: Exception) -> ModelLoadError:
     )
 
 
-def _from_pretrained(auto_class: Any, where: str, dtype: Any, what: str) -> tuple[Any, Any]:
-    """``(auto_class.from_pretrained(where), its tokenizer)``; a failure is a :class:`ModelLoadError`.
+def _from_pretrained(auto_class: Any, where: str, dtype: Any, what: str, **load_kw: Any) -> tuple[Any, Any]:
+    """``(auto_class.from_pretrained(where, **load_kw), its tokenizer)``; a failure is a :class:`ModelLoadError`.
 
     A local directory's custom model type (``nlhf_tabular``) is registered first; its load
     error (a bad ``dtype`` included) reads ``could not load <what>: ...``, a hub name's is
-    :func:`_hub_error`.
+    :func:`_hub_error`. ``load_kw``: ``attn_implementation``, ``quantization_config``, ``device_map``.
     """
     from transformers import AutoTokenizer
 
@@ -170,7 +171,7 @@ def _from_pretrained(auto_class: Any, where: str, dtype: Any, what: str) -> tupl
     if local:
         _register_custom_model_type(Path(where))
     try:
-        model = auto_class.from_pretrained(where, dtype=resolve_dtype(dtype))
+        model = auto_class.from_pretrained(where, dtype=resolve_dtype(dtype), **load_kw)
         tokenizer = AutoTokenizer.from_pretrained(where)
     except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt weights), KeyError...
         if local:
@@ -186,6 +187,8 @@ def load_causal_lm(
     device: Any = None,
     gguf_file: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    attn_implementation: str | None = None,
+    quantize: str | None = None,
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer: ``(model, tokenizer)``, model in eval mode.
 
@@ -193,6 +196,9 @@ def load_causal_lm(
     directory, returned as a ``PeftModel``), a ``.gguf`` file (or a directory with
     ``gguf_file=``), or a hub name. GGUF checkpoints are converted once and cached (module
     docstring). The tokenizer always has a pad token (pad = eos when it had none).
+    ``attn_implementation`` (one of :data:`nlhf.models.memory.ATTN_IMPLEMENTATIONS`; None: transformers' default)
+    goes to ``from_pretrained``; ``quantize`` (``4bit`` / ``8bit``: QLoRA's frozen base, CUDA
+    and bitsandbytes only, :func:`nlhf.models.memory.check_quantize`) loads the weights quantised on the GPU.
     """
     from transformers import AutoModelForCausalLM
 
@@ -204,8 +210,16 @@ def load_causal_lm(
         and (Path(where) / "adapter_config.json").is_file()
         and not (Path(where) / "config.json").is_file()
     ):
+        if quantize is not None:
+            raise ModelLoadError(f"{where}: lora.quantize needs a full model directory, not a LoRA adapter")
         return _load_adapter_dir(Path(where), dtype=dtype, device=device, cache_dir=cache_dir)
-    model, tokenizer = _from_pretrained(AutoModelForCausalLM, where, torch_dtype, f"the causal LM in {where}")
+    load_kw = load_kwargs(attn_implementation, quantize, torch_dtype)
+    model, tokenizer = _from_pretrained(
+        AutoModelForCausalLM, where, torch_dtype, f"the causal LM in {where}", **load_kw
+    )
+    if quantize is not None:  # placed and typed by bitsandbytes: .to() would fail
+        ensure_pad_token(tokenizer, model)
+        return model.eval(), tokenizer
     if getattr(model.config, "quantization_config", None) is not None and getattr(
         model, "hf_quantizer", None
     ):
@@ -231,20 +245,36 @@ def parse_tiny(spec: str, default_seed: int = 0) -> int | None:
         raise ModelLoadError(f"model {spec!r}: expected tiny or tiny:SEED (an integer seed)") from None
 
 
-def load_model(spec: str, *, dtype: Any = "float32", device: Any = None, seed: int = 0) -> tuple[Any, Any]:
+def load_model(
+    spec: str,
+    *,
+    dtype: Any = "float32",
+    device: Any = None,
+    seed: int = 0,
+    attn_implementation: str | None = None,
+    quantize: str | None = None,
+) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for any model spec the commands take: the one loader of nlhf.
 
     ``tiny`` / ``tiny:SEED``: :mod:`nlhf.models.tiny`'s random Llama and byte tokenizer,
     seeded by ``SEED`` (``seed`` for bare ``tiny``: the trainers pass ``loop.seed``), in
     train mode as built; anything else: :func:`load_causal_lm` (eval mode).
+    ``attn_implementation`` and ``quantize``: :func:`load_causal_lm` (tiny takes the first).
     """
     tiny_seed = parse_tiny(str(spec), seed)
     if tiny_seed is None:
-        return load_causal_lm(spec, dtype=dtype, device=device)
+        return load_causal_lm(spec, dtype=dtype, device=device, attn_implementation=attn_implementation,
+                              quantize=quantize)  # fmt: skip
     from nlhf.models.tiny import tiny_causal_lm, tiny_tokenizer
 
+    if quantize is not None:
+        raise ModelLoadError(
+            f"model {spec!r}: lora.quantize needs a model loaded with from_pretrained, not tiny"
+        )
     tok = tiny_tokenizer()
     model = tiny_causal_lm(tokenizer=tok, seed=tiny_seed).to(resolve_dtype(dtype or "float32"))
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
     return (model if device is None else model.to(device)), tok
 
 

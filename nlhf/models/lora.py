@@ -9,7 +9,7 @@ YAML ``lora:`` block reads the same as peft's documentation.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from nlhf.config import check
 
@@ -20,12 +20,15 @@ class LoraSettings:
 
     ``target_modules=None`` uses peft's default for the model type (``q_proj``/``v_proj``
     for Llama, ``query``/``value`` for BERT). The update is scaled by ``lora_alpha / r``.
+    ``quantize`` (QLoRA, policies only): the frozen base loaded in ``4bit`` (NF4) or ``8bit``
+    by bitsandbytes, CUDA only (:mod:`nlhf.models.memory`); None: the base in ``dtype``.
     """
 
     r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] | None = None
+    quantize: Literal["4bit", "8bit"] | None = None
 
     def __post_init__(self) -> None:
         check(self.r >= 1, "lora.r", f"must be >= 1, got {self.r}")
@@ -35,6 +38,8 @@ class LoraSettings:
         )
         if self.target_modules is not None:
             check(len(self.target_modules) > 0, "lora.target_modules", "must be null or a non-empty list")
+        check(self.quantize in (None, "4bit", "8bit"), "lora.quantize",
+              f"must be one of ['4bit', '8bit'] or null, got {self.quantize!r}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -49,6 +54,7 @@ class LoraSettings:
             lora_alpha=float(d["lora_alpha"]),
             lora_dropout=float(d.get("lora_dropout", 0.0)),
             target_modules=tuple(tm) if tm is not None else None,
+            quantize=d.get("quantize"),
         )
 
     def peft_config(self, task_type: str | None = None) -> Any:
@@ -80,6 +86,22 @@ def apply_lora(model: Any, settings: LoraSettings, task_type: str | None = None)
             f"(model_type {getattr(model.config, 'model_type', '?')!r}, "
             f"target_modules={settings.target_modules}): {exc}"
         ) from exc
+
+
+def prepare_quantized(model: Any, gradient_checkpointing: bool) -> Any:
+    """peft's ``prepare_model_for_kbit_training`` on a bitsandbytes-quantised base (QLoRA), before :func:`apply_lora`.
+
+    It freezes the base, casts the norms to float32 and makes the input embeddings require
+    grad; with ``gradient_checkpointing`` it also enables non-reentrant checkpointing.
+    CUDA only: not run in nlhf's tests (no GPU, no bitsandbytes).
+    """
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
 
 
 def is_peft_model(model: Any) -> bool:

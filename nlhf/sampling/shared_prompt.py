@@ -48,8 +48,13 @@ def prompt_group_size(rollout: Rollout) -> int:
 
 
 def can_share_prompt(model: Any) -> bool:
-    """A causal LM whose forward takes a KV cache back, and not wrapped in DDP."""
+    """A causal LM whose forward takes a KV cache back, not wrapped in DDP and not gradient-checkpointed
+    (checkpointed layers drop the cache when gradients are taken)."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return False
+    if isinstance(model, torch.nn.Module) and any(
+        getattr(m, "gradient_checkpointing", False) is True for m in model.modules()
+    ):
         return False
     return forward_signature(model).cache_arg is not None
 

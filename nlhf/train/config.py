@@ -183,7 +183,9 @@ class PromptRunConfig:
     eval_limit: int | None = None
     max_prompt_tokens: int | None = 512  # prompts cut from the left
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64))
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, else fp32
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # from_pretrained's kernel
+    gradient_checkpointing: bool = False  # recompute the policy's activations in backward (same gradients)
     lora: LoraSettings | None = None  # e.g. lora.r=8 (reference: the base with the adapter disabled)
     merge_adapter: bool = True
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, warmup_steps=0))

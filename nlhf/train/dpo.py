@@ -6,7 +6,8 @@ A short file on the shared loop (:mod:`nlhf.train.loop`), composition not inheri
    (:func:`nlhf.data.tokenize_pair`: prompt + response + end-of-turn, masks from lengths);
 2. the policy pi and the explicit reference mu come from :func:`nlhf.models.build_policy`
    (a frozen copy, or the base model with the LoRA adapter disabled: never the adapted
-   model);
+   model), or mu is the separate model ``reference=SPEC`` (TRL's ``ref_model``, OpenRLHF's
+   ``--ref_pretrain``; its tokenizer must be the policy's);
 3. mu's sequence log-probs of both responses of every pair the run will read are computed
    ONCE, before the first step (batched, length-sorted, no grad) and cached (also on disk,
    ``ref_logps.pt``, so a resumed run does not recompute them). A run shorter than an epoch
@@ -65,9 +66,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nlhf.config import check
+from nlhf.config import ConfigError, check
 from nlhf.data.collate import pad_token_id
 from nlhf.losses import get_loss
+from nlhf.models.loading import ModelLoadError, load_model
 from nlhf.models.lora import LoraSettings
 from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
 from nlhf.train.config import LoopConfig, OptimConfig, check_required
@@ -89,6 +91,7 @@ from nlhf.train.pair_logps import (
 from nlhf.train.ref_cache import (
     REF_CACHE,
     RefLogps,
+    check_reference_tokenizer,
     fill_reference_cache,
     fingerprint,
     reference_logps,
@@ -97,7 +100,9 @@ from nlhf.train.ref_cache import (
 from nlhf.train.run import (
     RunResult,
     check_model_pair,
+    checkpoint_policy,
     load_policy_model,
+    resolve_model_settings,
     start_run,
     train_and_save,
 )
@@ -135,7 +140,10 @@ class OfflineConfig:
     eval_limit: int | None = None
     max_prompt_tokens: int | None = 512  # prompts cut from the left (nlhf.data.truncation)
     max_response_tokens: int | None = 512  # responses cut from the right
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, else fp32
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # from_pretrained's kernel
+    gradient_checkpointing: bool = False  # recompute the policy's activations in backward (same gradients)
+    reference: str | None = None  # mu: any --model spec; None: the initial policy (a copy, or LoRA's base)
     lora: LoraSettings | None = None  # e.g. lora.r=8 enables LoRA (reference: adapter disabled)
     merge_adapter: bool = True  # save the LoRA policy merged (True) or as an adapter directory
     ref_batch_size: int | None = None  # pairs per reference forward; None: by a logits-memory budget
@@ -290,6 +298,35 @@ def _make_loop(
     )
 
 
+def policy_and_reference(cfg: OfflineConfig, model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """``(policy, reference)``: :func:`nlhf.models.build_policy`, or with ``cfg.reference`` that model as mu.
+
+    The separate reference is loaded like the policy (dtype, attention kernel; ``tiny`` seeded
+    by ``loop.seed``), frozen, and must share the policy's tokenizer (a ConfigError naming
+    ``reference`` otherwise). The policy is ``model`` (all parameters trainable) or, with LoRA,
+    the model with fresh adapters. Gradient checkpointing goes on the policy only.
+    """
+    from nlhf.models.lora import apply_lora
+    from nlhf.models.policy import Reference, build_policy
+
+    if not cfg.reference:
+        policy, reference = build_policy(model, cfg.lora)
+        return checkpoint_policy(cfg, policy), reference
+    try:
+        ref_model, ref_tokenizer = load_model(cfg.reference, dtype=cfg.dtype, seed=cfg.loop.seed,
+                                              attn_implementation=cfg.attn_implementation)  # fmt: skip
+    except ModelLoadError as exc:
+        raise ConfigError(f"reference: {exc}") from exc
+    check_reference_tokenizer(tokenizer, ref_tokenizer, cfg.reference)
+    ref_model.requires_grad_(False)
+    ref_model.eval()
+    if cfg.lora is not None:
+        policy = apply_lora(model, cfg.lora, task_type="CAUSAL_LM")
+    else:
+        policy = model.requires_grad_(True)
+    return checkpoint_policy(cfg, policy), Reference(ref_model)
+
+
 def _summary_extra(
     cfg: OfflineConfig, n_train: int, n_eval: int, cut: Counter, computed: int, shared: bool
 ) -> dict[str, Any]:
@@ -329,9 +366,8 @@ def run_offline(
     """
     from accelerate.utils import set_seed
 
-    from nlhf.models.policy import build_policy
-
     check_model_pair(model, tokenizer, "run_offline")
+    cfg = resolve_model_settings(cfg)  # dtype auto resolved, attention / QLoRA checked
     if train_examples is None:
         cfg.check_complete()
     else:
@@ -355,11 +391,12 @@ def run_offline(
 
     acc = make_accelerator(loop_cfg)
     splits = {"train": train_pairs, **({"eval": eval_pairs} if eval_pairs else {})}
-    policy, reference = build_policy(model, cfg.lora)
+    policy, reference = policy_and_reference(cfg, model, tokenizer)
     policy.to(acc.device)
     reference.to(acc.device)
     keep_reference = bool(eval_pairs) and cfg.eval_kl
-    sharing = prompt_sharing(policy, acc) if cfg.share_prompt else None
+    # checkpointed layers drop the prompt's KV cache under gradients: one (2B, T) forward then
+    sharing = prompt_sharing(policy, acc) if cfg.share_prompt and not cfg.gradient_checkpointing else None
     cache_key = fingerprint(cfg, reference, splits, acc.device, sharing is not None)
 
     # 3. The loop (checks the run directory, saves config.yaml), then mu's log-probs, once.
@@ -413,6 +450,7 @@ __all__ = [
     "pair_loss",
     "make_step",
     "make_eval_step",
+    "policy_and_reference",
     "run_offline",
     "summary_line",
 ]

@@ -26,6 +26,7 @@ judging time, so training and judging see identical inputs), one micro-batch at 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -37,6 +38,7 @@ from typing import Any, Literal
 from nlhf.config import check, load_config, to_dict
 from nlhf.data import load_preferences
 from nlhf.models.lora import LoraSettings
+from nlhf.models.memory import enable_gradient_checkpointing, resolve_auto_dtype
 from nlhf.train import loop as loop_lib  # loop_lib.TrainLoop: replaceable in tests
 from nlhf.train.checkpoint import write_text_atomic
 from nlhf.train.config import LoopConfig, OptimConfig, check_required
@@ -72,7 +74,8 @@ class FitConfig:
     pooling: Literal["auto", "last", "mean", "cls", "segments"] = (
         "auto"  # auto: PM segments/last, RM mean/last
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, else fp32
+    gradient_checkpointing: bool = False  # recompute the backbone's activations in backward (same gradients)
     lora: LoraSettings | None = None  # e.g. lora.r=8 enables LoRA
     merge_lora: bool = False  # save the LoRA adapter merged into the backbone
     calibration_bins: int = 10
@@ -276,10 +279,13 @@ def _build_model(kind: str, cfg: FitConfig) -> Any:
         model = cls.from_pretrained(cfg.model, dtype=cfg.dtype, is_trainable=True)
         if cfg.max_length is not None:
             model.max_length = cfg.max_length
-        return model.train()
-    model = cls.from_backbone(
-        cfg.model, pooling=cfg.pooling, lora=cfg.lora, dtype=cfg.dtype, max_length=cfg.max_length
-    )
+    else:
+        model = cls.from_backbone(
+            cfg.model, pooling=cfg.pooling, lora=cfg.lora, dtype=cfg.dtype, max_length=cfg.max_length
+        )
+    if cfg.gradient_checkpointing:  # checkpointed layers drop a KV cache: no shared-prefix scoring then
+        enable_gradient_checkpointing(model.backbone)
+        model.share_prompt = False
     return model.train()
 
 
@@ -297,6 +303,9 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     cfg.check_complete()
+    check(cfg.lora is None or cfg.lora.quantize is None, "lora.quantize",
+          "train-pm / train-rm do not quantise their backbone (QLoRA is for the policy trainers)")  # fmt: skip
+    cfg = dataclasses.replace(cfg, dtype=resolve_auto_dtype(cfg.dtype, cfg.loop.device))  # saved resolved
     out, loop_cfg = start_run(cfg)
     train, evaluation, evaluated_on = _load_pairs(cfg)
 

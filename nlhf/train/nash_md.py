@@ -99,6 +99,7 @@ from nlhf.train.run import (
     make_prompt_loop,
     prepare_judged_run,
     prompt_counts,
+    resolve_model_settings,
     summary_json,
     train_and_save,
 )
@@ -307,6 +308,7 @@ def run_nash_md(
     unless ``loop.resume``/``loop.overwrite``), trained, saved.
     """
     # 1. Checks, then model, judge and prompts loaded, policy pi and reference mu on the device.
+    cfg = resolve_model_settings(cfg)  # dtype auto resolved, attention / QLoRA checked
     run = prepare_judged_run(cfg, "run_nash_md", "algorithm", model=model, tokenizer=tokenizer, judge=judge,
                              train_prompts=train_prompts, eval_prompts=eval_prompts,
                              reference_model=reference_model)  # fmt: skip

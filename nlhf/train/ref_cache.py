@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nlhf.config import ConfigError
 from nlhf.data.collate import collate_pairs
 from nlhf.train.data_stream import epoch_permutation
 from nlhf.train.pair_logps import PromptSharing, collate_shared_prompt, pair_logps
@@ -197,13 +198,39 @@ def fingerprint(cfg: Any, model: Any, splits: dict[str, list[Any]], device: Any,
     h = hashlib.sha256()
     with torch.no_grad():
         weights = sum(float(p.detach().sum(dtype=torch.float64)) for p in model.parameters())
-    h.update(json.dumps([cfg.model, cfg.dtype, cfg.reduction, str(getattr(device, "type", device)),
-                         type(model).__name__, repr(weights), shared]).encode())  # fmt: skip
+    fields = [cfg.model, cfg.dtype, cfg.reduction, str(getattr(device, "type", device)), type(model).__name__,
+              repr(weights), shared]  # fmt: skip
+    if getattr(
+        cfg, "reference", None
+    ):  # a separate reference model (absent: the same key as before it existed)
+        fields.append(["reference", cfg.reference])
+    h.update(json.dumps(fields).encode())
     for name in sorted(splits):
         h.update(name.encode())
         for p in splits[name]:
             h.update(json.dumps([p.prompt_ids, p.first_ids, p.second_ids]).encode())
     return h.hexdigest()
+
+
+def check_reference_tokenizer(policy_tokenizer: Any, reference_tokenizer: Any, spec: str) -> None:
+    """A ConfigError naming ``reference`` unless the reference model reads the policy's token ids as the same tokens.
+
+    mu's cached log-probs score the policy's token ids, so the two vocabularies (token -> id)
+    and the special tokens (bos, eos, pad) must be equal.
+    """
+    vocab, ref_vocab = policy_tokenizer.get_vocab(), reference_tokenizer.get_vocab()
+    if vocab != ref_vocab:
+        differ = sorted(set(vocab.items()) ^ set(ref_vocab.items()), key=str)[:3]
+        raise ConfigError(
+            f"reference: the tokenizer of {spec!r} is not the policy's ({len(ref_vocab)} vs {len(vocab)} tokens; "
+            f"differing entries e.g. {differ}): its log-probs would score other tokens"
+        )
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        mine, theirs = getattr(policy_tokenizer, name, None), getattr(reference_tokenizer, name, None)
+        if mine != theirs:
+            raise ConfigError(
+                f"reference: the tokenizer of {spec!r} has {name}={theirs}, the policy's {mine}"
+            )
 
 
 def load_ref_cache(path: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -231,6 +258,7 @@ def save_ref_cache(path: Path, fingerprint: str, table: dict[str, Any]) -> None:
 __all__ = [
     "REF_CACHE",
     "RefLogps",
+    "check_reference_tokenizer",
     "fill_reference_cache",
     "fill_reference_logps",
     "fingerprint",

@@ -74,6 +74,7 @@ from nlhf.train.run import (
     check_model_pair,
     make_prompt_loop,
     prepare_sampling_run,
+    resolve_model_settings,
     summary_json,
     train_and_save,
 )
@@ -385,6 +386,7 @@ def run_rlhf(
     # 1. Checks, then model, reward model and prompts loaded, policy pi and reference mu on the device.
     check_model_pair(model, tokenizer, "run_rlhf")
     cfg.check_complete(need_prompts=train_prompts is None, need_reward=reward_fn is None)
+    cfg = resolve_model_settings(cfg)  # dtype auto resolved, attention / QLoRA checked
     run = prepare_sampling_run(cfg, "algorithm", model=model, tokenizer=tokenizer, train_prompts=train_prompts,
                                eval_prompts=eval_prompts, reference_model=reference_model,
                                load_scorer=None if reward_fn is not None else lambda: load_reward_model(cfg.reward))  # fmt: skip

@@ -7,8 +7,11 @@ the other trainers live here, so no trainer imports another:
 * :func:`start_run`: the output directory, proved writable with free disk
   (:func:`nlhf.train.out_dir.check_out_dir`), and the loop config pointing at it;
 * :func:`refuse_sharded_weights`: the sampling trainers refuse FSDP / ZeRO-3 launches;
+* :func:`resolve_model_settings`: ``dtype: auto`` resolved, ``attn_implementation`` and
+  ``lora.quantize`` checked for this machine (every trainer's first call);
 * :func:`load_policy_model`: ``cfg.model`` through :func:`nlhf.models.loading.load_model`
   (``tiny`` seeded by ``loop.seed``), unless the caller passed a model;
+  :func:`checkpoint_policy`: gradient checkpointing on the policy;
 * :func:`make_policy`: the policy and its explicit frozen reference;
 * :func:`default_optimizer`: the loop's AdamW;
 * :func:`prepare_sampling_run`: everything the sampling trainers (Nash-MD, online IPO,
@@ -69,11 +72,48 @@ def check_model_pair(model: Any, tokenizer: Any, trainer: str) -> None:
         raise ValueError(f"{trainer}: pass both model and tokenizer, or neither")
 
 
+def resolve_model_settings(cfg: Any) -> Any:
+    """``cfg`` with ``dtype: auto`` resolved for this run's device (:func:`nlhf.models.memory.resolve_auto_dtype`),
+    after checking that ``attn_implementation`` and ``lora.quantize`` can run here (a ConfigError naming the key).
+
+    Called first by every trainer's ``run_*``, so the resolved dtype is the one saved in ``config.yaml``.
+    """
+    from nlhf.models.memory import check_attn_implementation, check_quantize, resolve_auto_dtype
+
+    device = cfg.loop.device
+    check_attn_implementation(getattr(cfg, "attn_implementation", "sdpa"), device)
+    check_quantize(getattr(cfg.lora, "quantize", None), device)
+    if cfg.dtype != "auto":
+        return cfg
+    return dataclasses.replace(cfg, dtype=resolve_auto_dtype(cfg.dtype, device))
+
+
 def load_policy_model(cfg: Any, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)``: the ones given, else ``cfg.model`` (``tiny``: seeded by ``cfg.loop.seed``)."""
+    """``(model, tokenizer)``: the ones given, else ``cfg.model`` (``tiny``: seeded by ``cfg.loop.seed``), loaded
+    with ``cfg``'s dtype (``auto`` resolved here too), ``attn_implementation`` and ``lora.quantize`` (QLoRA: then
+    prepared for k-bit training, :func:`nlhf.models.lora.prepare_quantized`)."""
+    from nlhf.models.lora import prepare_quantized
+    from nlhf.models.memory import resolve_auto_dtype
+
     if model is not None:
         return model, tokenizer
-    return load_model(cfg.model, dtype=cfg.dtype, seed=cfg.loop.seed)
+    quantize = getattr(cfg.lora, "quantize", None)
+    model, tokenizer = load_model(cfg.model, dtype=resolve_auto_dtype(cfg.dtype, cfg.loop.device),
+                                  seed=cfg.loop.seed, attn_implementation=getattr(cfg, "attn_implementation", None),
+                                  quantize=quantize)  # fmt: skip
+    if quantize is not None:
+        model = prepare_quantized(model, bool(getattr(cfg, "gradient_checkpointing", False)))
+    return model, tokenizer
+
+
+def checkpoint_policy(cfg: Any, policy: Any) -> Any:
+    """``policy`` with gradient checkpointing on when ``cfg.gradient_checkpointing`` (the reference is left as is:
+    it runs without gradients, where checkpointing does nothing)."""
+    from nlhf.models.memory import enable_gradient_checkpointing
+
+    if getattr(cfg, "gradient_checkpointing", False):
+        enable_gradient_checkpointing(policy)
+    return policy
 
 
 def refuse_sharded_weights(trainer: str) -> None:
@@ -246,6 +286,7 @@ def prepare_sampling_run(cfg: Any, trainer: str, *, model: Any, tokenizer: Any, 
     from nlhf.data.prompt_batches import load_prompt_items
 
     refuse_sharded_weights(f"{trainer} {cfg.algorithm}")
+    resolve_model_settings(cfg)  # attn_implementation / lora.quantize checked (dno, mpo too)
     timings: dict[str, float] = {}
     out, loop_cfg = start_run(cfg)
 
@@ -259,6 +300,7 @@ def prepare_sampling_run(cfg: Any, trainer: str, *, model: Any, tokenizer: Any, 
 
     acc = loop_lib.make_accelerator(loop_cfg)
     policy, reference = make_policy(model, cfg.lora, reference_model)
+    checkpoint_policy(cfg, policy)
     policy.to(acc.device)
     reference.to(acc.device)
     scorer_model = getattr(scorer, "model", scorer)  # a judge wraps its model; a reward model is one
@@ -326,6 +368,7 @@ __all__ = [
     "POLICY_DIR",
     "RunResult",
     "check_model_pair",
+    "checkpoint_policy",
     "default_optimizer",
     "make_iteration_loop",
     "make_prompt_loop",
@@ -337,6 +380,7 @@ __all__ = [
     "load_policy_model",
     "make_policy",
     "refuse_sharded_weights",
+    "resolve_model_settings",
     "save_gathered_policy",
     "start_run",
     "summary_json",
