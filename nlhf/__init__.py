@@ -8,8 +8,25 @@ Sub-packages (data flows one way, top to bottom; ``lab`` stands beside all of it
 * :mod:`nlhf.losses`   losses as pure functions of log-probabilities
 * :mod:`nlhf.train`    the shared accelerate loop and one short loop per family
 
+The Python API (:mod:`nlhf.api`, loaded on first use): ``train_dpo``, ``train_ipo``,
+``train_nash_md``, ``train_online_ipo``, ``train_rlhf``, ``train_sppo``, ``train_inpo``,
+``train_preference_model``, ``train_reward_model`` and ``tournament``::
+
+    import nlhf
+    nlhf.train_nash_md(prompts="prompts.jsonl", judge="llm:smollm2", out="runs/nash", loop={"max_steps": 100})
+
 Importing :mod:`nlhf` is cheap: nothing heavy (torch, transformers, matplotlib) is imported
 until it is used.
 """
 
+from nlhf._lazy import lazy_exports
+
 __version__ = "0.1.0.dev0"
+
+_API = ("train_dpo", "train_ipo", "train_nash_md", "train_online_ipo", "train_rlhf", "train_sppo", "train_inpo",
+        "train_preference_model", "train_reward_model", "tournament")  # fmt: skip
+_EXPORTS = {name: "nlhf.api" for name in _API}
+
+__all__ = sorted(_EXPORTS)  # the names are declared once, in _EXPORTS
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

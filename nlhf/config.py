@@ -9,7 +9,10 @@ understand *before* any model is loaded:
 * a value out of range      -> raised by the dataclass's own ``__post_init__`` through
   :func:`check`, which names the key.
 
-Overrides use dotted paths into nested dataclasses, and their values are parsed as YAML
+From Python, :func:`build_config` takes a config object, a dict or keyword arguments,
+with nested sections as plain dicts. A nested section given in part keeps its field's own
+defaults for the rest (``optim.warmup_steps=0`` leaves a trainer's ``optim.lr=1e-6``, not
+``OptimConfig``'s 1e-4). Overrides use dotted paths into nested dataclasses, and their values are parsed as YAML
 scalars (``optim.lr=3e-4``, ``lora=true``, ``model=null``). The resolved config is saved
 in every run directory with :func:`save_config`.
 """
@@ -137,7 +140,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
             f"unknown key '{prefix}{unknown[0]}' (known keys{' under ' + prefix.rstrip('.') if prefix else ''}: "
             f"{', '.join(sorted(fields))})"
         )
-    kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        default = _field_default(fields[name])
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(default) and not isinstance(default, type):
+            value = merge(_init_fields(default), value)  # a nested section keeps its field's own defaults
+        kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}")
     try:
         return cls(**kwargs)
     except ConfigError as exc:
@@ -146,6 +154,15 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         raise
     except TypeError as exc:  # a required field is missing
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """The default value of the dataclass field ``f`` (its factory called), or None when it has none."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -252,6 +269,37 @@ def resolve_config(
     return cfg
 
 
+def build_config(cls: type[T], config: Any = None, /, **overrides: Any) -> T:
+    """``cls`` from a config object, a plain dict or keyword arguments (or a config/dict plus keyword overrides).
+
+    Nested sections may be plain dicts (``loop={"max_steps": 2}``, ``lora={"r": 8}``): every
+    level goes through :func:`from_dict`, so nested dicts become their typed dataclasses and
+    an unknown key is a :class:`ConfigError` naming it (``unknown key 'loop.max_step'``).
+    A keyword override merges into a nested section of ``config`` (``loop={"seed": 1}``
+    changes only the seed). ``config`` of another config class is an error.
+    """
+    if config is None:
+        data: dict[str, Any] = {}
+    elif isinstance(config, cls):
+        if not overrides:
+            return config
+        data = _init_fields(config)
+    elif isinstance(config, Mapping):
+        data = dict(config)
+    else:
+        raise ConfigError(f"config: expected a {cls.__name__} or a mapping, got {type(config).__name__}")
+    return from_dict(cls, merge(data, overrides))
+
+
+def _init_fields(cfg: Any) -> dict[str, Any]:
+    """The constructor arguments of the config dataclass ``cfg`` (nested configs as dicts, recursively)."""
+    return {
+        f.name: _init_fields(v) if dataclasses.is_dataclass(v := getattr(cfg, f.name)) else v
+        for f in dataclasses.fields(cfg)
+        if f.init
+    }
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: temporary file, then rename)."""
     path = Path(path)
@@ -275,6 +323,7 @@ __all__ = [
     "merge",
     "load_config",
     "resolve_config",
+    "build_config",
     "save_config",
     "replace",
 ]

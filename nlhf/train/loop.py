@@ -63,11 +63,12 @@ from typing import Any
 
 from nlhf.config import ConfigError
 from nlhf.train import checkpoint as ckpt_lib
+from nlhf.train.callbacks import active_callbacks, as_callbacks, loop_should_stop
 from nlhf.train.config import LoopConfig, OptimConfig
 from nlhf.train.data_stream import epoch_permutation, micro_batch_positions, run_length, stream_indices
 from nlhf.train.loop_checkpoint import loop_trainer_state, restore_loop, save_loop_checkpoint
 from nlhf.train.loop_eval import evaluate_loop
-from nlhf.train.metrics_log import METRICS_FILE, MetricsLogger, MetricsWindow, accumulate
+from nlhf.train.metrics_log import METRICS_FILE, MetricsLogger, MetricsWindow, accumulate, start_trackers
 from nlhf.train.optim import lr_factor, make_optimizer, make_scheduler
 from nlhf.train.out_dir import RunDirError, check_out_dir, prepare_out_dir
 from nlhf.train.step_api import Stateful, StepContext, StepFn, StepOutput, TrainResult
@@ -86,7 +87,8 @@ def make_accelerator(cfg: LoopConfig) -> Any:
     Mixed precision is never applied on CPU (it is slow there and bf16 may be emulated); a
     request for it is downgraded with a warning. The scheduler is *not* stepped by
     accelerate (``step_scheduler_with_optimizer=False``): the loop steps it once per
-    successful update, whatever the number of processes.
+    successful update, whatever the number of processes. The trackers of ``loop.report_to``
+    other than TensorBoard (which :class:`MetricsLogger` writes itself) go to ``log_with``.
     """
     import torch
     from accelerate import Accelerator
@@ -101,7 +103,9 @@ def make_accelerator(cfg: LoopConfig) -> Any:
             f"loop.mixed_precision={mixed_precision!r} ignored: no GPU in use, training in fp32", stacklevel=2
         )
         mixed_precision = "no"
-    return Accelerator(cpu=not use_gpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+    log_with = [name for name in cfg.trackers if name != "tensorboard"] or None
+    return Accelerator(cpu=not use_gpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False,
+                       log_with=log_with)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -120,7 +124,9 @@ class TrainLoop:
     ``stateful`` objects (``state_dict``/``load_state_dict``) are saved in checkpoints and
     restored on resume. ``run_config`` (any config dataclass) is saved as ``config.yaml``.
     ``optimizer_fn(model)`` replaces the default AdamW of :func:`make_optimizer` (the
-    schedule from ``optim`` still applies).
+    schedule from ``optim`` still applies). ``callbacks``: ``on_step(step, metrics) -> bool``
+    functions (True stops the run after that step, as its last; :mod:`nlhf.train.callbacks`);
+    default: those of the enclosing :func:`nlhf.train.callbacks.step_callbacks` block.
     """
 
     def __init__(
@@ -139,8 +145,11 @@ class TrainLoop:
         run_config: Any = None,
         accelerator: Any = None,
         optimizer_fn: Callable[[Any], Any] | None = None,
+        callbacks: Any = None,
     ) -> None:
         self.cfg, self.optim_cfg = loop, optim
+        self.callbacks = as_callbacks(callbacks) if callbacks is not None else active_callbacks()
+        self.run_config, self.stopped_by_callback = run_config, False
         self.train_data, self.eval_data = train_data, eval_data
         self.collate_fn, self.step_fn = collate_fn, step_fn
         self.eval_fn, self.eval_summary = eval_fn or step_fn, eval_summary
@@ -228,23 +237,32 @@ class TrainLoop:
                 # 3. Stop when too many steps in a row were NaN/inf (weights untouched by them).
                 self._check_nonfinite_run()
 
-                # 4. Log the weighted means of the window.
-                if self.step % cfg.log_every == 0 or self.step == self.max_steps:
+                # 4. Evaluate every eval_every steps; the callbacks (True: this step is the last one).
+                due = self.eval_data is not None and cfg.eval_every and self.step % cfg.eval_every == 0
+                evaluated = self.evaluate() if due else None
+                stop = loop_should_stop(self, totals, grad_norm, skipped, evaluated)
+                at_end = self.step == self.max_steps or stop
+
+                # 5. Log the weighted means of the window.
+                if self.step % cfg.log_every == 0 or at_end:
                     train_metrics = self._window_metrics(window, started, start_step)
                     logger.log(self.step, "train", train_metrics)
                     self.train_metrics = dict(train_metrics)
                     window = MetricsWindow()
 
-                # 5. Evaluate every eval_every steps (and at the end).
-                at_end = self.step == self.max_steps
-                if self.eval_data is not None and (
-                    (cfg.eval_every and self.step % cfg.eval_every == 0) or (at_end and cfg.eval_at_end)
-                ):
-                    logger.log(self.step, "eval", self.evaluate())
+                # 6. The evaluation of step 4, or the one at the end.
+                if evaluated is None and self.eval_data is not None and at_end and cfg.eval_at_end:
+                    evaluated = self.evaluate()
+                if evaluated is not None:
+                    logger.log(self.step, "eval", evaluated)
 
-                # 6. Checkpoint every save_every steps (and at the end).
+                # 7. Checkpoint every save_every steps (and at the end).
                 if cfg.save_every and (self.step % cfg.save_every == 0 or at_end):
                     self.save_checkpoint()
+                if stop:
+                    self.stopped_by_callback = True
+                    logger.console(f"stopped by a callback after step {self.step} of {self.max_steps}")
+                    break
         finally:
             bar.close()
             logger.close()
@@ -266,9 +284,11 @@ class TrainLoop:
         logger = MetricsLogger(
             self.out_dir,
             enabled=acc.is_main_process,
-            tensorboard=cfg.tensorboard,
+            tensorboard="tensorboard" in cfg.trackers,
             resume_step=self.step if resumed_from is not None else None,
+            accelerator=acc,
         )
+        start_trackers(acc, self.out_dir, self.run_config)
         bar = tqdm(
             total=self.max_steps,
             initial=self.step,
