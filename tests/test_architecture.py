@@ -8,13 +8,13 @@ other, directly or round a longer circle. Layers, low to high::
     base      nlhf (the package), nlhf._lazy, nlhf.config
     data      nlhf.data
     models    nlhf.models
-    judges    nlhf.judges, nlhf.logprobs
+    judges    nlhf.judges, nlhf.http_judge, nlhf.logprobs
     sampling  nlhf.sampling, nlhf.losses
     envs      nlhf.envs
     train     nlhf.train
     eval      nlhf.eval
     report    nlhf.report
-    top       nlhf.demo (package), nlhf.pipeline (its old name, re-exports), nlhf.cli, nlhf.__main__, and every area's command line
+    top       nlhf.demo (package), nlhf.pipeline (its old name, re-exports), nlhf.cli, nlhf.__main__, nlhf.api, and every area's command line
               (nlhf.train.cli, nlhf.eval.cli: the ``nlhf`` sub-commands next to the code they run)
 
 ``nlhf.lab`` stands beside all of them: anything may import it, and it imports nothing of
@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "models": 2,
     "judges": 3,
+    "http_judge": 3,
     "logprobs": 3,
     "sampling": 4,
     "losses": 4,
@@ -51,6 +52,7 @@ LAYERS: dict[str, int] = {
     "pipeline": 9,
     "cli": 9,
     "__main__": 9,
+    "api": 9,  # the Python API (train_*, tournament): beside the command line
 }
 LAB = "lab"
 BASE = 0

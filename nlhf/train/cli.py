@@ -20,6 +20,7 @@ from typing import Any
 
 from nlhf.config import resolve_config
 from nlhf.train import dno, dpo, fit, inpo, nash_md, online_ipo, rlhf, sppo
+from nlhf.train.model_card import card_after_command, command_line
 
 # What the flags of a family mean (config key -> help); a family lists the ones it takes.
 FLAG_HELP: dict[str, str] = {
@@ -199,6 +200,8 @@ def _runner(name: str) -> Callable[[Any], int]:
         flags = {key: getattr(args, key, None) for key in family.flags}
         cfg = resolve_config(family.config_class, args.config, overrides, flags, family.fixed)
         result = family.run(cfg)
+        if getattr(result, "policy_dir", None) is not None:  # the main process saved a policy: its README.md
+            card_after_command(result.out_dir, name, command_line(["train", name], args, family.flags))
         if family.summary is not None:
             line = family.summary(result)
         else:
@@ -253,7 +256,21 @@ def register_fit(subparsers: Any) -> None:
         )
         fit.add_arguments(parser)
         accept_overrides_anywhere(parser)
-        parser.set_defaults(func=fit.command(kind))
+        parser.set_defaults(func=_fit_with_card(kind, name))
+
+
+def _fit_with_card(kind: str, name: str) -> Callable[[Any], int]:
+    """``nlhf train-pm`` / ``train-rm`` (:func:`nlhf.train.fit.command`), then the model card in the run directory."""
+    command = fit.command(kind)
+
+    def run(args: Any) -> int:
+        code = command(args)
+        flags = {key: getattr(args, key) for key in ("data", "eval_data", "model", "out")}
+        out = fit.load_fit_config(args.config, list(args.overrides or []), **flags).out
+        card_after_command(out, name, command_line([name], args, tuple(flags)))
+        return code
+
+    return run
 
 
 def register(subparsers: Any) -> None:

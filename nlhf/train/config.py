@@ -86,7 +86,8 @@ class LoopConfig:
     max_nonfinite_in_a_row: int = 5  # stop after this many skipped (NaN/inf) steps in a row
     min_free_disk_mb: int = 100  # refuse to start with less free space than this in out_dir
     progress: bool = True  # tqdm progress bar
-    tensorboard: bool = True
+    report_to: str = "tensorboard"  # comma list of tensorboard, wandb, trackio, mlflow, or none
+    tensorboard: bool | None = None  # old key: false drops the default tensorboard (prefer report_to)
 
     def __post_init__(self) -> None:
         check(
@@ -130,10 +131,47 @@ class LoopConfig:
             self.min_free_disk_mb >= 0, "loop.min_free_disk_mb", f"must be >= 0, got {self.min_free_disk_mb}"
         )
         check(not (self.resume and self.overwrite), "loop.overwrite", "cannot be combined with loop.resume")
+        _ = self.trackers  # loop.report_to / loop.tensorboard checked now, before any model loads
 
     @property
     def eval_micro_batch_size(self) -> int:
         return self.eval_batch_size or self.micro_batch_size
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The experiment trackers of ``report_to`` (with the old ``tensorboard`` key applied): :func:`parse_report_to`."""
+        return parse_report_to(self.report_to, self.tensorboard)
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
+"""``loop.report_to`` names -> the Python package each needs (``pip install`` name: the same; mlflow-skinny also does)."""
+
+
+def parse_report_to(report_to: str, tensorboard: bool | None = None) -> tuple[str, ...]:
+    """``"tensorboard,wandb"`` -> ``("tensorboard", "wandb")``; ``"none"`` -> ``()``. ConfigError naming the key for an
+    unknown name, ``none`` beside another name, a tracker whose package is not installed, or an old ``loop.tensorboard``
+    that contradicts ``loop.report_to`` (``false`` only drops the default ``report_to=tensorboard``)."""
+    import importlib.util
+
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    for name in names:
+        check(name in (*TRACKER_PACKAGES, "none"), "loop.report_to",
+              f"unknown tracker {name!r} (one or more of {', '.join(TRACKER_PACKAGES)}, or none)")  # fmt: skip
+    check(bool(names), "loop.report_to", "empty (say none for no tracker)")
+    check("none" not in names or len(names) == 1, "loop.report_to", f"none cannot be combined with others: {report_to!r}")
+    trackers = tuple(dict.fromkeys(n for n in names if n != "none"))
+    if tensorboard is False:
+        check(trackers in (("tensorboard",), ()) or "tensorboard" not in trackers, "loop.tensorboard",
+              f"false contradicts loop.report_to={report_to!r}; drop loop.tensorboard and edit loop.report_to")  # fmt: skip
+        trackers = tuple(n for n in trackers if n != "tensorboard")
+    elif tensorboard is True:
+        check("tensorboard" in trackers, "loop.tensorboard",
+              f"true contradicts loop.report_to={report_to!r}; drop loop.tensorboard and edit loop.report_to")  # fmt: skip
+    for name in trackers:
+        package = TRACKER_PACKAGES[name]
+        check(importlib.util.find_spec(package) is not None, "loop.report_to",
+              f"{name} needs the {package} package, which is not installed (pip install {package})")  # fmt: skip
+    return trackers
 
 
 def check_required(cfg: Any, **hints: str | None) -> None:
