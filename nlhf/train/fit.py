@@ -275,17 +275,19 @@ def _build_model(kind: str, cfg: FitConfig) -> Any:
     from nlhf.models.scorer import HEAD_CONFIG
 
     cls = PairwisePreferenceModel if kind == "pm" else RewardModel
+    dtype = resolve_auto_dtype(cfg.dtype, cfg.loop.device)
     if (Path(cfg.model).expanduser() / HEAD_CONFIG).is_file():  # a saved judge: train it further
-        model = cls.from_pretrained(cfg.model, dtype=cfg.dtype, is_trainable=True)
+        model = cls.from_pretrained(cfg.model, dtype=dtype, is_trainable=True)
         if cfg.max_length is not None:
             model.max_length = cfg.max_length
     else:
         model = cls.from_backbone(
-            cfg.model, pooling=cfg.pooling, lora=cfg.lora, dtype=cfg.dtype, max_length=cfg.max_length
+            cfg.model, pooling=cfg.pooling, lora=cfg.lora, dtype=dtype, max_length=cfg.max_length
         )
-    if cfg.gradient_checkpointing:  # checkpointed layers drop a KV cache: no shared-prefix scoring then
+    if cfg.gradient_checkpointing:  # checkpointed layers drop a KV cache: no shared-prefix scoring (PM) then
         enable_gradient_checkpointing(model.backbone)
-        model.share_prompt = False
+        if hasattr(model, "share_prompt"):
+            model.share_prompt = False
     return model.train()
 
 
