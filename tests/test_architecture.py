@@ -68,6 +68,7 @@ TRAINERS = (
     "nlhf.train.sppo",
     "nlhf.train.inpo",
     "nlhf.train.dno",
+    "nlhf.train.mpo",
 )
 TRAIN_CLI = "nlhf.train.cli"
 

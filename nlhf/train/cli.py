@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nlhf.config import resolve_config
-from nlhf.train import dno, dpo, fit, inpo, nash_md, online_ipo, rlhf, sppo
+from nlhf.train import dno, dpo, fit, inpo, mpo, nash_md, online_ipo, rlhf, sppo
 from nlhf.train.model_card import card_after_command, command_line
 
 # What the flags of a family mean (config key -> help); a family lists the ones it takes.
@@ -62,6 +62,8 @@ _SPPO = dict(config_class=sppo.SPPOConfig, run=sppo.run_sppo, summary=sppo.summa
 _INPO = dict(config_class=inpo.INPOConfig, run=inpo.run_inpo, summary=inpo.summary_line,
              flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 _DNO = dict(config_class=dno.DNOConfig, run=dno.run_dno, summary=dno.summary_line,
+            flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
+_MPO = dict(config_class=mpo.MPOConfig, run=mpo.run_mpo, summary=mpo.summary_line,
             flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 
 TRAIN_FAMILIES: dict[str, TrainFamily] = {
@@ -137,6 +139,13 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
         description="Direct Nash Optimization: K responses a prompt from pi_t (refreshed every steps_per_iteration "
         "steps), judged pairwise; the pair (best, worst) by estimated win rate kept when its gap is >= margin.",
         **_DNO,
+    ),
+    "mpo": TrainFamily(
+        help="MPO: magnetic mirror descent, the magnet (mu, then the policy) refreshed every magnet_every iterations (THEORY.md Sec. 8.4)",
+        fixed={"algorithm": "mpo"},
+        description="Magnetic Preference Optimization: INPO's pairwise loss with step eta/(1 + eta tau) and the magnet "
+        "in mu's place; the magnet is replaced by the policy every magnet_every iterations (last iterate: Nash).",
+        **_MPO,
     ),
     "ppo": TrainFamily(
         help="PPO-clip against a reward model (critic-free: leave-one-out baseline over group_size samples)",

@@ -62,6 +62,7 @@ from nlhf.train.run import (
     make_iteration_loop,
     prepare_judged_run,
     prompt_counts,
+    resolve_model_settings,
     summary_json,
     train_and_save,
 )
@@ -177,6 +178,7 @@ def run_dno(
     reference_model: Any = None,
 ) -> RunResult:
     """Train a policy with DNO; the keyword arguments as :func:`nlhf.train.nash_md.run_nash_md`'s."""
+    cfg = resolve_model_settings(cfg)  # dtype auto resolved, attention / QLoRA checked
     run = prepare_judged_run(cfg, "run_dno", "nlhf train", model=model, tokenizer=tokenizer, judge=judge,
                              train_prompts=train_prompts, eval_prompts=eval_prompts,
                              reference_model=reference_model)  # fmt: skip

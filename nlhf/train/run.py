@@ -331,19 +331,20 @@ def prompt_counts(run: SamplingRun) -> dict[str, int]:
 
 
 def make_iteration_loop(cfg: Any, run: SamplingRun, make_step: Callable[..., Any], judge: Any,
-                        optimizer_fn: Callable[[Any], Any] | None) -> tuple[Any, Any]:  # fmt: skip
-    """``(loop, snapshot)`` of an iteration-based trainer (SPPO, INPO): pi_t (:class:`nlhf.train.rollouts.IterationSnapshot`,
+                        optimizer_fn: Callable[[Any], Any] | None,
+                        stateful: dict[str, Any] | None = None) -> tuple[Any, Any]:  # fmt: skip
+    """``(loop, snapshot)`` of an iteration-based trainer (SPPO, INPO, DNO, MPO): pi_t (:class:`nlhf.train.rollouts.IterationSnapshot`,
     refreshed every ``cfg.steps_per_iteration`` steps and saved in checkpoints) and its sampler, the step
-    ``make_step(cfg, snapshot_sampler, judge, tokenizer, reference, snapshot)``, the judge's evaluation."""
+    ``make_step(cfg, snapshot_sampler, judge, tokenizer, reference, snapshot)``, the judge's evaluation.
+    ``stateful``: more objects saved in checkpoints (MPO's magnet)."""
     from nlhf.train.rollouts import IterationSnapshot, make_judge_eval_step
 
     snapshot = IterationSnapshot(run.policy, cfg.steps_per_iteration)  # pi_0 = the initial policy
     snapshot_sampler = snapshot.sampler(run.reference, cfg.sampling, run.eos_token_id, run.pad_token_id)
     step = make_step(cfg, snapshot_sampler, judge, run.tokenizer, run.reference, snapshot)
     evaluate = make_judge_eval_step(cfg, run.make_sampler(cfg.sampling), judge, run.tokenizer)
-    loop = make_prompt_loop(
-        cfg, run, step, evaluate, stateful={"snapshot": snapshot}, optimizer_fn=optimizer_fn
-    )
+    state = {"snapshot": snapshot, **(stateful or {})}
+    loop = make_prompt_loop(cfg, run, step, evaluate, stateful=state, optimizer_fn=optimizer_fn)
     return loop, snapshot
 
 

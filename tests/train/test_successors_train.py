@@ -1,4 +1,4 @@
-"""``nlhf train sppo|inpo|dno`` (issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
+"""``nlhf train sppo|inpo|dno|mpo`` (issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
 
 Resume: a run crashes in the middle of step 5 (newest checkpoint ``ckpt-4``, inside outer
 iteration 1, which began at step 3) and is resumed; its final weights, its pi_t snapshot
@@ -19,7 +19,7 @@ from trainer_runs import Crash, crashing_step, full_then_crashed, train_losses
 
 from nlhf.sampling import SamplingConfig
 from nlhf.train import checkpoint as ckpt_lib
-from nlhf.train import dno, inpo, sppo
+from nlhf.train import dno, inpo, mpo, sppo
 from nlhf.train.config import OptimConfig
 from nlhf.train.rollouts import IterationSnapshot
 
@@ -76,6 +76,20 @@ def test_inpo_bad_override_is_refused_naming_the_key(override, message, tmp_path
 )
 def test_dno_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys, nothing_loads):  # noqa: F811
     line = refused([*family_command(tmp_path, "dno"), override], capsys, tmp_path)
+    assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("magnet_every=0", "magnet_every: must be >= 1"),
+        ("tau=0", "tau: must be a finite number > 0"),
+        ("eta=-1", "eta: must be a finite number > 0"),
+        ("margin=0.1", "unknown key 'margin'"),
+    ],
+)
+def test_mpo_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys, nothing_loads):  # noqa: F811
+    line = refused([*family_command(tmp_path, "mpo"), override], capsys, tmp_path)
     assert message in line, line
 
 
@@ -169,6 +183,11 @@ def run_resumable(module, tmp_path, name, resume=False):
                             optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
                             steps_per_iteration=3, beta=0.5, responses_per_prompt=2)  # fmt: skip
         run = dno.run_dno
+    elif module is mpo:
+        cfg = mpo.MPOConfig(out=str(tmp_path / name), sampling=SamplingConfig(max_new_tokens=5),
+                            optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
+                            steps_per_iteration=3, magnet_every=1, eta=2.0, tau=0.2)  # fmt: skip
+        run = mpo.run_mpo
     else:
         cfg = inpo.INPOConfig(out=str(tmp_path / name), sampling=SamplingConfig(max_new_tokens=5),
                               optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
@@ -177,13 +196,15 @@ def run_resumable(module, tmp_path, name, resume=False):
     return run(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:6])
 
 
-@pytest.mark.parametrize("module", [sppo, inpo, dno], ids=["sppo", "inpo", "dno"])
+@pytest.mark.parametrize("module", [sppo, inpo, dno, mpo], ids=["sppo", "inpo", "dno", "mpo"])
 def test_crash_inside_an_iteration_then_resume_is_bit_identical(module, tmp_path, monkeypatch):
     full = full_then_crashed(monkeypatch, module, partial(run_resumable, module, tmp_path))
     out = tmp_path / "crashed"
     assert ckpt_lib.find_latest(out).name == "ckpt-4"
     saved = ckpt_lib.load_checkpoint(out / "ckpt-4").extra["snapshot"]
     assert saved["iteration"] == 1  # steps 3, 4, 5 are iteration 1: the checkpoint is inside it
+    if module is mpo:  # the magnet (refreshed every iteration here) is checkpointed too
+        assert ckpt_lib.load_checkpoint(out / "ckpt-4").extra["magnet"]["iteration"] == 1
 
     resumed = run_resumable(module, tmp_path, "crashed", resume=True)
     a, b = params(full.policy), params(resumed.policy)
