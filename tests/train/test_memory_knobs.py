@@ -36,7 +36,7 @@ from nlhf.train.config import LoopConfig, OptimConfig
 from nlhf.train.dpo import OfflineConfig, run_offline
 from nlhf.train.nash_md import NashMDConfig
 from nlhf.train.pair_logps import sequence_logps
-from nlhf.train.run import resolve_model_settings
+from nlhf.train.run import load_policy_model, resolve_model_settings
 
 
 @pytest.fixture(autouse=True)
@@ -256,6 +256,36 @@ def test_nash_md_with_gradient_checkpointing_matches(tmp_path):
     assert moved(ckpt) > 1e-3
 
 
+@pytest.mark.parametrize("trainer", ["sppo", "inpo", "online_ipo", "ppo"])
+def test_other_online_trainers_with_gradient_checkpointing_match(trainer, tmp_path):
+    """SPPO / INPO (pi_t snapshot), online IPO and PPO: 2 SGD steps give the same parameters (to 1e-6) with and
+    without gradient checkpointing on the policy."""
+    from nlhf.judges import CallableJudge
+    from nlhf.sampling import SamplingConfig
+    from nlhf.train import inpo, online_ipo, rlhf, sppo
+
+    judge = CallableJudge(lambda p, a, b: float(len(a) < len(b)), name="shorter")
+    runs = {"sppo": (sppo.SPPOConfig, sppo.run_sppo, {}), "inpo": (inpo.INPOConfig, inpo.run_inpo, {}),
+            "online_ipo": (online_ipo.OnlineIPOConfig, online_ipo.run_online_ipo, {}),
+            "ppo": (rlhf.RLHFConfig, rlhf.run_rlhf, {"algorithm": "ppo", "group_size": 2, "ppo_epochs": 2})}  # fmt: skip
+    config_class, run, extra = runs[trainer]
+    scorer = (
+        {"reward_fn": lambda p, rs: torch.tensor([-len(r) / 8.0 for r in rs])}
+        if trainer == "ppo"
+        else {"judge": judge}
+    )
+    results = []
+    for flag in (False, True):
+        loop = LoopConfig(micro_batch_size=2, max_steps=2, log_every=1, progress=False, tensorboard=False,
+                          min_free_disk_mb=1, eval_at_end=False)  # fmt: skip
+        cfg = config_class(model="tiny", out=str(tmp_path / str(flag)), sampling=SamplingConfig(max_new_tokens=6),
+                           gradient_checkpointing=flag, loop=loop, **extra)  # fmt: skip
+        results.append(run(cfg, train_prompts=["Hi", "Say yes", "Why", "Count"], optimizer_fn=sgd, **scorer))
+    assert results[1].policy.model.layers[0].gradient_checkpointing
+    assert max_diff(trained(results[0]), trained(results[1])) < 1e-6
+    assert moved(results[1]) > 1e-4
+
+
 # ----------------------------------------------------------------------------- attention kernel
 
 
@@ -274,6 +304,13 @@ def test_eager_and_sdpa_attention_give_the_same_log_probs(tmp_path):
         with torch.no_grad():
             out[kernel] = sequence_logps(model.eval(), ids, attn, comp, "sum")[0]  # (B,)
     assert torch.allclose(out["eager"], out["sdpa"], atol=1e-5, rtol=0)
+    for cfg in (
+        NashMDConfig(model="tiny", attn_implementation="eager"),
+        offline_cfg(tmp_path, "x", attn_implementation="eager"),
+    ):
+        assert (
+            load_policy_model(cfg)[0].config._attn_implementation == "eager"
+        )  # the trainers' loader passes it
     model, tok = load_model("tiny")
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
