@@ -9,6 +9,8 @@
   :func:`save_policy`; :class:`LoraSettings`;
 * :class:`TabularLM` / :class:`TabularConfig`: the tabular policy softmax(theta) in the
   causal-LM interface (model type ``nlhf_tabular``, :mod:`.tabular`).
+* :mod:`.memory`: the trainers' memory and speed settings (``dtype: auto``, the attention
+  kernel, QLoRA's quantised base, gradient checkpointing).
 
 Importing this package is cheap: the names below are loaded on first use (module
 ``__getattr__``), so ``import nlhf.models`` does not import torch or transformers.
