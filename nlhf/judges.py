@@ -17,6 +17,8 @@ Adapters:
   model on its own chat template (``--judge hf-reward:PATH_OR_NAME``), sigmoid(r - r')
 * :class:`LLMJudge`              a causal LM as a pairwise judge (``--judge llm:PATH_OR_NAME``):
   the next-token probabilities of two answer labels, averaged over both presentation orders
+* ``--judge http://HOST:PORT/v1``        any OpenAI-compatible server as that pairwise judge
+  (:class:`nlhf.http_judge.HTTPJudge`: label log-probs or sampled votes, both orders, cached)
 
 :func:`load_judge` turns a ``--judge`` spec string into a judge (every trainer and ``nlhf eval``).
 
@@ -196,6 +198,7 @@ def symmetrize(p_ab: torch.Tensor, p_ba: torch.Tensor) -> torch.Tensor:
 
 HF_REWARD_PREFIX = "hf-reward:"  # --judge hf-reward:PATH_OR_NAME -> HFRewardJudge
 LLM_PREFIX = "llm:"  # --judge llm:PATH_OR_NAME -> LLMJudge
+HTTP_PREFIXES = ("http:", "https:")  # --judge http://HOST:PORT/v1 (or http:URL) -> nlhf.http_judge.HTTPJudge
 JUDGE_SPECS = "a saved PM/RM directory (nlhf train-pm / train-rm), hf-reward:PATH_OR_NAME or llm:PATH_OR_NAME"
 
 
@@ -208,6 +211,10 @@ def load_judge(path: str, batch_size: int) -> BaseJudge:
       directory, a hub name; any spec of :func:`nlhf.models.loading.load_model`), :class:`LLMJudge`;
       options after commas: ``llm:M,template=FILE`` (a text file read as the template),
       ``llm:M,labels=X/Y`` (the two answer labels), see :func:`llm_judge_options`;
+    * ``http://HOST:PORT/v1`` or ``https://...`` (``http:URL`` too): an OpenAI-compatible chat-completions
+      server asked the ``llm:`` judge's question (:mod:`nlhf.http_judge`; options ``,model=NAME``,
+      ``,template=FILE``, ``,labels=X/Y``, ``,concurrency=N``, ``,timeout=S``, ``,retries=N``, ``,cache=FILE``,
+      ``,votes=N``, ``,api_key_env=VAR``, ...), wrapped in a checked :class:`CallableJudge`;
     * anything else: a directory saved by ``nlhf train-pm`` (preference model) or ``train-rm``
       (reward model).
 
@@ -215,6 +222,15 @@ def load_judge(path: str, batch_size: int) -> BaseJudge:
     naming it (never a silent default).
     """
     spec = str(path)
+    if spec.startswith(HTTP_PREFIXES):
+        from nlhf.http_judge import load_http_judge  # the standard library only (urllib, threads)
+        from nlhf.models.files import ModelLoadError, one_line
+
+        try:
+            remote = load_http_judge(spec, template=LLM_JUDGE_TEMPLATE)
+        except Exception as exc:  # ValueError (an option), OSError (a template), HTTPJudgeError
+            raise ModelLoadError(f"judge {spec!r} cannot be loaded: {one_line(exc)}") from exc
+        return CallableJudge(remote.prob, batched=True, name=spec)
     if spec.startswith((HF_REWARD_PREFIX, LLM_PREFIX)):
         from nlhf.models.files import ModelLoadError, one_line
 
