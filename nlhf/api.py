@@ -42,14 +42,9 @@ from nlhf.train.fit import FitConfig, run_fit
 from nlhf.train.model_card import card_after_command
 
 FIT_FAMILIES = {"train-pm": "pm", "train-rm": "rm"}
-# Families whose run function's config is not fixed to one algorithm: the card names the algorithm's sub-command.
-OPEN_FAMILIES = {
-    "nash_md": "nash-md",
-    "online_ipo": "online-ipo",
-    "rlhf": "ppo",
-    "sppo": "sppo",
-    "inpo": "inpo",
-}
+# Run-function arguments -> the config key whose value they replace (the model card says "passed in Python").
+OBJECT_KEYS = {"model": "model", "judge": "judge", "train_examples": "data", "eval_examples": "eval_data",
+               "train_prompts": "prompts", "eval_prompts": "eval_prompts", "reward_fn": "reward"}  # fmt: skip
 
 
 def _family(name: str) -> tuple[type, Callable[..., Any], dict[str, Any]]:
@@ -98,7 +93,8 @@ def train(family: str, config: Any = None, /, *, callbacks: Any = None, **kwargs
     saved = getattr(result, "policy_dir", None) is not None or (family in FIT_FAMILIES and bool(result))
     if saved:
         name = family if fixed or family in FIT_FAMILIES else _algorithm_family(cfg, family)
-        card_after_command(cfg.out, name, f"nlhf {_words(name)} --config {cfg.out}/config.yaml")
+        passed = tuple(OBJECT_KEYS[k] for k in objects if k in OBJECT_KEYS and objects[k] is not None)
+        card_after_command(cfg.out, name, f"nlhf {_words(name)} --config {cfg.out}/config.yaml", passed)
     return result
 
 

@@ -1,4 +1,4 @@
-"""The lazy exports of nlhf.eval, nlhf.models and nlhf.sampling (nlhf._lazy.lazy_exports)."""
+"""The lazy exports of nlhf (the Python API), nlhf.eval, nlhf.models and nlhf.sampling (nlhf._lazy.lazy_exports)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from nlhf._lazy import lazy_exports
 
-PACKAGES = ("nlhf.eval", "nlhf.models", "nlhf.sampling")
+PACKAGES = ("nlhf", "nlhf.eval", "nlhf.models", "nlhf.sampling")
 
 
 def fake_package() -> dict:

@@ -88,10 +88,14 @@ def _metrics_rows(summary: Mapping[str, Any]) -> list[str]:
     return rows
 
 
-def render_model_card(
-    family: str, config: Mapping[str, Any], summary: Mapping[str, Any], command: str | None
-) -> str:
-    """The card's text (front matter + markdown) for a run of ``nlhf train FAMILY`` (or ``train-pm`` / ``train-rm``)."""
+def render_model_card(family: str, config: Mapping[str, Any], summary: Mapping[str, Any], command: str | None,
+                      passed: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """The card's text (front matter + markdown) for a run of ``nlhf train FAMILY`` (or ``train-pm`` / ``train-rm``).
+
+    ``passed``: config keys (``model``, ``data``, ``prompts``, ``judge``, ``reward``...) whose value was a
+    Python object handed to the run function instead: shown as "(passed in Python)", never as the config's
+    default (no ``base_model`` for a model passed in Python)."""
+    config = {**config, **{key: "" for key in passed}}
     base = base_model_id(config.get("model", ""))
     algorithm = str(config.get("algorithm") or config.get("loss") or summary.get("kind") or family)
     tags = list(dict.fromkeys(["nlhf", family, algorithm.replace("_", "-"), "preference-learning"]))
@@ -102,7 +106,7 @@ def render_model_card(
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# {family}: a model trained with nlhf", "",
              f"Trained with nlhf {__version__} (`nlhf {_command_name(family)}`).", "",
-             "| | |", "|---|---|", f"| base model | {_fmt(config.get('model'))}"
+             "| | |", "|---|---|", f"| base model | {_fmt(config['model']) if config.get('model') else '(passed in Python)'}"
              + (f" ({base})" if base and base != config.get("model") else "") + " |"]  # fmt: skip
     lines += [f"| {label} | {_fmt(config[key])} |" for key, label in HYPER.items() if key in config]
     optim, loop = config.get("optim") or {}, config.get("loop") or {}
@@ -134,12 +138,15 @@ def _command_name(family: str) -> str:
     return family if family in ("train-pm", "train-rm") else f"train {family}"
 
 
-def write_model_card(run_dir: str | Path, family: str, command: str | None = None) -> Path:
+def write_model_card(
+    run_dir: str | Path, family: str, command: str | None = None, passed: tuple[str, ...] = ()
+) -> Path:
     """Write ``README.md`` into the saved model's directory from ``run_dir``'s ``config.yaml`` and ``metrics.json``.
 
     ``family``: the ``nlhf train`` sub-command (``nash-md``, ``dpo``, ...) or ``train-pm`` /
     ``train-rm``; ``command``: the command line (default: the ``--config`` command that repeats
-    the run). Returns the card's path; a ``FileNotFoundError`` naming a missing file.
+    the run); ``passed``: see :func:`render_model_card`. Returns the card's path; a ``FileNotFoundError``
+    naming a missing file.
     """
     run_dir = Path(run_dir)
     for name in ("config.yaml", "metrics.json"):
@@ -151,7 +158,7 @@ def write_model_card(run_dir: str | Path, family: str, command: str | None = Non
     summary = json.loads((run_dir / "metrics.json").read_text())
     target = Path(summary["policy_dir"]) if summary.get("policy_dir") else run_dir
     path = target / CARD_FILE
-    write_text_atomic(path, render_model_card(family, config, summary, command))
+    write_text_atomic(path, render_model_card(family, config, summary, command, passed))
     return path
 
 
@@ -170,11 +177,13 @@ def command_line(words: list[str], args: Any, flags: tuple[str, ...]) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def card_after_command(run_dir: str | Path | None, family: str, command: str) -> Path | None:
+def card_after_command(
+    run_dir: str | Path | None, family: str, command: str, passed: tuple[str, ...] = ()
+) -> Path | None:
     """:func:`write_model_card` after a finished ``nlhf`` command, on the main process only (``RANK`` 0 or unset)."""
     if run_dir is None or int(os.environ.get("RANK", "0")) != 0:
         return None
-    return write_model_card(run_dir, family, command)
+    return write_model_card(run_dir, family, command, passed)
 
 
 __all__ = [
