@@ -237,4 +237,4 @@ class PromptRunConfig:
                        out="--out DIR", model="--model smollm2|tiny|PATH")  # fmt: skip
 
 
-JUDGE_HINT = "--judge DIR|hf-reward:M|llm:M: a model saved by nlhf train-pm or train-rm, a reward model, or a causal LM"  # the judge trainers' ``judge`` field
+JUDGE_HINT = "--judge DIR|hf-reward:M|llm:M|http://HOST:PORT/v1: a model saved by nlhf train-pm or train-rm, a reward model, a causal LM, or an OpenAI-compatible server"  # the judge trainers' ``judge`` field
