@@ -92,14 +92,9 @@ def train(family: str, config: Any = None, /, *, callbacks: Any = None, **kwargs
         result = run(cfg, **objects)
     saved = getattr(result, "policy_dir", None) is not None or (family in FIT_FAMILIES and bool(result))
     if saved:
-        name = family if fixed or family in FIT_FAMILIES else _algorithm_family(cfg, family)
         passed = tuple(OBJECT_KEYS[k] for k in objects if k in OBJECT_KEYS and objects[k] is not None)
-        card_after_command(cfg.out, name, f"nlhf {_words(name)} --config {cfg.out}/config.yaml", passed)
+        card_after_command(cfg.out, family, f"nlhf {_words(family)} --config {cfg.out}/config.yaml", passed)
     return result
-
-
-def _algorithm_family(cfg: Any, family: str) -> str:
-    return str(getattr(cfg, "algorithm", family)).replace("_", "-")
 
 
 def _words(family: str) -> str:

@@ -43,12 +43,13 @@ skipped and counted; too many in a row stop the run, the last good checkpoint in
 evaluation every N steps. Beside it, each in its own module: AdamW and the warm-up /
 cosine / linear schedule (:mod:`nlhf.train.optim`); the seeded data stream read by
 position (:mod:`nlhf.train.data_stream`); the weighted metrics, console lines,
-``metrics.jsonl`` and TensorBoard (:mod:`nlhf.train.metrics_log`); atomic checkpoints
-every N steps with exact resume (:mod:`nlhf.train.loop_checkpoint` over
+``metrics.jsonl``, TensorBoard and the trackers of ``loop.report_to``
+(:mod:`nlhf.train.metrics_log`); atomic checkpoints every N steps with exact resume (:mod:`nlhf.train.loop_checkpoint` over
 :mod:`nlhf.train.checkpoint`); the output directory, checked (writable, enough free disk)
 before anything is trained (:mod:`nlhf.train.out_dir`); the evaluation pass
 (:mod:`nlhf.train.loop_eval`); the step function's types, :class:`StepOutput` and
-:class:`StepContext` (:mod:`nlhf.train.step_api`, re-exported here).
+:class:`StepContext` (:mod:`nlhf.train.step_api`, re-exported here); the step callbacks
+``on_step(step, metrics) -> bool``, True ending the run after that step (:mod:`nlhf.train.callbacks`).
 """
 
 from __future__ import annotations
