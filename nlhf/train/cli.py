@@ -167,14 +167,16 @@ EPILOG = (
     "loop.micro_batch_size=4 loop.grad_accum_steps=4 loop.save_every=100 lora.r=8.\n"
     "Memory and speed: dtype=auto|float32|bfloat16|float16 (auto: bfloat16 on CUDA, float32 on CPU)\n"
     "attn_implementation=sdpa|eager|flash_attention_2 gradient_checkpointing=true\n"
-    "lora.quantize=4bit|8bit (QLoRA: CUDA + bitsandbytes); dpo|ipo|cdpo: reference=MODEL (default: the policy)."
+    "lora.quantize=4bit|8bit (QLoRA: CUDA + bitsandbytes); dpo|ipo|cdpo: reference=MODEL (default: the policy).\n"
+    "Trackers: loop.report_to=tensorboard,wandb,trackio,mlflow or none. Model card: OUT/policy/README.md."
 )
 
 FIT_EPILOG = (
     "Config: defaults < --config YAML < KEY=VALUE overrides < --data/--eval-data/--model/--out.\n"
     "Writes OUT/config.yaml, metrics.jsonl, tensorboard/, ckpt-<step>/ (loop.save_every), the model\n"
     "(save_pretrained), metrics.json (eval accuracy, log_loss, ece) and reliability.png.\n"
-    "Memory: dtype=auto|float32|bfloat16|float16 (auto: bfloat16 on CUDA) gradient_checkpointing=true."
+    "Memory: dtype=auto|float32|bfloat16|float16 (auto: bfloat16 on CUDA) gradient_checkpointing=true.\n"
+    "Trackers: loop.report_to=tensorboard,wandb,trackio,mlflow or none. Model card: OUT/README.md."
 )
 
 

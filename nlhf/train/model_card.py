@@ -99,7 +99,8 @@ def render_model_card(family: str, config: Mapping[str, Any], summary: Mapping[s
     base = base_model_id(config.get("model", ""))
     algorithm = str(config.get("algorithm") or config.get("loss") or summary.get("kind") or family)
     tags = list(dict.fromkeys(["nlhf", family, algorithm.replace("_", "-"), "preference-learning"]))
-    front: dict[str, Any] = {"library_name": "transformers"}
+    adapter = bool(config.get("lora")) and config.get("merge_adapter") is False  # saved as a LoRA adapter
+    front: dict[str, Any] = {"library_name": "peft" if adapter else "transformers"}
     if base:
         front["base_model"] = base
     front["tags"] = tags

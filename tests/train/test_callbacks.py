@@ -11,7 +11,7 @@ from train_toy import ToyModel, collate, make_data, token_sq_error_step
 
 import nlhf
 from nlhf.train import checkpoint as ckpt_lib
-from nlhf.train.callbacks import active_callbacks, as_callbacks, call_callbacks, step_callbacks
+from nlhf.train.callbacks import active_callbacks, as_callbacks, call_callbacks, should_stop, step_callbacks
 from nlhf.train.config import LoopConfig, OptimConfig
 from nlhf.train.loop import METRICS_FILE, TrainLoop
 
@@ -132,3 +132,23 @@ def test_python_api_callback_stops_dpo_at_step_two_with_the_policy_saved(tmp_pat
     assert (tmp_path / "policy" / "README.md").is_file()
     assert (tmp_path / "ckpt-2").is_dir()
     assert [r["step"] for r in records(tmp_path)] == [1, 2]
+
+
+class TwoProcesses:
+    """An accelerator of 2 processes whose all-reduce adds the other process's stop flag ``other``."""
+
+    num_processes, device = 2, "cpu"
+
+    def __init__(self, other: bool) -> None:
+        self.other = other
+
+    def reduce(self, tensor, reduction):
+        assert reduction == "sum"
+        return tensor + float(self.other)
+
+
+@pytest.mark.parametrize(
+    "mine, other, stop", [(False, False, False), (False, True, True), (True, False, True)]
+)
+def test_the_stop_decision_is_all_reduced_so_every_process_stops_together(mine, other, stop):
+    assert should_stop([lambda s, m: mine], 3, {"loss": 1.0}, TwoProcesses(other)) is stop

@@ -73,6 +73,15 @@ def test_nash_md_from_python_writes_a_card_with_beta_the_judge_and_a_hub_base_mo
     assert front_matter(hub)["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+def test_an_unmerged_lora_policy_is_a_peft_adapter_card():
+    lora = {"r": 8, "lora_alpha": 16.0}
+    adapter = render_model_card("dpo", {"model": "smollm2", "lora": lora, "merge_adapter": False}, {}, None)
+    merged = render_model_card("dpo", {"model": "smollm2", "lora": lora, "merge_adapter": True}, {}, None)
+    assert front_matter(adapter)["library_name"] == "peft"
+    assert front_matter(adapter)["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert front_matter(merged)["library_name"] == "transformers"
+
+
 def test_objects_passed_in_python_are_named_as_such(tmp_path):
     card = render_model_card("dpo", {"model": "tiny", "data": "", "loss": "dpo"}, {"steps": 1}, None)
     assert table_value(card, "data") == "(passed in Python)"
