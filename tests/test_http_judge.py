@@ -48,6 +48,7 @@ class Stub:
         self.lock = threading.Lock()
         self.fail_first = 0  # HTTP 500 (echoing the Authorization header) for the first k POSTs
         self.drop_from: int | None = None  # close the connection without a reply from POST k on
+        self.drop_when = None  # or a function: while it returns True, every POST is dropped
         self.mode = "logprobs"  # logprobs | no-logprobs | bad-json | no-choices | no-label
         self.delay = 0.0  # seconds each POST takes
         self.posts: list[dict] = []  # every POST body, in arrival order
@@ -107,7 +108,8 @@ def make_handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
             try:
                 time.sleep(stub.delay)
-                if stub.drop_from is not None and index >= stub.drop_from:
+                dropped = stub.drop_when is not None and stub.drop_when()
+                if dropped or (stub.drop_from is not None and index >= stub.drop_from):
                     self.close_connection = (
                         True  # no status line at all: the client sees a dropped connection
                     )
@@ -380,3 +382,49 @@ def test_train_with_an_unreachable_judge_is_one_line(tmp_path, capsys):
                str(tmp_path / "out"), "loop.max_steps=1", "loop.progress=false", "loop.tensorboard=false"])  # fmt: skip
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nlhf:")]
     assert rc == 2 and len(err) == 1 and repr(spec) in err[0] and "unreachable" in err[0]
+
+
+def test_a_training_run_stopped_by_the_server_resumes_without_asking_again(
+    stub, tmp_path, capsys, one_thread
+):
+    """The server hangs up once the step-1 checkpoint exists: a one-line error; ``loop.resume=true`` with the
+    server back finishes the run and asks for no presentation the first run had answered."""
+    from nlhf.cli import main
+    from nlhf.train.checkpoint import list_checkpoints
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    out = tmp_path / "out"
+    spec = f"{stub.url},retries=1,backoff=0.01,concurrency=2"
+    argv = ["train", "nash-md", "--prompts", str(prompts), "--model", "tiny", "--judge", spec, "--out", str(out),
+            "loop.max_steps=2", "loop.save_every=1", "loop.micro_batch_size=2", "loop.progress=false",
+            "loop.tensorboard=false", "loop.min_free_disk_mb=1", "sampling.max_new_tokens=4"]  # fmt: skip
+    stub.drop_when = lambda: bool(list_checkpoints(out))
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nlhf:")]
+    assert (
+        len(err) == 1
+        and stub.url in err[0]
+        and "unreachable or no complete reply" in err[0]
+        and KEY not in err[0]
+    )
+    assert [step for step, _ in list_checkpoints(out)] == [1]
+    first = set(stub.answered)
+    (cache,) = (tmp_path / "nlhf-cache" / "http-judge").glob("*.jsonl")
+    assert first and len(cache.read_text().splitlines()) == len(first)  # every answer of run 1 is cached
+    stub.drop_when, stub.answered = None, []
+    assert main([*argv, "loop.resume=true"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
+    assert stub.answered and not set(stub.answered) & first  # step 2's pairs only
+
+
+def test_eval_with_an_http_judge(stub, tmp_path, capsys, one_thread):
+    from nlhf.cli import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:2]))
+    rc = main(["eval", "--policy", "a=tiny", "--policy", "b=tiny:2", "--prompts", str(prompts), "--judge", stub.url,
+               "--out", str(tmp_path / "eval"), "--max-new-tokens", "4", "--set", "bootstrap=20", "--no-progress"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert data["judge"] == stub.url and 0.0 <= data["win_rate"][0][1] <= 1.0 and stub.answered

@@ -114,7 +114,7 @@ def load_eval_prompts(spec: str, limit: int | None = None) -> list[Any]:
 
 def load_eval_judge(spec: str, batch_size: int, device: str) -> Any:
     """``oracle`` / ``oracle-bt``, or any spec of :func:`nlhf.judges.load_judge` (a saved PM/RM directory,
-    ``hf-reward:PATH_OR_NAME``, ``llm:PATH_OR_NAME``), its model moved to ``device``."""
+    ``hf-reward:PATH_OR_NAME``, ``llm:PATH_OR_NAME``, ``http://HOST:PORT/v1``), its model moved to ``device``."""
     if spec == "oracle":
         from nlhf.envs import default_rater_population
 
@@ -123,9 +123,9 @@ def load_eval_judge(spec: str, batch_size: int, device: str) -> Any:
         from nlhf.envs import default_bradley_terry
 
         return default_bradley_terry()
-    from nlhf.judges import HF_REWARD_PREFIX, LLM_PREFIX, load_judge
+    from nlhf.judges import HF_REWARD_PREFIX, HTTP_PREFIXES, LLM_PREFIX, load_judge
 
-    hf_spec = spec.startswith((HF_REWARD_PREFIX, LLM_PREFIX))
+    hf_spec = spec.startswith((HF_REWARD_PREFIX, LLM_PREFIX, *HTTP_PREFIXES))
     if not hf_spec and not Path(spec).is_dir():
         raise ValueError(f"--judge {spec!r}: not {' or '.join(ORACLES)}, not hf-reward:M or llm:M, and not a "
                          "directory (a saved preference or reward model: nlhf train-pm / train-rm)")  # fmt: skip
@@ -135,7 +135,8 @@ def load_eval_judge(spec: str, batch_size: int, device: str) -> Any:
         if hf_spec:
             raise ValueError(str(exc)) from exc  # load_judge's message names the spec already
         raise ValueError(f"--judge {spec!r}: cannot load a preference or reward model: {exc}") from exc
-    judge.model.to(device)
+    if hasattr(judge, "model"):  # an http:// judge has no local model
+        judge.model.to(device)
     return judge
 
 
