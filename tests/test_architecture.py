@@ -69,6 +69,7 @@ TRAINERS = (
     "nlhf.train.inpo",
     "nlhf.train.dno",
     "nlhf.train.mpo",
+    "nlhf.train.mirror_prox",
 )
 TRAIN_CLI = "nlhf.train.cli"
 

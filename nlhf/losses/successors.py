@@ -56,6 +56,14 @@ def sppo_loss(policy_logps: Tensor, snapshot_logps: Tensor, win_rate: Tensor, et
     return LossOutput(loss=loss, metrics=metrics)
 
 
+def _anchored_margin(policy_first: Tensor, policy_second: Tensor, anchor_first: Tensor, anchor_second: Tensor,
+                     magnet_first: Tensor, magnet_second: Tensor, weight: float) -> Tensor:  # fmt: skip
+    """h = log pi(y)/pi(y') - w log rho(y)/rho(y') - (1 - w) log pi_t(y)/pi_t(y'), (B,); gradient through pi only."""
+    anchor_margin = (anchor_first - anchor_second).detach()
+    magnet_margin = (magnet_first - magnet_second).detach()
+    return policy_first - policy_second - weight * magnet_margin - (1.0 - weight) * anchor_margin
+
+
 def inpo_loss(
     policy_first_logps: Tensor,
     policy_second_logps: Tensor,
@@ -96,14 +104,58 @@ def inpo_loss(
                      ref_first_logps=ref_first_logps, ref_second_logps=ref_second_logps,
                      preference=preference)  # fmt: skip
     check_probabilities("inpo_loss", "preference", preference)
-    policy_margin = policy_first_logps - policy_second_logps  # (B,) with gradient
-    snapshot_margin = (snapshot_first_logps - snapshot_second_logps).detach()
-    ref_margin = (ref_first_logps - ref_second_logps).detach()
-    h = policy_margin - eta * tau * ref_margin - (1.0 - eta * tau) * snapshot_margin  # (B,)
+    h = _anchored_margin(policy_first_logps, policy_second_logps, snapshot_first_logps, snapshot_second_logps,
+                         ref_first_logps, ref_second_logps, eta * tau)  # fmt: skip
     target = eta * (preference.detach().to(h.dtype) - 0.5)  # (B,)
     loss = (h - target) ** 2
     metrics = {"h": h.detach(), "target": target, "preference": preference.detach().to(loss.dtype)}
     return LossOutput(loss=loss, metrics=metrics)
+
+
+def mirror_pair_loss(
+    policy_first_logps: Tensor,
+    policy_second_logps: Tensor,
+    anchor_first_logps: Tensor,
+    anchor_second_logps: Tensor,
+    magnet_first_logps: Tensor,
+    magnet_second_logps: Tensor,
+    payoff_gap: Tensor,
+    eta: float,
+    tau: float,
+) -> LossOutput:
+    """One magnetic-mirror step as a pairwise regression (Nash mirror prox; THEORY.md Sec. 8.5), per pair (y, y') ~ pi_t:
+
+        h = log pi_theta(y)/pi_theta(y') - eta tau log rho(y)/rho(y') - (1 - eta tau) log pi_t(y)/pi_t(y'),
+        loss = ( h - eta c )^2,
+
+    c in [-1, 1] an unbiased estimate of the payoff gap g(y) - g(y') (:func:`inpo_loss` is
+    this with c = P(y > y') - 1/2 and g = P(. > pi_t)). With c = P(y > z) - P(y' > z), z ~ pi',
+    the exact tabular minimiser is pi_t^(1 - eta tau) rho^(eta tau) exp(eta P(. > pi')):
+    the mirror-prox update against the extrapolated policy pi'. Needs 0 < eta tau <= 1.
+
+    Shapes: six (B,) sequence log-probs and payoff_gap (B,) -> loss (B,); metrics (B,): ``h``, ``target``.
+
+    Hand example (tests/losses/test_dno_loss.py): log pi = (-1, -2), log pi_t = (-1.5, -1.5),
+    log rho = (-2, -1), eta = 1, tau = 0.5, c = -0.2: h = 1.5, target -0.2, loss 1.7^2 = 2.89,
+    d loss / d log pi(y) = 3.4.
+    """
+    eta = _check_eta(eta, "mirror_pair_loss")
+    tau = float(tau)
+    if not (tau > 0 and eta * tau <= 1.0):
+        raise ValueError(f"mirror_pair_loss: needs tau > 0 and eta * tau <= 1, got eta={eta!r}, tau={tau!r}")
+    check_same_shape("mirror_pair_loss", 1, policy_first_logps=policy_first_logps,
+                     policy_second_logps=policy_second_logps, anchor_first_logps=anchor_first_logps,
+                     anchor_second_logps=anchor_second_logps, magnet_first_logps=magnet_first_logps,
+                     magnet_second_logps=magnet_second_logps, payoff_gap=payoff_gap)  # fmt: skip
+    gap = payoff_gap.detach()
+    bad = ~((gap >= -1) & (gap <= 1))
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"mirror_pair_loss: payoff_gap must lie in [-1, 1]; row {row} is {float(gap[row])}")
+    h = _anchored_margin(policy_first_logps, policy_second_logps, anchor_first_logps, anchor_second_logps,
+                         magnet_first_logps, magnet_second_logps, eta * tau)  # fmt: skip
+    target = eta * gap.to(h.dtype)  # (B,)
+    return LossOutput(loss=(h - target) ** 2, metrics={"h": h.detach(), "target": target})
 
 
 def dno_loss(
@@ -146,4 +198,4 @@ def dno_loss(
     return LossOutput(loss=loss, metrics={"h": h.detach(), "label": label})
 
 
-__all__ = ["dno_loss", "inpo_loss", "sppo_loss"]
+__all__ = ["dno_loss", "inpo_loss", "mirror_pair_loss", "sppo_loss"]

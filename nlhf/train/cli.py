@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nlhf.config import resolve_config
-from nlhf.train import dno, dpo, fit, inpo, mpo, nash_md, online_ipo, rlhf, sppo
+from nlhf.train import dno, dpo, fit, inpo, mirror_prox, mpo, nash_md, online_ipo, rlhf, sppo
 from nlhf.train.model_card import card_after_command, command_line
 
 # What the flags of a family mean (config key -> help); a family lists the ones it takes.
@@ -65,6 +65,8 @@ _DNO = dict(config_class=dno.DNOConfig, run=dno.run_dno, summary=dno.summary_lin
             flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 _MPO = dict(config_class=mpo.MPOConfig, run=mpo.run_mpo, summary=mpo.summary_line,
             flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
+_PROX = dict(config_class=mirror_prox.MirrorProxConfig, run=mirror_prox.run_mirror_prox,
+             summary=mirror_prox.summary_line, flags=("prompts", "eval_prompts", "model", "judge", "out"))  # fmt: skip
 
 TRAIN_FAMILIES: dict[str, TrainFamily] = {
     "dpo": TrainFamily(
@@ -146,6 +148,13 @@ TRAIN_FAMILIES: dict[str, TrainFamily] = {
         description="Magnetic Preference Optimization: INPO's pairwise loss with step eta/(1 + eta tau) and the magnet "
         "in mu's place; the magnet is replaced by the policy every magnet_every iterations (last iterate: Nash).",
         **_MPO,
+    ),
+    "mirror-prox": TrainFamily(
+        help="Nash mirror prox: an extrapolation and an update MMD step from pi_t per iteration (THEORY.md Sec. 8.5)",
+        fixed={"algorithm": "mirror_prox"},
+        description="Nash mirror prox / extragradient: each iteration's first half regresses onto the MMD step from "
+        "pi_t against pi_t, its second half onto the MMD step from pi_t against the extrapolated pi_{t+1/2}.",
+        **_PROX,
     ),
     "ppo": TrainFamily(
         help="PPO-clip against a reward model (critic-free: leave-one-out baseline over group_size samples)",

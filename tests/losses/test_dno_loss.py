@@ -1,4 +1,4 @@
-"""DNO's contrastive loss (nlhf.losses.successors.dno_loss) on hand-worked numbers."""
+"""DNO's contrastive loss and the mirror-prox pairwise loss (nlhf.losses.successors) on hand-worked numbers."""
 
 import math
 
@@ -53,3 +53,21 @@ def test_dno_loss_no_gradient_through_the_snapshot_and_checks():
         dno_loss(t(-1.0), t(-1.0), t(-1.0), t(-1.0), t(1.5), beta=1.0)
     with pytest.raises(ValueError, match="one shape"):
         dno_loss(t(-1.0, 0.0), t(-1.0), t(-1.0), t(-1.0), t(1.0), beta=1.0)
+
+
+def test_mirror_pair_loss_hand_example_and_inpo_as_a_special_case():
+    from nlhf.losses.successors import inpo_loss, mirror_pair_loss
+
+    first, second = t(-1.0).requires_grad_(True), t(-2.0).requires_grad_(True)
+    out = mirror_pair_loss(first, second, t(-1.5), t(-1.5), t(-2.0), t(-1.0), t(-0.2), eta=1.0, tau=0.5)
+    # h = 1 - 0.5 (-1) - 0.5 (0) = 1.5; target -0.2; loss 1.7^2
+    torch.testing.assert_close(out.metrics["h"], t(1.5))
+    torch.testing.assert_close(out.loss, t(2.89))
+    out.loss.sum().backward()
+    torch.testing.assert_close(first.grad, t(3.4))
+    torch.testing.assert_close(second.grad, t(-3.4))
+    args = (t(-0.3, 0.2), t(-1.1, -0.4), t(-0.5, 0.1), t(-0.9, -0.2), t(-2.0, -0.1), t(-1.0, -0.7))
+    torch.testing.assert_close(inpo_loss(*args, t(0.9, 0.15), eta=2.0, tau=0.3).loss,
+                               mirror_pair_loss(*args, t(0.4, -0.35), eta=2.0, tau=0.3).loss)  # fmt: skip
+    with pytest.raises(ValueError, match="payoff_gap"):
+        mirror_pair_loss(*args, t(0.4, -1.5), eta=2.0, tau=0.3)

@@ -1,4 +1,4 @@
-"""``nlhf train sppo|inpo|dno|mpo`` (issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
+"""``nlhf train sppo|inpo|dno|mpo|mirror-prox`` (issue 17): CLI config errors, two steps end to end on the tiny Llama, exact resume.
 
 Resume: a run crashes in the middle of step 5 (newest checkpoint ``ckpt-4``, inside outer
 iteration 1, which began at step 3) and is resumed; its final weights, its pi_t snapshot
@@ -19,7 +19,7 @@ from trainer_runs import Crash, crashing_step, full_then_crashed, train_losses
 
 from nlhf.sampling import SamplingConfig
 from nlhf.train import checkpoint as ckpt_lib
-from nlhf.train import dno, inpo, mpo, sppo
+from nlhf.train import dno, inpo, mirror_prox, mpo, sppo
 from nlhf.train.config import OptimConfig
 from nlhf.train.rollouts import IterationSnapshot
 
@@ -90,6 +90,20 @@ def test_dno_bad_override_is_refused_naming_the_key(override, message, tmp_path,
 )
 def test_mpo_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys, nothing_loads):  # noqa: F811
     line = refused([*family_command(tmp_path, "mpo"), override], capsys, tmp_path)
+    assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("steps_per_iteration=3", "steps_per_iteration: must be even and >= 2"),
+        ("tau=0", "tau: must be a finite number > 0"),
+        ("magnet_every=2", "unknown key 'magnet_every'"),
+    ],
+)
+def test_mirror_prox_bad_override_is_refused_naming_the_key(override, message, tmp_path, capsys,
+                                                            nothing_loads):  # noqa: F811  # fmt: skip
+    line = refused([*family_command(tmp_path, "mirror-prox"), override], capsys, tmp_path)
     assert message in line, line
 
 
@@ -188,6 +202,11 @@ def run_resumable(module, tmp_path, name, resume=False):
                             optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
                             steps_per_iteration=3, magnet_every=1, eta=2.0, tau=0.2)  # fmt: skip
         run = mpo.run_mpo
+    elif module is mirror_prox:  # iterations of 2 x 3 steps: ckpt-4 is inside iteration 0's update half
+        cfg = mirror_prox.MirrorProxConfig(out=str(tmp_path / name), sampling=SamplingConfig(max_new_tokens=5),
+                                           optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}),
+                                           loop=loop_cfg(**loop), steps_per_iteration=6, eta=2.0, tau=0.2)  # fmt: skip
+        run = mirror_prox.run_mirror_prox
     else:
         cfg = inpo.INPOConfig(out=str(tmp_path / name), sampling=SamplingConfig(max_new_tokens=5),
                               optim=OptimConfig(**{"max_grad_norm": 0.0, **RESUME_OPTIM}), loop=loop_cfg(**loop),
@@ -196,21 +215,27 @@ def run_resumable(module, tmp_path, name, resume=False):
     return run(cfg, model=model, tokenizer=tok, judge=TEXT_SCORE_JUDGE, train_prompts=PROMPTS[:6])
 
 
-@pytest.mark.parametrize("module", [sppo, inpo, dno, mpo], ids=["sppo", "inpo", "dno", "mpo"])
+MODULES = [sppo, inpo, dno, mpo, mirror_prox]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=[m.__name__.rpartition(".")[2] for m in MODULES])
 def test_crash_inside_an_iteration_then_resume_is_bit_identical(module, tmp_path, monkeypatch):
     full = full_then_crashed(monkeypatch, module, partial(run_resumable, module, tmp_path))
     out = tmp_path / "crashed"
     assert ckpt_lib.find_latest(out).name == "ckpt-4"
     saved = ckpt_lib.load_checkpoint(out / "ckpt-4").extra["snapshot"]
-    assert saved["iteration"] == 1  # steps 3, 4, 5 are iteration 1: the checkpoint is inside it
+    spi = 6 if module is mirror_prox else 3  # steps per iteration
+    assert saved["iteration"] == 3 // spi  # steps 3, 4, 5: the checkpoint is inside an iteration
     if module is mpo:  # the magnet (refreshed every iteration here) is checkpointed too
         assert ckpt_lib.load_checkpoint(out / "ckpt-4").extra["magnet"]["iteration"] == 1
+    if module is mirror_prox:  # and pi_{t+1/2}, taken at step 3 (the start of the update half)
+        assert ckpt_lib.load_checkpoint(out / "ckpt-4").extra["half"]["iteration"] == 1
 
     resumed = run_resumable(module, tmp_path, "crashed", resume=True)
     a, b = params(full.policy), params(resumed.policy)
     assert all(torch.equal(a[n], b[n]) for n in a)
     snap_a, snap_b = full.opponent.state_dict(), resumed.opponent.state_dict()
-    assert snap_a["iteration"] == snap_b["iteration"] == 2
+    assert snap_a["iteration"] == snap_b["iteration"] == 7 // spi
     assert all(torch.equal(snap_a["params"][n], snap_b["params"][n]) for n in snap_a["params"])
     assert train_losses(out) == train_losses(tmp_path / "full")
 
