@@ -64,6 +64,9 @@ class Stub:
             return 200, b'{"choices": [oops'
         if self.mode == "no-choices":
             return 200, json.dumps({"object": "error", "detail": "nothing"}).encode()
+        if self.mode == "bad-logprobs":
+            choice = {"index": 0, "message": {"content": "A"}, "logprobs": {"content": [{"token": "A"}]}}
+            return 200, json.dumps({"choices": [choice]}).encode()
         if self.mode in ("no-logprobs", "no-label") or not body.get("logprobs"):
             n = int(body.get("n", 1))
             k = round(p * n)
@@ -113,6 +116,9 @@ def make_handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = (
                         True  # no status line at all: the client sees a dropped connection
                     )
+                    return
+                if stub.mode == "unauthorized":  # a server that echoes the header it refuses
+                    self.send(401, f"bad key {self.headers.get('Authorization')}".encode())
                     return
                 if index < stub.fail_first:
                     self.send(500, f"overloaded; you sent {self.headers.get('Authorization')}".encode())
@@ -245,14 +251,24 @@ def test_persistent_500s_are_one_line_naming_the_url_never_the_key(stub, tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("mode", "needle"), [("bad-json", "bad JSON"), ("no-choices", "a reply without choices")]
+    ("mode", "needle"),
+    [
+        ("bad-json", "bad JSON"),
+        ("no-choices", "a reply without choices"),
+        ("bad-logprobs", "logprobs lack the expected fields"),
+        ("unauthorized", "HTTP 401 Unauthorized"),
+    ],
 )
 def test_nonsense_replies_are_errors_naming_the_url(stub, tmp_path, mode, needle):
     stub.mode = mode
     with pytest.raises(HTTPJudgeError) as info:
-        judge(stub, tmp_path).prob(PROMPTS[:2], FIRST[:2], SECOND[:2])
-    assert needle in str(info.value) and stub.url in str(info.value)
+        judge(stub, tmp_path, concurrency=1).prob(PROMPTS[:2], FIRST[:2], SECOND[:2])
+    assert needle in str(info.value) and stub.url in str(info.value) and KEY not in str(info.value)
     assert not (tmp_path / "cache.jsonl").read_text()  # no default value cached
+    assert (
+        len(stub.posts) == 1
+    )  # not retried (only connection errors, timeouts, 429 and 5xx are), nothing after
+    assert mode != "unauthorized" or "bad key Bearer ***" in str(info.value)
 
 
 def test_slow_answers_time_out_and_say_so(stub, tmp_path):
@@ -302,13 +318,18 @@ def test_the_cache_answers_repeats_and_holds_no_key_or_text(stub, tmp_path):
     assert repr(again).startswith("HTTPJudge(") and KEY not in repr(again)
 
 
-def test_a_dropped_connection_mid_run_then_a_rerun_loses_and_repeats_nothing(stub, tmp_path):
+def test_a_dropped_connection_mid_run_then_a_rerun_loses_and_repeats_nothing(stub, tmp_path, monkeypatch):
+    import nlhf.http_judge as module
+
+    synced = []
+    monkeypatch.setattr(module.os, "fsync", lambda fd: synced.append(fd))
     stub.drop_from = 3  # the 4th request on: the server hangs up
     with pytest.raises(HTTPJudgeError, match=r"failed 3 time\(s\).*unreachable or no complete reply") as info:
         judge(stub, tmp_path, concurrency=1).prob(PROMPTS, FIRST, SECOND)
     assert stub.url in str(info.value)
     first_run = list(stub.answered)
     assert len(first_run) == 3 and len((tmp_path / "cache.jsonl").read_text().splitlines()) == 3
+    assert len(synced) == 1  # the failed batch's answers were fsynced before the error
     stub.drop_from, stub.answered = None, []
     got = judge(stub, tmp_path, concurrency=2).prob(PROMPTS, FIRST, SECOND)
     assert got == pytest.approx([expected(*r) for r in zip(PROMPTS, FIRST, SECOND)], abs=1e-12)
