@@ -292,7 +292,12 @@ class HTTPJudge:
 
     def _served_model(self) -> str:
         """The one model ``GET {url}/models`` lists (an error when it lists none or several: pass model=)."""
-        reply = self._request("/models")
+        try:
+            reply = self._request("/models")
+        except HTTPJudgeError as exc:
+            raise HTTPJudgeError(
+                f"{exc}; pass model=NAME where the server does not list its models"
+            ) from None
         data = reply.get("data") if isinstance(reply, dict) else None
         ids = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
         if not ids or not all(isinstance(i, str) and i for i in ids):

@@ -67,8 +67,8 @@ class Stub:
         if self.mode == "bad-logprobs":
             choice = {"index": 0, "message": {"content": "A"}, "logprobs": {"content": [{"token": "A"}]}}
             return 200, json.dumps({"choices": [choice]}).encode()
-        if self.mode in ("no-logprobs", "no-label") or not body.get("logprobs"):
-            n = int(body.get("n", 1))
+        if self.mode in ("no-logprobs", "no-label", "one-choice") or not body.get("logprobs"):
+            n = 1 if self.mode == "one-choice" else int(body.get("n", 1))  # one-choice: a server ignoring n
             k = round(p * n)
             words = ["Maybe"] * n if self.mode == "no-label" else ["A"] * k + [" B."] * (n - k)
             choices = [
@@ -99,6 +99,9 @@ def make_handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
         def do_GET(self) -> None:
+            if stub.models is None:
+                self.send(404, b'{"error": "no such route"}')
+                return
             self.send(200, json.dumps({"data": [{"id": m} for m in stub.models]}).encode())
 
         def do_POST(self) -> None:
@@ -293,6 +296,22 @@ def test_without_logprobs_votes_are_counted_and_said_once(stub, tmp_path):
     assert all(
         b.get("n") == 4 and b["temperature"] == 1.0 for b in stub.posts[1:]
     )  # after the first: votes only
+
+
+@pytest.mark.filterwarnings("ignore:.*no log-probs")
+def test_a_server_that_ignores_n_is_asked_until_there_are_enough_votes(stub, tmp_path):
+    stub.mode = "one-choice"  # each reply: one sampled answer, round(p) of it "A"
+    got = judge(stub, tmp_path, votes=3, concurrency=1).prob(PROMPTS[:1], FIRST[:1], SECOND[:1])
+    x, a, b = PROMPTS[0], FIRST[0], SECOND[0]
+    assert got == [0.5 * (round(stub_p(render(x, a, b))) + 1 - round(stub_p(render(x, b, a))))]
+    assert [body.get("n") for body in stub.posts] == [None, 3, 2, 1, 3, 2, 1]  # log-probs once, then votes
+
+
+def test_a_server_without_models_listing_asks_for_model(stub, tmp_path):
+    stub.models = None
+    with pytest.raises(HTTPJudgeError, match=r"HTTP 404.*pass model=NAME") as info:
+        judge(stub, tmp_path)
+    assert stub.url in str(info.value)
 
 
 @pytest.mark.filterwarnings("ignore:.*no log-probs")
