@@ -199,7 +199,7 @@ def symmetrize(p_ab: torch.Tensor, p_ba: torch.Tensor) -> torch.Tensor:
 HF_REWARD_PREFIX = "hf-reward:"  # --judge hf-reward:PATH_OR_NAME -> HFRewardJudge
 LLM_PREFIX = "llm:"  # --judge llm:PATH_OR_NAME -> LLMJudge
 HTTP_PREFIXES = ("http:", "https:")  # --judge http://HOST:PORT/v1 (or http:URL) -> nlhf.http_judge.HTTPJudge
-JUDGE_SPECS = "a saved PM/RM directory (nlhf train-pm / train-rm), hf-reward:PATH_OR_NAME or llm:PATH_OR_NAME"
+JUDGE_SPECS = "a saved PM/RM directory (nlhf train-pm / train-rm), hf-reward:PATH_OR_NAME, llm:PATH_OR_NAME or http://HOST:PORT/v1"
 
 
 def load_judge(path: str, batch_size: int) -> BaseJudge:

@@ -67,10 +67,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--judge",
         required=True,
-        metavar="oracle|oracle-bt|DIR|hf-reward:M|llm:M",
+        metavar="oracle|oracle-bt|DIR|hf-reward:M|llm:M|http://HOST:PORT/v1",
         help="oracle (rater population), oracle-bt (Bradley-Terry control), a saved PM/RM directory, "
         "hf-reward:PATH_OR_NAME (a one-logit sequence-classification reward model) or llm:PATH_OR_NAME "
-        "(a causal LM as a pairwise judge, both presentation orders averaged)",
+        "(a causal LM as a pairwise judge, both presentation orders averaged) or http://HOST:PORT/v1 (that judge "
+        "on an OpenAI-compatible server)",
     )
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--samples-per-prompt", type=int, dest="samples_per_prompt")
@@ -127,7 +128,7 @@ def load_eval_judge(spec: str, batch_size: int, device: str) -> Any:
 
     hf_spec = spec.startswith((HF_REWARD_PREFIX, LLM_PREFIX, *HTTP_PREFIXES))
     if not hf_spec and not Path(spec).is_dir():
-        raise ValueError(f"--judge {spec!r}: not {' or '.join(ORACLES)}, not hf-reward:M or llm:M, and not a "
+        raise ValueError(f"--judge {spec!r}: not {' or '.join(ORACLES)}, not hf-reward:M, llm:M or http://..., nor a "
                          "directory (a saved preference or reward model: nlhf train-pm / train-rm)")  # fmt: skip
     try:
         judge = load_judge(spec, batch_size)

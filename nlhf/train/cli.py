@@ -30,7 +30,7 @@ FLAG_HELP: dict[str, str] = {
     "out": "run directory (config.yaml, metrics.jsonl, checkpoints, policy/, metrics.json)",
     "prompts": "training prompts: any file or dataset load_prompts reads (prompt-only or preference data)",
     "eval_prompts": "held-out prompts (same formats); optional",
-    "judge": "the judge: a saved PM/RM directory (nlhf train-pm / train-rm), hf-reward:PATH_OR_NAME or llm:PATH_OR_NAME",
+    "judge": "the judge: a saved PM/RM directory (nlhf train-pm / train-rm), hf-reward:PATH_OR_NAME, llm:PATH_OR_NAME or http://HOST:PORT/v1[,model=NAME,...]",
     "reward": "the reward model directory (nlhf train-rm)",
 }
 
