@@ -291,6 +291,32 @@ def build_config(cls: type[T], config: Any = None, /, **overrides: Any) -> T:
     return from_dict(cls, merge(data, overrides))
 
 
+def sections_from_dicts(cfg: Any) -> None:
+    """Turn the nested sections of the config dataclass ``cfg`` given as plain dicts into their dataclasses, in place.
+
+    Called first in a config's ``__post_init__``, so ``NashMDConfig(loop={"max_steps": 2})`` works
+    like the YAML/command line: a partial section keeps the field's own default for the other keys
+    (``optim={"lr": 1e-5}`` keeps the trainer's ``warmup_steps``), and an unknown key is a
+    :class:`ConfigError` naming it (``unknown key 'loop.max_step'``).
+    """
+    hints = get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not f.init or not isinstance(value, Mapping):
+            continue
+        tp = hints[f.name]
+        options = (
+            [a for a in get_args(tp) if a is not type(None)]
+            if get_origin(tp) in (Union, types.UnionType)
+            else [tp]
+        )
+        if len(options) != 1 or not dataclasses.is_dataclass(options[0]):
+            continue  # a plain dict field (or a union the YAML loader resolves)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        base = _init_fields(default) if dataclasses.is_dataclass(default) else {}
+        object.__setattr__(cfg, f.name, from_dict(options[0], merge(base, value), prefix=f"{f.name}."))
+
+
 def _init_fields(cfg: Any) -> dict[str, Any]:
     """The constructor arguments of the config dataclass ``cfg`` (nested configs as dicts, recursively)."""
     return {
@@ -324,6 +350,7 @@ __all__ = [
     "load_config",
     "resolve_config",
     "build_config",
+    "sections_from_dicts",
     "save_config",
     "replace",
 ]

@@ -87,3 +87,25 @@ def test_save_round_trip(tmp_path):
 
 def test_parse_overrides_nests_and_types():
     assert parse_overrides(["a.b.c=1", "a.d=x", "--e-f=2.5"]) == {"a": {"b": {"c": 1}, "d": "x"}, "e_f": 2.5}
+
+
+def test_config_constructors_take_nested_sections_as_dicts():
+    """NashMDConfig(loop={...}) as in YAML: a partial section keeps the trainer's defaults for its other keys."""
+    from nlhf.config import ConfigError
+    from nlhf.train.dpo import OfflineConfig
+    from nlhf.train.nash_md import NashMDConfig
+
+    default = NashMDConfig()
+    cfg = NashMDConfig(
+        loop={"max_steps": 2}, optim={"lr": 1e-5}, lora={"r": 4}, sampling={"max_new_tokens": 8}
+    )
+    assert (cfg.loop.max_steps, cfg.optim.lr, cfg.lora.r, cfg.sampling.max_new_tokens) == (2, 1e-5, 4, 8)
+    assert (
+        cfg.loop.log_every == default.loop.log_every and cfg.optim.warmup_steps == default.optim.warmup_steps
+    )
+    assert cfg.sampling.temperature == default.sampling.temperature
+    assert OfflineConfig(loop={"max_steps": 3}).loop.max_steps == 3
+    with pytest.raises(ConfigError, match=r"unknown key 'loop\.max_step'"):
+        NashMDConfig(loop={"max_step": 2})
+    with pytest.raises(ConfigError, match="optim.lr"):
+        NashMDConfig(optim={"lr": "fast"})

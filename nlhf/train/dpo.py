@@ -66,7 +66,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nlhf.config import ConfigError, check
+from nlhf.config import ConfigError, check, sections_from_dicts
 from nlhf.data.collate import pad_token_id
 from nlhf.losses import get_loss
 from nlhf.models.loading import ModelLoadError, load_model
@@ -153,6 +153,7 @@ class OfflineConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=8, log_every=10))
 
     def __post_init__(self) -> None:
+        sections_from_dicts(self)  # nested sections given as plain dicts
         check(
             self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}"
         )

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nlhf.config import check, load_config, to_dict
+from nlhf.config import check, load_config, sections_from_dicts, to_dict
 from nlhf.data import load_preferences
 from nlhf.models.lora import LoraSettings
 from nlhf.models.memory import enable_gradient_checkpointing, resolve_auto_dtype
@@ -86,6 +86,7 @@ class FitConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=16, log_every=10))
 
     def __post_init__(self) -> None:
+        sections_from_dicts(self)  # nested sections given as plain dicts
         check(self.limit is None or self.limit > 0, "limit", f"must be > 0, got {self.limit}")
         check(
             self.eval_limit is None or self.eval_limit > 0,

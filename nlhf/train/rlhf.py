@@ -58,7 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nlhf.config import check
+from nlhf.config import check, sections_from_dicts
 from nlhf.data.prompt_batches import repeat_prompts
 from nlhf.train.config import LoopConfig, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
@@ -104,6 +104,7 @@ class RLHFConfig(PromptRunConfig):
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(micro_batch_size=4, log_every=10))
 
     def __post_init__(self) -> None:
+        sections_from_dicts(self)  # nested sections given as plain dicts
         check(
             self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}"
         )
