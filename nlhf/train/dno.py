@@ -50,7 +50,9 @@ from nlhf.config import check
 from nlhf.data.prompt_batches import PromptItemBatch, repeat_prompts
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
+    IterationData,
     IterationSnapshot,
+    iteration_values,
     judge_group_pairs,
     reference_logps,
     rollout_metrics,
@@ -119,7 +121,7 @@ def select_pairs(win_rate: Any, margin: float) -> tuple[Any, Any, Any, Any]:
 
 
 def make_step(cfg: DNOConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any,
-              snapshot: IterationSnapshot) -> Callable[..., Any]:  # fmt: skip
+              snapshot: IterationSnapshot, data: IterationData | None = None) -> Callable[..., Any]:  # fmt: skip
     """DNO's training step: per-prompt losses (B,) (0 where no pair is kept), weight 1 each."""
     import torch
 
@@ -138,10 +140,15 @@ def make_step(cfg: DNOConfig, sampler: Any, judge: Any, tokenizer: Any, referenc
 
     def dno_step(model: Any, batch: PromptItemBatch, ctx: Any) -> Any:
         snapshot.refresh(ctx.step)  # pi_t: the policy at the start of this step's iteration
-        B = batch.prompts.batch_size
-        gen = row_generator(seed, ctx, batch.prompts.input_ids.device).repeat_interleave(K)  # (B K,)
-        y = sampler.sample(repeat_prompts(batch.prompts, K), gen)  # (B K, .) y ~ pi_t, prompt-major
-        matrix = judge_group_pairs(judge, batch.texts, y, tokenizer, K)  # (B, K, K), diagonal 1/2
+        B, device = batch.prompts.batch_size, batch.prompts.input_ids.device
+
+        def sample_and_judge() -> dict[str, Any]:
+            gen = row_generator(seed, ctx, device).repeat_interleave(K)  # (B K,)
+            y = sampler.sample(repeat_prompts(batch.prompts, K), gen)  # (B K, .) y ~ pi_t, prompt-major
+            return {"y": y, "matrix": judge_group_pairs(judge, batch.texts, y, tokenizer, K)}  # (B, K, K)
+
+        got = iteration_values(data, snapshot.iteration, ctx, sample_and_judge, device)  # saved, or drawn now
+        y, matrix = got["y"], got["matrix"]  # matrix: diagonal 1/2
         win_rate = (matrix.sum(dim=2) - 0.5) / (K - 1)  # (B, K) p_hat
         best, worst, gap, kept = select_pairs(win_rate, margin)
         rows = torch.arange(B, device=best.device) * K

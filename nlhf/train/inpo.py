@@ -51,7 +51,9 @@ from nlhf.data.prompt_batches import PromptItemBatch, stack_prompts
 from nlhf.judges import judge_preference
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
+    IterationData,
     IterationSnapshot,
+    iteration_values,
     reference_logps,
     rollout_metrics,
     split_rollout,
@@ -108,7 +110,7 @@ class INPOConfig(PromptRunConfig):
 
 
 def make_step(cfg: INPOConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any,
-              snapshot: IterationSnapshot) -> Callable[..., Any]:  # fmt: skip
+              snapshot: IterationSnapshot, data: IterationData | None = None) -> Callable[..., Any]:  # fmt: skip
     """INPO's training step: per-prompt losses (B,), weight 1 each."""
     import torch
 
@@ -121,11 +123,20 @@ def make_step(cfg: INPOConfig, sampler: Any, judge: Any, tokenizer: Any, referen
 
     def inpo_step(model: Any, batch: PromptItemBatch, ctx: Any) -> Any:
         snapshot.refresh(ctx.step)  # pi_t: the policy at the start of this step's iteration
-        B = batch.prompts.batch_size
-        gen = row_generator(seed, ctx, batch.prompts.input_ids.device).tile(2)  # (2B,)
-        pair = sampler.sample(stack_prompts(batch.prompts, 2), gen)  # rows b, B + b: y, y' ~ pi_t
+        B, device = batch.prompts.batch_size, batch.prompts.input_ids.device
+
+        def sample_and_judge() -> dict[str, Any]:
+            gen = row_generator(seed, ctx, device).tile(2)  # (2B,)
+            pair = sampler.sample(stack_prompts(batch.prompts, 2), gen)  # rows b, B + b: y, y' ~ pi_t
+            first, second = split_rollout(pair, B)
+            return {
+                "pair": pair,
+                "preference": judge_preference(judge, batch.texts, first, second, tokenizer),
+            }
+
+        got = iteration_values(data, snapshot.iteration, ctx, sample_and_judge, device)  # saved, or drawn now
+        pair, preference = got["pair"], got["preference"]  # preference (B,)
         first, second = split_rollout(pair, B)
-        preference = judge_preference(judge, batch.texts, first, second, tokenizer)  # (B,)
         mask = pair.response_mask
         logps = response_logps(model, pair)  # (2B, R) with gradient
         with torch.no_grad():

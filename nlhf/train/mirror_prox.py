@@ -43,7 +43,9 @@ from nlhf.data.prompt_batches import PromptItemBatch, stack_prompts
 from nlhf.judges import judge_preference
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
+    IterationData,
     IterationSnapshot,
+    iteration_values,
     reference_logps,
     rollout_metrics,
     split_rollout,
@@ -99,7 +101,8 @@ class MirrorProxConfig(PromptRunConfig):
 
 
 def make_step(cfg: MirrorProxConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any,
-              snapshot: IterationSnapshot, half: IterationSnapshot, half_sampler: Any) -> Callable[..., Any]:  # fmt: skip
+              snapshot: IterationSnapshot, half: IterationSnapshot, half_sampler: Any,
+              data: IterationData | None = None) -> Callable[..., Any]:  # fmt: skip
     """Mirror prox's training step: per-prompt losses (B,), weight 1 each. ``half``: pi_{t+1/2}
     (refreshed every S = steps_per_iteration / 2 steps); ``half_sampler`` samples from it."""
     import torch
@@ -115,17 +118,28 @@ def make_step(cfg: MirrorProxConfig, sampler: Any, judge: Any, tokenizer: Any, r
         snapshot.refresh(ctx.step)  # pi_t
         half.refresh(ctx.step)  # in the update half: pi_{t+1/2}, the policy at the end of the extrapolation
         update = (ctx.step // S) % 2 == 1
-        B = batch.prompts.batch_size
-        seeds = row_generator(seed, ctx, batch.prompts.input_ids.device).tile(3).seeds  # (3B,)
-        pair = sampler.sample(stack_prompts(batch.prompts, 2), RowGenerator(seeds[: 2 * B]))  # y, y' ~ pi_t
-        first, second = split_rollout(pair, B)
-        if update:
+        B, device = batch.prompts.batch_size, batch.prompts.input_ids.device
+
+        def sample_and_judge() -> dict[str, Any]:
+            seeds = row_generator(seed, ctx, device).tile(3).seeds  # (3B,)
+            pair = sampler.sample(
+                stack_prompts(batch.prompts, 2), RowGenerator(seeds[: 2 * B])
+            )  # y, y' ~ pi_t
+            first, second = split_rollout(pair, B)
+            if not update:
+                return {
+                    "pair": pair,
+                    "gap": judge_preference(judge, batch.texts, first, second, tokenizer) - 0.5,
+                }
             z = half_sampler.sample(batch.prompts, RowGenerator(seeds[2 * B :]))  # (B, .) z ~ pi_{t+1/2}
             gap = judge_preference(judge, batch.texts, first, z, tokenizer) - judge_preference(
                 judge, batch.texts, second, z, tokenizer
             )  # (B,) P(y > z) - P(y' > z)
-        else:
-            gap = judge_preference(judge, batch.texts, first, second, tokenizer) - 0.5  # (B,)
+            return {"pair": pair, "z": z, "gap": gap}
+
+        got = iteration_values(data, snapshot.iteration, ctx, sample_and_judge, device)  # saved, or drawn now
+        pair, gap = got["pair"], got["gap"]  # gap (B,)
+        first = split_rollout(pair, B)[0]
         mask = pair.response_mask
         logps = response_logps(model, pair)  # (2B, R) with gradient
         ref_tokens = reference_logps(reference, pair)  # (2B, R) log mu

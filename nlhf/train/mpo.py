@@ -53,7 +53,9 @@ from nlhf.data.prompt_batches import PromptItemBatch, stack_prompts
 from nlhf.judges import judge_preference
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
+    IterationData,
     IterationSnapshot,
+    iteration_values,
     reference_logps,
     rollout_metrics,
     split_rollout,
@@ -115,7 +117,8 @@ class MPOConfig(PromptRunConfig):
 
 
 def make_step(cfg: MPOConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any,
-              snapshot: IterationSnapshot, magnet: IterationSnapshot) -> Callable[..., Any]:  # fmt: skip
+              snapshot: IterationSnapshot, magnet: IterationSnapshot,
+              data: IterationData | None = None) -> Callable[..., Any]:  # fmt: skip
     """MPO's training step: per-prompt losses (B,), weight 1 each. ``magnet``: refreshed every
     ``magnet_every`` iterations; while it has never been refreshed the magnet is the reference mu."""
     import torch
@@ -130,11 +133,20 @@ def make_step(cfg: MPOConfig, sampler: Any, judge: Any, tokenizer: Any, referenc
     def mpo_step(model: Any, batch: PromptItemBatch, ctx: Any) -> Any:
         snapshot.refresh(ctx.step)  # pi_t
         magnet.refresh(ctx.step)  # rho: the policy at the start of every magnet_every-th iteration
-        B = batch.prompts.batch_size
-        gen = row_generator(seed, ctx, batch.prompts.input_ids.device).tile(2)  # (2B,)
-        pair = sampler.sample(stack_prompts(batch.prompts, 2), gen)  # rows b, B + b: y, y' ~ pi_t
+        B, device = batch.prompts.batch_size, batch.prompts.input_ids.device
+
+        def sample_and_judge() -> dict[str, Any]:
+            gen = row_generator(seed, ctx, device).tile(2)  # (2B,)
+            pair = sampler.sample(stack_prompts(batch.prompts, 2), gen)  # rows b, B + b: y, y' ~ pi_t
+            first, second = split_rollout(pair, B)
+            return {
+                "pair": pair,
+                "preference": judge_preference(judge, batch.texts, first, second, tokenizer),
+            }
+
+        got = iteration_values(data, snapshot.iteration, ctx, sample_and_judge, device)  # saved, or drawn now
+        pair, preference = got["pair"], got["preference"]  # preference (B,)
         first, second = split_rollout(pair, B)
-        preference = judge_preference(judge, batch.texts, first, second, tokenizer)  # (B,)
         mask = pair.response_mask
         logps = response_logps(model, pair)  # (2B, R) with gradient
         ref_tokens = reference_logps(reference, pair)  # (2B, R) log mu

@@ -16,8 +16,10 @@ algorithm:
   :func:`make_judge_eval_step`, the judge-based evaluation step;
 * :func:`judge_group_pairs`: P(y_i > y'_j | x) for every pair of a prompt's K responses (against K
   opponents, or each other);
-* :class:`IterationSnapshot`: the frozen iterate pi_t of the iterative trainers (SPPO, INPO),
-  refreshed every ``steps_per_iteration`` optimiser steps and saved in checkpoints.
+* :class:`IterationSnapshot`: the frozen iterate pi_t of the iterative trainers (SPPO, INPO,
+  DNO, MPO, mirror prox), refreshed every ``steps_per_iteration`` optimiser steps and saved in checkpoints;
+* :class:`IterationData`: every micro-batch's generated responses and judge values of those
+  trainers, written atomically under ``<run>/iterations/<t>/`` and read back on ``--resume``.
 
 Cheap to import: torch loads inside the functions.
 """
@@ -25,7 +27,10 @@ Cheap to import: torch loads inside the functions.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nlhf.judges import judge_preference
@@ -236,8 +241,91 @@ class IterationSnapshot:
         self.iteration = int(state["iteration"])
 
 
+ITERATIONS_DIR = "iterations"  # <run>/iterations/<t>/step-<s>-micro-<m>-rank-<r>.pt
+_ROLLOUT_SKIP = ("step_logits",)  # (B, R, V): not needed by any step, and large
+
+
+class IterationData:
+    """The data of each outer iteration on disk: what a micro-batch generated and what the judge said.
+
+    :meth:`cached` returns the saved values of ``(iteration, step, micro-batch, process)`` when
+    the file ``<root>/<iteration>/step-<s>-micro-<m>-rank-<r>.pt`` exists, else computes them
+    with ``make()``, writes them (``torch.save`` to a temporary file, then :func:`os.replace`:
+    a killed write leaves no partial file) and returns them. So a run killed inside an
+    iteration and resumed (``loop.resume``) trains the steps after its checkpoint on the
+    same responses and judge values it had drawn, without sampling or judging again. Values:
+    tensors and :class:`nlhf.sampling.Rollout` objects (``step_logits`` dropped). Each file
+    records the data positions of its prompts; a resumed run whose micro-batch holds other
+    prompts (another batch split) is refused naming the file. A fresh run (not resuming)
+    clears the directory first (:meth:`clear`).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def clear(self) -> None:
+        """Remove every saved iteration (a fresh run in a directory that held another run)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def path(self, iteration: int, ctx: Any) -> Path:
+        return (
+            self.root / str(iteration) / f"step-{ctx.step}-micro-{ctx.micro_step}-rank-{ctx.process_index}.pt"
+        )
+
+    def cached(
+        self, iteration: int, ctx: Any, make: Callable[[], dict[str, Any]], device: Any
+    ) -> dict[str, Any]:
+        """``make()``'s values for this micro-batch: read from disk if saved, else computed and saved."""
+        import torch
+
+        from nlhf.sampling.rollout import Rollout
+
+        path = self.path(iteration, ctx)
+        positions = [int(p) for p in ctx.positions]
+        if path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved["positions"] != positions:
+                raise ValueError(f"{path}: saved for the prompts at data positions {saved['positions'][:4]}..., this "
+                                 f"micro-batch holds {positions[:4]}...: resume with the same batch sizes")  # fmt: skip
+            return {k: _restore(v, Rollout, device) for k, v in saved["values"].items()}
+        values = make()
+        record = {"positions": positions, "values": {k: _portable(v) for k, v in values.items()}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(record, tmp)
+        os.replace(tmp, path)
+        return values
+
+
+def iteration_values(data: IterationData | None, iteration: int, ctx: Any, make: Callable[[], dict[str, Any]],
+                     device: Any) -> dict[str, Any]:  # fmt: skip
+    """``data.cached(...)`` in training; ``make()`` when there is no store (``data`` None) or in evaluation."""
+    if data is None or not getattr(ctx, "training", True):
+        return make()
+    return data.cached(iteration, ctx, make, device)
+
+
+def _portable(value: Any) -> Any:
+    """A tensor (on the CPU), or a rollout as ``{"rollout": {field: tensor}}`` (loadable with weights_only)."""
+    if dataclasses.is_dataclass(value):
+        fields = {
+            f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.name not in _ROLLOUT_SKIP
+        }
+        return {"rollout": {k: v.detach().cpu() for k, v in fields.items() if v is not None}}
+    return value.detach().cpu()
+
+
+def _restore(value: Any, rollout_cls: Any, device: Any) -> Any:
+    if isinstance(value, dict):
+        return rollout_cls(**{k: v.to(device) for k, v in value["rollout"].items()})
+    return value.to(device)
+
+
 __all__ = [
+    "ITERATIONS_DIR",
+    "IterationData",
     "IterationSnapshot",
+    "iteration_values",
     "judge_group_pairs",
     "log_importance_weight",
     "make_judge_eval_step",

@@ -335,13 +335,18 @@ def make_iteration_loop(cfg: Any, run: SamplingRun, make_step: Callable[..., Any
                         stateful: dict[str, Any] | None = None) -> tuple[Any, Any]:  # fmt: skip
     """``(loop, snapshot)`` of an iteration-based trainer (SPPO, INPO, DNO, MPO): pi_t (:class:`nlhf.train.rollouts.IterationSnapshot`,
     refreshed every ``cfg.steps_per_iteration`` steps and saved in checkpoints) and its sampler, the step
-    ``make_step(cfg, snapshot_sampler, judge, tokenizer, reference, snapshot)``, the judge's evaluation.
-    ``stateful``: more objects saved in checkpoints (MPO's magnet)."""
-    from nlhf.train.rollouts import IterationSnapshot, make_judge_eval_step
+    ``make_step(cfg, snapshot_sampler, judge, tokenizer, reference, snapshot, data=...)`` (``data``: the
+    :class:`nlhf.train.rollouts.IterationData` under ``<run>/iterations``, cleared unless the run resumes),
+    the judge's evaluation. ``stateful``: more objects saved in checkpoints (MPO's magnet)."""
+    from nlhf.train.rollouts import ITERATIONS_DIR, IterationData, IterationSnapshot, make_judge_eval_step
 
     snapshot = IterationSnapshot(run.policy, cfg.steps_per_iteration)  # pi_0 = the initial policy
     snapshot_sampler = snapshot.sampler(run.reference, cfg.sampling, run.eos_token_id, run.pad_token_id)
-    step = make_step(cfg, snapshot_sampler, judge, run.tokenizer, run.reference, snapshot)
+    data = IterationData(run.out / ITERATIONS_DIR)
+    if not cfg.loop.resume and run.accelerator.is_main_process:
+        data.clear()  # a fresh run never reads another run's responses
+    run.accelerator.wait_for_everyone()
+    step = make_step(cfg, snapshot_sampler, judge, run.tokenizer, run.reference, snapshot, data=data)
     evaluate = make_judge_eval_step(cfg, run.make_sampler(cfg.sampling), judge, run.tokenizer)
     state = {"snapshot": snapshot, **(stateful or {})}
     loop = make_prompt_loop(cfg, run, step, evaluate, stateful=state, optimizer_fn=optimizer_fn)

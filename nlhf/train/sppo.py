@@ -53,7 +53,9 @@ from nlhf.config import check
 from nlhf.data.prompt_batches import PromptItemBatch, repeat_prompts
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
+    IterationData,
     IterationSnapshot,
+    iteration_values,
     judge_group_pairs,
     reference_logps,
     rollout_metrics,
@@ -108,7 +110,7 @@ class SPPOConfig(PromptRunConfig):
 
 
 def make_step(cfg: SPPOConfig, sampler: Any, judge: Any, tokenizer: Any, reference: Any,
-              snapshot: IterationSnapshot) -> Callable[..., Any]:  # fmt: skip
+              snapshot: IterationSnapshot, data: IterationData | None = None) -> Callable[..., Any]:  # fmt: skip
     """SPPO's training step: per-prompt losses (B,), weight 1 each."""
     import torch
 
@@ -121,11 +123,15 @@ def make_step(cfg: SPPOConfig, sampler: Any, judge: Any, tokenizer: Any, referen
 
     def sppo_step(model: Any, batch: PromptItemBatch, ctx: Any) -> Any:
         snapshot.refresh(ctx.step)  # pi_t: the policy at the start of this step's iteration
-        B = batch.prompts.batch_size
-        gen = row_generator(seed, ctx, batch.prompts.input_ids.device).repeat_interleave(K)  # (B K,)
-        prompts = repeat_prompts(batch.prompts, K)  # (B K, P), prompt-major
-        y = sampler.sample(prompts, gen)  # y ~ pi_t (the sampler's policy is the snapshot)
-        matrix = judge_group_pairs(judge, batch.texts, y, tokenizer, K)  # (B, K, K), diagonal 1/2
+        B, device = batch.prompts.batch_size, batch.prompts.input_ids.device
+
+        def sample_and_judge() -> dict[str, Any]:
+            gen = row_generator(seed, ctx, device).repeat_interleave(K)  # (B K,)
+            y = sampler.sample(repeat_prompts(batch.prompts, K), gen)  # (B K, .) y ~ pi_t, prompt-major
+            return {"y": y, "matrix": judge_group_pairs(judge, batch.texts, y, tokenizer, K)}  # (B, K, K)
+
+        got = iteration_values(data, snapshot.iteration, ctx, sample_and_judge, device)  # saved, or drawn now
+        y, matrix = got["y"], got["matrix"]  # matrix: diagonal 1/2
         win_rate = (matrix.sum(dim=2) - 0.5) / (K - 1)  # (B, K) p_hat_i = mean_{j != i} P(y_i > y_j)
         mask = y.response_mask
         logps = response_logps(model, y)  # (B K, R) with gradient
