@@ -15,6 +15,13 @@ the other, including the negative controls, which must break the agreement:
   normalisation exists to prevent);
 * ``batch_seed``: Nash-MD samples from one ``torch.Generator`` per micro-batch instead of
   one stream per prompt row, so 2 processes draw other samples than 1.
+
+The iterative trainers of issue 17 (SPPO, INPO, DNO, MPO, mirror prox; ``iterative_runs.py``)
+in two more launches of their own: 2 steps with pi_t refreshed at step 1 (one outer iteration a
+step; mirror prox: its two halves), K = 3 responses a prompt for SPPO and DNO, the same
+agreement (evaluation's KL, a small difference of log-probs of sampled responses, to 1e-4
+absolute: measured 1.1e-5 for mirror prox), and ``sppo:rank_means``, ``inpo:rank_means`` as
+negative controls.
 """
 
 from __future__ import annotations
@@ -40,14 +47,18 @@ pytestmark = pytest.mark.slow
 
 CASES = ("toy", "pm", "dpo", "nash_md", "ppo")
 NEGATIVE = ("toy:rank_means", "dpo:rank_means", "nash_md:rank_means", "ppo:rank_means", "nash_md:batch_seed")
+ITERATIVE = ("sppo", "inpo", "dno", "mpo", "mirror_prox")
+ITERATIVE_NEGATIVE = ("sppo:rank_means", "inpo:rank_means")
 MICRO = 2  # per process; the single process runs 2 x MICRO
 
 
-def launch(root: Path, out: Path, processes: int, micro: int) -> None:
+def launch(
+    root: Path, out: Path, processes: int, micro: int, runs: tuple[str, ...] = CASES + NEGATIVE
+) -> None:
     env = dict(
         os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     )
-    args = [str(SCRIPT), str(root), str(out), str(micro), *CASES, *NEGATIVE]
+    args = [str(SCRIPT), str(root), str(out), str(micro), *runs]
     if processes == 1:
         cmd = [sys.executable, *args]
     else:
@@ -71,15 +82,13 @@ def launch(root: Path, out: Path, processes: int, micro: int) -> None:
     assert proc.returncode == 0, stderr[-4000:]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def one_and_two_processes(base: Path, runs: tuple[str, ...]) -> dict:
     """``{run: (one-process result, two-process result)}``, each ``(params, result.json)``."""
-    base = tmp_path_factory.mktemp("ddp")
     root = prepare(base / "files")
-    launch(root, base / "one", 1, 2 * MICRO)
-    launch(root, base / "two", 2, MICRO)
+    launch(root, base / "one", 1, 2 * MICRO, runs)
+    launch(root, base / "two", 2, MICRO, runs)
     out = {}
-    for run in CASES + NEGATIVE:
+    for run in runs:
         name = run.replace(":", "-")
         out[run] = tuple(
             (
@@ -92,6 +101,16 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return one_and_two_processes(tmp_path_factory.mktemp("ddp"), CASES + NEGATIVE)
+
+
+@pytest.fixture(scope="module")
+def iterative_runs(tmp_path_factory):
+    return one_and_two_processes(tmp_path_factory.mktemp("ddp_iterative"), ITERATIVE + ITERATIVE_NEGATIVE)
+
+
 def max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)
@@ -99,6 +118,25 @@ def max_diff(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("case", CASES)
 def test_two_processes_equal_one_process_with_twice_the_batch(runs, case):
+    check_agreement(runs, case)
+
+
+@pytest.mark.parametrize("case", ITERATIVE)
+def test_iterative_trainers_on_two_processes_equal_one_process(iterative_runs, case):
+    check_agreement(iterative_runs, case, eval_abs=1e-4)
+    (_, r1), (_, r2) = iterative_runs[case]
+    # the logged window is step 1: pi_1 (refreshed at step 1); mirror prox: iteration 0's update half
+    assert r1["train"]["iteration"] == r2["train"]["iteration"] == (0 if case == "mirror_prox" else 1)
+    if case == "mirror_prox":
+        assert r1["train"]["phase"] == r2["train"]["phase"] == 1
+
+
+@pytest.mark.parametrize("case", ITERATIVE_NEGATIVE)
+def test_iterative_negative_controls_break_the_agreement(iterative_runs, case):
+    check_disagreement(iterative_runs, case)
+
+
+def check_agreement(runs, case, eval_abs=1e-6):
     (p1, r1), (p2, r2) = runs[case]
     assert (r1["processes"], r2["processes"]) == (1, 2)
     assert r1["updates"] == r2["updates"] == 2
@@ -111,7 +149,8 @@ def test_two_processes_equal_one_process_with_twice_the_batch(runs, case):
         for key, value in r1[split].items():
             if key in ("examples_per_s", "grad_norm", "lr", "nonfinite_steps"):
                 continue
-            assert r2[split][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (split, key)
+            tolerance = dict(rel=1e-4, abs=eval_abs if split == "eval" else 1e-6)
+            assert r2[split][key] == pytest.approx(value, **tolerance), (split, key)
 
 
 def test_each_process_judges_its_own_shard_in_batches(runs):
@@ -123,6 +162,10 @@ def test_each_process_judges_its_own_shard_in_batches(runs):
 
 @pytest.mark.parametrize("case", NEGATIVE)
 def test_negative_controls_break_the_agreement(runs, case):
+    check_disagreement(runs, case)
+
+
+def check_disagreement(runs, case):
     (p1, r1), (p2, r2) = runs[case]
     diff = max_diff(p1, p2)
     print(f"{case}: max |param diff| = {diff:.3g}, largest update {r1['update']:.3g}")

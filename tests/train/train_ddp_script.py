@@ -2,7 +2,7 @@
 
 Usage: ``[torchrun --nproc_per_node N] train_ddp_script.py ROOT OUT MICRO RUN [RUN ...]`` where
 each RUN is ``TRAINER`` or ``TRAINER:NEGATIVE`` (``rank_means`` or ``batch_seed``; see
-``trainer_runs.py``). ROOT holds the files of ``trainer_runs.prepare``. Every run trains
+``trainer_runs.py``; the iterative trainers, ``iterative_runs.py``). ROOT holds the files of ``trainer_runs.prepare``. Every run trains
 for 2 steps with plain SGD (no clipping) and grad_accum_steps 1, micro-batch MICRO per
 process, in this one process launch, one after the other. The main process writes
 ``OUT/<RUN>/final.pt`` (trainable parameters) and ``OUT/<RUN>/result.json`` (train and
@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from iterative_runs import ITERATIVE, run_iterative  # noqa: E402
 from trainer_runs import run_trainer  # noqa: E402
 
 
@@ -30,7 +31,8 @@ def main() -> None:
     for run in runs:
         name, _, negative = run.partition(":")
         t0 = time.perf_counter()
-        res = run_trainer(name, root, out / run.replace(":", "-"), micro=micro, negative=negative or None)
+        trainer = run_iterative if name in ITERATIVE else run_trainer
+        res = trainer(name, root, out / run.replace(":", "-"), micro=micro, negative=negative or None)
         seconds[run] = round(time.perf_counter() - t0, 2)
         if _is_main():
             target = out / run.replace(":", "-")
