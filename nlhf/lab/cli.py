@@ -278,13 +278,14 @@ def _fmt_mu(mu) -> str:
 def cmd_compare(args) -> int:
     """``nlhf lab compare``: one table over every algorithm of the lab, exact dynamics."""
     try:
-        from nlhf.lab.compare import compare, format_table
+        from nlhf.lab.compare import compare, format_table, format_trainer_table
 
         checkpoints = sorted({t for t in (10, 100, 1000) if t < args.steps} | {args.steps})
         result = compare(args.games, tau=args.tau, eta=args.eta, checkpoints=checkpoints)
     except ValueError as exc:
         return _fail("compare", exc)
     print(format_table(result))
+    print("\nThe trainers on one-token games (tests/test_successors_vs_lab*.py):\n" + format_trainer_table())
     out = Path(args.out or "runs/lab-compare")
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result))

@@ -15,6 +15,11 @@ eta = 0.1 (a soft-policy-iteration step 1/eta = 10) with margin 0.1; MPO refresh
 magnet every 10 steps; Nash-EMA averages logits with decay 0.9. rps starts from
 mu = (0.6, 0.3, 0.1) (its equilibria are uniform, which every method would start at from
 a uniform mu); the random games from the uniform mu.
+
+The ``trainer`` column names the ``nlhf train`` sub-command that implements a row on
+language models; :data:`TRAINER_CHECKS` (printed by :func:`format_trainer_table`) lists the
+one-token-game tests in which those trainers reach the lab's answer (measured numbers; the
+lab imports no trainer, so they are stated here, not recomputed).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Algorithm:
     target: str  # a key of the targets dict of compare_game
     run: Callable[..., np.ndarray]
     closed_form: str = ""  # what a closed-form row is; empty for dynamics
+    trainer: str = "-"  # the `nlhf train` sub-command implementing it on language models
 
 
 def compare_game(name: str) -> tuple[PreferenceGame, np.ndarray]:
@@ -70,37 +76,46 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
 
     return [
         Algorithm(
-            "nash_md", "Nash-MD, eta_t = 2/(tau(t+2))", "pi_tau", lambda g, m, tau, T: nash_md(g, m, tau, T)
+            "nash_md",
+            "Nash-MD, eta_t = 2/(tau(t+2))",
+            "pi_tau",
+            lambda g, m, tau, T: nash_md(g, m, tau, T),
+            trainer="nash-md",
         ),
         Algorithm(
             "inpo",
             f"INPO = mirror descent vs pi_t (self-play, beta = 0), eta = {eta:g}",
             "pi_tau",
             lambda g, m, tau, T: inpo(g, m, tau, T, eta),
+            trainer="inpo",
         ),
         Algorithm(
             "best_response",
             f"fixed mixture beta = 1 (best response to mu), eta = {eta:g}",
             "br_mu",
             lambda g, m, tau, T: fixed_mixture_dynamics(g, m, tau, 1.0, T, eta),
+            trainer="best-response",
         ),
         Algorithm(
             "nash_ema",
             f"Nash-EMA (decay 0.9), eta = {eta:g}",
             "pi_tau",
             lambda g, m, tau, T: ema_opponent_dynamics(g, m, tau, T, eta),
+            trainer="nash-ema",
         ),
         Algorithm(
             "mirror_prox",
             f"Nash mirror prox, eta = {eta:g}",
             "pi_tau",
             lambda g, m, tau, T: nash_mirror_prox(g, m, tau, T, eta),
+            trainer="mirror-prox",
         ),
         Algorithm(
             "mpo",
             f"MPO (MMD, magnet <- pi every 10), eta = {eta:g}",
             "nash",
             lambda g, m, tau, T: mpo(g, m, tau, T, eta, 10),
+            trainer="mpo",
         ),
         Algorithm(
             "mwu",
@@ -109,7 +124,11 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             lambda g, m, tau, T: multiplicative_weights(g, m, T, 0.1),
         ),
         Algorithm(
-            "sppo", f"SPPO last iterate, eta = {eta:g}", "nash", lambda g, m, tau, T: sppo(g, m, T, eta)
+            "sppo",
+            f"SPPO last iterate, eta = {eta:g}",
+            "nash",
+            lambda g, m, tau, T: sppo(g, m, T, eta),
+            trainer="sppo",
         ),
         Algorithm(
             "sppo_avg", "SPPO average", "nash", lambda g, m, tau, T: running_average(sppo(g, m, T, eta))
@@ -119,6 +138,7 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             "DNO last iterate (eta = 0.1, margin 0.1)",
             "nash",
             lambda g, m, tau, T: dno(g, m, T, 0.1, 0.1),
+            trainer="dno",
         ),
         Algorithm(
             "dno_avg", "DNO average", "nash", lambda g, m, tau, T: running_average(dno(g, m, T, 0.1, 0.1))
@@ -129,6 +149,7 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             "pi_tau",
             lambda g, m, tau, T: psipo_optimum(g, m, m, tau, "identity"),
             closed_form="IPO optimum = BR_tau(mu)",
+            trainer="ipo",
         ),
         Algorithm(
             "rlhf",
@@ -136,6 +157,7 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             "pi_tau",
             lambda g, m, tau, T: rlhf_optimum(fit_bradley_terry(g, m), m, tau),
             closed_form="a BT optimum",
+            trainer="dpo, ppo, rlhf-pg",
         ),
     ]
 
@@ -200,6 +222,7 @@ def compare(
                 {
                     "key": algo.key,
                     "label": algo.label,
+                    "trainer": algo.trainer,
                     "target": algo.target,
                     "tv": {str(t): float(tv[t]) for t in checkpoints},
                     "exploitability": {str(t): exploitability(game, trajectory[t]) for t in checkpoints},
@@ -224,19 +247,20 @@ def format_table(result: dict) -> str:
     """The markdown table of :func:`compare`: one block of rows per game."""
     ts = result["checkpoints"]
     head = (
-        "| game | algorithm | target | "
+        "| game | algorithm | trainer | target | "
         + " | ".join(f"TV T={t}" for t in ts)
         + " | "
         + " | ".join(f"expl T={t}" for t in ts)
         + " | converges to |"
     )
-    lines = [head, "|" + "---|" * (4 + 2 * len(ts))]
+    lines = [head, "|" + "---|" * (5 + 2 * len(ts))]
     for name, entry in result["games"].items():
         for row in entry["rows"]:
             tvs = " | ".join(f"{row['tv'][str(t)]:.1e}" for t in ts)
             expl = " | ".join(f"{row['exploitability'][str(t)]:.3f}" for t in ts)
             lines.append(
-                f"| {name} | {row['label']} | {TARGET_NAMES[row['target']]} | {tvs} | {expl} | {row['limit']} |"
+                f"| {name} | {row['label']} | {row['trainer']} | {TARGET_NAMES[row['target']]} | {tvs} | {expl} "
+                f"| {row['limit']} |"
             )
     floors = "; ".join(
         f"{name}: pi*_tau {entry['target_exploitability']['pi_tau']:.3f}, "
@@ -249,4 +273,34 @@ def format_table(result: dict) -> str:
         "expl = max_y P(y > pi_T) - 1/2 (0 at a Nash equilibrium). Exploitability of the "
         f"targets themselves: {floors}."
     )
+    return "\n".join(lines)
+
+
+# The iterative trainers on one-token games (tests/test_successors_vs_lab*.py): a logits table over n
+# single-token responses trained by the real trainer (sampler, judge, loss, shared loop), 64 responses a
+# step, against the lab's exact answer. TV: seed 0 (the CI test, tolerance 0.02) and over seeds 0-4.
+TRAINER_CHECKS: tuple[dict[str, str], ...] = (
+    dict(trainer="sppo", lab="sppo", game="random_game(5, seed=1)", target="Condorcet winner e_4 (= Nash)",
+         tv="0.002", seeds="<= 0.0024"),
+    dict(trainer="inpo", lab="inpo", game="random_game(5, seed=80), tau 0.15", target="pi*_tau",
+         tv="0.0094", seeds="0.0085-0.0143"),
+    dict(trainer="dno", lab="dno", game="random_game(5, seed=1), hard labels", target="Condorcet winner e_4 (= Nash)",
+         tv="0.00045", seeds="0.0004-0.0007"),
+    dict(trainer="mpo", lab="mpo", game="random_game(5, seed=1), tau 0.2, magnet every 2",
+         target="the lab's 20th iterate (0.02 from Nash)", tv="0.0039", seeds="0.0029-0.0070"),
+    dict(trainer="mpo (magnet never refreshed)", lab="magnetic_mirror_descent", game="random_game(5, seed=1), tau 0.2",
+         target="pi*_tau", tv="0.0033", seeds="0.0017-0.0048"),
+    dict(trainer="mirror-prox", lab="nash_mirror_prox", game="random_game(5, seed=80), tau 0.15", target="pi*_tau",
+         tv="0.0077", seeds="0.0041-0.0153"),
+)  # fmt: skip
+
+
+def format_trainer_table() -> str:
+    """The markdown table of :data:`TRAINER_CHECKS`."""
+    lines = [
+        "| trainer | lab form | one-token game | target | TV (seed 0) | TV (seeds 0-4) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {c['trainer']} | {c['lab']} | {c['game']} | {c['target']} | {c['tv']} | {c['seeds']} |"
+              for c in TRAINER_CHECKS]  # fmt: skip
     return "\n".join(lines)

@@ -87,7 +87,7 @@ def test_lab_compare_command_prints_table_and_writes_json_and_plot(tmp_path, cap
     args = parser.parse_args(["lab", "compare", "--games", "rps", "--steps", "50", "--out", str(tmp_path)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "| rps | SPPO last iterate, eta = 1 | Nash |" in out and "TV T=50" in out
+    assert "| rps | SPPO last iterate, eta = 1 | sppo | Nash |" in out and "TV T=50" in out
     result = json.loads((tmp_path / "compare.json").read_text())
     assert result["checkpoints"] == [10, 50]
     assert [row["key"] for row in result["games"]["rps"]["rows"]] == ROW_KEYS
