@@ -58,7 +58,12 @@ class Algorithm:
     target: str  # a key of the targets dict of compare_game
     run: Callable[..., np.ndarray]
     closed_form: str = ""  # what a closed-form row is; empty for dynamics
-    trainer: str = "-"  # the `nlhf train` sub-command implementing it on language models
+
+
+# The `nlhf train` sub-command implementing each row on language models ("-": none).
+TRAINER_OF = {"nash_md": "nash-md", "inpo": "inpo", "best_response": "best-response", "nash_ema": "nash-ema",
+              "mirror_prox": "mirror-prox", "mpo": "mpo", "sppo": "sppo", "dno": "dno", "ipo": "ipo",
+              "rlhf": "dpo, ppo, rlhf-pg"}  # fmt: skip
 
 
 def compare_game(name: str) -> tuple[PreferenceGame, np.ndarray]:
@@ -76,46 +81,37 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
 
     return [
         Algorithm(
-            "nash_md",
-            "Nash-MD, eta_t = 2/(tau(t+2))",
-            "pi_tau",
-            lambda g, m, tau, T: nash_md(g, m, tau, T),
-            trainer="nash-md",
+            "nash_md", "Nash-MD, eta_t = 2/(tau(t+2))", "pi_tau", lambda g, m, tau, T: nash_md(g, m, tau, T)
         ),
         Algorithm(
             "inpo",
             f"INPO = mirror descent vs pi_t (self-play, beta = 0), eta = {eta:g}",
             "pi_tau",
             lambda g, m, tau, T: inpo(g, m, tau, T, eta),
-            trainer="inpo",
         ),
         Algorithm(
             "best_response",
             f"fixed mixture beta = 1 (best response to mu), eta = {eta:g}",
             "br_mu",
             lambda g, m, tau, T: fixed_mixture_dynamics(g, m, tau, 1.0, T, eta),
-            trainer="best-response",
         ),
         Algorithm(
             "nash_ema",
             f"Nash-EMA (decay 0.9), eta = {eta:g}",
             "pi_tau",
             lambda g, m, tau, T: ema_opponent_dynamics(g, m, tau, T, eta),
-            trainer="nash-ema",
         ),
         Algorithm(
             "mirror_prox",
             f"Nash mirror prox, eta = {eta:g}",
             "pi_tau",
             lambda g, m, tau, T: nash_mirror_prox(g, m, tau, T, eta),
-            trainer="mirror-prox",
         ),
         Algorithm(
             "mpo",
             f"MPO (MMD, magnet <- pi every 10), eta = {eta:g}",
             "nash",
             lambda g, m, tau, T: mpo(g, m, tau, T, eta, 10),
-            trainer="mpo",
         ),
         Algorithm(
             "mwu",
@@ -124,11 +120,7 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             lambda g, m, tau, T: multiplicative_weights(g, m, T, 0.1),
         ),
         Algorithm(
-            "sppo",
-            f"SPPO last iterate, eta = {eta:g}",
-            "nash",
-            lambda g, m, tau, T: sppo(g, m, T, eta),
-            trainer="sppo",
+            "sppo", f"SPPO last iterate, eta = {eta:g}", "nash", lambda g, m, tau, T: sppo(g, m, T, eta)
         ),
         Algorithm(
             "sppo_avg", "SPPO average", "nash", lambda g, m, tau, T: running_average(sppo(g, m, T, eta))
@@ -138,7 +130,6 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             "DNO last iterate (eta = 0.1, margin 0.1)",
             "nash",
             lambda g, m, tau, T: dno(g, m, T, 0.1, 0.1),
-            trainer="dno",
         ),
         Algorithm(
             "dno_avg", "DNO average", "nash", lambda g, m, tau, T: running_average(dno(g, m, T, 0.1, 0.1))
@@ -149,7 +140,6 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             "pi_tau",
             lambda g, m, tau, T: psipo_optimum(g, m, m, tau, "identity"),
             closed_form="IPO optimum = BR_tau(mu)",
-            trainer="ipo",
         ),
         Algorithm(
             "rlhf",
@@ -157,7 +147,6 @@ def algorithms(eta: float = 1.0) -> list[Algorithm]:
             "pi_tau",
             lambda g, m, tau, T: rlhf_optimum(fit_bradley_terry(g, m), m, tau),
             closed_form="a BT optimum",
-            trainer="dpo, ppo, rlhf-pg",
         ),
     ]
 
@@ -222,7 +211,7 @@ def compare(
                 {
                     "key": algo.key,
                     "label": algo.label,
-                    "trainer": algo.trainer,
+                    "trainer": TRAINER_OF.get(algo.key, "-"),
                     "target": algo.target,
                     "tv": {str(t): float(tv[t]) for t in checkpoints},
                     "exploitability": {str(t): exploitability(game, trajectory[t]) for t in checkpoints},

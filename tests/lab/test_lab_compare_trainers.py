@@ -3,14 +3,22 @@
 import re
 from pathlib import Path
 
-from nlhf.lab.compare import TRAINER_CHECKS, algorithms, compare, format_table, format_trainer_table
+from nlhf.lab.compare import (
+    TRAINER_CHECKS,
+    TRAINER_OF,
+    algorithms,
+    compare,
+    format_table,
+    format_trainer_table,
+)
 from nlhf.train.cli import TRAIN_FAMILIES
 
 TESTS = Path(__file__).resolve().parents[1]
 
 
 def test_every_trainer_named_by_the_table_is_a_train_sub_command():
-    named = {t for a in algorithms() if a.trainer != "-" for t in a.trainer.split(", ")}
+    assert set(TRAINER_OF) <= {a.key for a in algorithms()}
+    named = {t for trainers in TRAINER_OF.values() for t in trainers.split(", ")}
     assert named >= {"nash-md", "inpo", "sppo", "dno", "mpo", "mirror-prox"}
     assert named <= set(TRAIN_FAMILIES), named - set(TRAIN_FAMILIES)
     for check in TRAINER_CHECKS:
