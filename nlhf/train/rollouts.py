@@ -256,8 +256,10 @@ class IterationData:
     same responses and judge values it had drawn, without sampling or judging again. Values:
     tensors and :class:`nlhf.sampling.Rollout` objects (``step_logits`` dropped). Each file
     records the data positions of its prompts; a resumed run whose micro-batch holds other
-    prompts (another batch split) is refused naming the file. A fresh run (not resuming)
-    clears the directory first (:meth:`clear`).
+    prompts (another batch split) is refused naming the file. Only a run resuming a checkpoint
+    keeps the directory; :func:`nlhf.train.run.make_iteration_loop` clears it (:meth:`clear`)
+    otherwise, after the loop's directory check (so a run refused for a forgotten
+    ``loop.resume`` deletes nothing).
     """
 
     def __init__(self, root: str | Path) -> None:

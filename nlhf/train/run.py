@@ -39,7 +39,7 @@ from nlhf.config import ConfigError, check
 from nlhf.data.prompt_batches import make_prompt_collate
 from nlhf.models.loading import atomic_directory, load_model
 from nlhf.train import loop as loop_lib  # loop_lib.make_optimizer: replaceable in tests
-from nlhf.train.checkpoint import write_text_atomic
+from nlhf.train.checkpoint import list_checkpoints, write_text_atomic
 from nlhf.train.out_dir import check_out_dir
 
 METRICS_JSON = "metrics.json"  # the run's summary, written last
@@ -336,20 +336,23 @@ def make_iteration_loop(cfg: Any, run: SamplingRun, make_step: Callable[..., Any
     """``(loop, snapshot)`` of an iteration-based trainer (SPPO, INPO, DNO, MPO): pi_t (:class:`nlhf.train.rollouts.IterationSnapshot`,
     refreshed every ``cfg.steps_per_iteration`` steps and saved in checkpoints) and its sampler, the step
     ``make_step(cfg, snapshot_sampler, judge, tokenizer, reference, snapshot, data=...)`` (``data``: the
-    :class:`nlhf.train.rollouts.IterationData` under ``<run>/iterations``, cleared unless the run resumes),
+    :class:`nlhf.train.rollouts.IterationData` under ``<run>/iterations``, kept only when the run resumes a checkpoint),
     the judge's evaluation. ``stateful``: more objects saved in checkpoints (MPO's magnet)."""
     from nlhf.train.rollouts import ITERATIONS_DIR, IterationData, IterationSnapshot, make_judge_eval_step
 
     snapshot = IterationSnapshot(run.policy, cfg.steps_per_iteration)  # pi_0 = the initial policy
     snapshot_sampler = snapshot.sampler(run.reference, cfg.sampling, run.eos_token_id, run.pad_token_id)
     data = IterationData(run.out / ITERATIONS_DIR)
-    if not cfg.loop.resume and run.accelerator.is_main_process:
-        data.clear()  # a fresh run never reads another run's responses
-    run.accelerator.wait_for_everyone()
     step = make_step(cfg, snapshot_sampler, judge, run.tokenizer, run.reference, snapshot, data=data)
     evaluate = make_judge_eval_step(cfg, run.make_sampler(cfg.sampling), judge, run.tokenizer)
     state = {"snapshot": snapshot, **(stateful or {})}
     loop = make_prompt_loop(cfg, run, step, evaluate, stateful=state, optimizer_fn=optimizer_fn)
+    # After the loop's directory check (which refuses a run that neither resumes nor overwrites a directory
+    # holding checkpoints, so a forgotten loop.resume loses nothing): only a run resuming a checkpoint keeps
+    # the saved iterations; a fresh, overwriting or checkpoint-less run never reads another run's responses.
+    if run.accelerator.is_main_process and not (cfg.loop.resume and list_checkpoints(run.out)):
+        data.clear()
+    run.accelerator.wait_for_everyone()
     return loop, snapshot
 
 

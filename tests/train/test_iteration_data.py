@@ -124,6 +124,29 @@ def test_a_fresh_run_clears_another_runs_iteration_data(tmp_path):
     assert load_values(stale)["positions"] == [0, 1]
 
 
+def test_a_forgotten_resume_is_refused_and_keeps_the_data_then_the_resume_uses_it(tmp_path, monkeypatch):
+    from nlhf.train.loop import RunDirError
+
+    full_then_crashed(monkeypatch, dno, partial(runs.run_resumable, dno, tmp_path))
+    crashed = tmp_path / "crashed"
+    before = saved_files(crashed)
+    with pytest.raises(RunDirError, match="pass loop.resume=true"):
+        runs.run_resumable(dno, tmp_path, "crashed")  # resume forgotten
+    assert saved_files(crashed) == before and len(before) == 11
+    count = counting_make(monkeypatch)
+    runs.run_resumable(dno, tmp_path, "crashed", resume=True)
+    assert count["made"] == 5
+
+
+def test_resuming_without_a_checkpoint_starts_afresh(tmp_path):
+    stale = tmp_path / "run" / ITERATIONS_DIR / "0" / "step-0-micro-0-rank-0.pt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match="no checkpoint"):
+        runs.run_resumable(inpo, tmp_path, "run", resume=True)
+    assert load_values(stale)["positions"] == [0, 1]
+
+
 def test_iteration_data_refuses_a_micro_batch_of_other_prompts(tmp_path):
     data = IterationData(tmp_path / ITERATIONS_DIR)
     ctx = SimpleNamespace(step=3, micro_step=1, process_index=0, positions=(6, 7))
