@@ -139,10 +139,16 @@ train_online_ipo = _open_trainer("train_online_ipo", "online-ipo", "Online IPO (
 train_rlhf = _open_trainer("train_rlhf", "ppo", "RLHF against a reward model (ppo, rlhf_pg)")
 train_sppo = _trainer("sppo", "SPPO: self-play preference optimisation")
 train_inpo = _trainer("inpo", "INPO: iterative Nash policy optimisation")
+train_dno = _trainer(
+    "dno", "DNO: direct Nash optimisation (DPO on the judge's best and worst of pi_t's responses)"
+)
+train_mpo = _trainer("mpo", "MPO: magnetic preference optimisation (magnetic mirror descent)")
+train_mirror_prox = _trainer("mirror-prox", "Nash mirror prox: an extragradient step per iteration")
 train_preference_model = _trainer("train-pm", "The pairwise preference model P(y > y' | x)")
 train_reward_model = _trainer("train-rm", "The Bradley-Terry reward model r(x, y)")
 for _name in ("train_dpo", "train_ipo", "train_nash_md", "train_online_ipo", "train_rlhf", "train_sppo",
-              "train_inpo", "train_preference_model", "train_reward_model"):  # fmt: skip
+              "train_inpo", "train_dno", "train_mpo", "train_mirror_prox", "train_preference_model",
+              "train_reward_model"):  # fmt: skip
     globals()[_name].__name__ = globals()[_name].__qualname__ = _name
 
 
@@ -202,8 +208,11 @@ def tournament(
 
 __all__ = [
     "train",
+    "train_dno",
     "train_dpo",
     "train_inpo",
+    "train_mirror_prox",
+    "train_mpo",
     "train_ipo",
     "train_nash_md",
     "train_online_ipo",

@@ -24,6 +24,9 @@ COMMANDS = {
     "rlhf": ["train", "ppo"],
     "sppo": ["train", "sppo"],
     "inpo": ["train", "inpo"],
+    "dno": ["train", "dno"],
+    "mpo": ["train", "mpo"],
+    "mirror_prox": ["train", "mirror-prox"],
     "preference_model": ["train-pm"],
     "reward_model": ["train-rm"],
 }

@@ -158,7 +158,11 @@ def parse_report_to(report_to: str, tensorboard: bool | None = None) -> tuple[st
         check(name in (*TRACKER_PACKAGES, "none"), "loop.report_to",
               f"unknown tracker {name!r} (one or more of {', '.join(TRACKER_PACKAGES)}, or none)")  # fmt: skip
     check(bool(names), "loop.report_to", "empty (say none for no tracker)")
-    check("none" not in names or len(names) == 1, "loop.report_to", f"none cannot be combined with others: {report_to!r}")
+    check(
+        "none" not in names or len(names) == 1,
+        "loop.report_to",
+        f"none cannot be combined with others: {report_to!r}",
+    )
     trackers = tuple(dict.fromkeys(n for n in names if n != "none"))
     if tensorboard is False:
         check(trackers in (("tensorboard",), ()) or "tensorboard" not in trackers, "loop.tensorboard",

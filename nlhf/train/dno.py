@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nlhf.config import check
+from nlhf.config import check, sections_from_dicts
 from nlhf.data.prompt_batches import PromptItemBatch, repeat_prompts
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
@@ -91,6 +91,7 @@ class DNOConfig(PromptRunConfig):
     judge_batch_size: int = 16
 
     def __post_init__(self) -> None:
+        sections_from_dicts(self)  # nested sections given as plain dicts
         check(self.beta > 0 and self.beta != float("inf"), "beta",
               f"must be a finite number > 0, got {self.beta}")  # fmt: skip
         check(0.0 <= self.margin < 1.0, "margin", f"must lie in [0, 1) (a win-rate gap), got {self.margin}")

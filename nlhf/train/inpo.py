@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nlhf.config import check
+from nlhf.config import check, sections_from_dicts
 from nlhf.data.prompt_batches import PromptItemBatch, stack_prompts
 from nlhf.judges import judge_preference
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
@@ -89,6 +89,7 @@ class INPOConfig(PromptRunConfig):
     judge_batch_size: int = 16
 
     def __post_init__(self) -> None:
+        sections_from_dicts(self)  # nested sections given as plain dicts
         check(
             self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}"
         )

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from nlhf.config import check
+from nlhf.config import check, sections_from_dicts
 from nlhf.data.prompt_batches import PromptItemBatch, stack_prompts
 from nlhf.judges import judge_preference
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
@@ -92,6 +92,7 @@ class MPOConfig(PromptRunConfig):
     judge_batch_size: int = 16
 
     def __post_init__(self) -> None:
+        sections_from_dicts(self)  # nested sections given as plain dicts
         check(
             self.tau > 0 and self.tau != float("inf"), "tau", f"must be a finite number > 0, got {self.tau}"
         )

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nlhf.config import check
+from nlhf.config import check, sections_from_dicts
 from nlhf.data.prompt_batches import PromptItemBatch, repeat_prompts
 from nlhf.train.config import JUDGE_HINT, PromptRunConfig, check_prompt_settings
 from nlhf.train.rollouts import (
@@ -92,6 +92,7 @@ class SPPOConfig(PromptRunConfig):
     judge_batch_size: int = 16
 
     def __post_init__(self) -> None:
+        sections_from_dicts(self)  # nested sections given as plain dicts
         check(
             self.eta > 0 and self.eta != float("inf"), "eta", f"must be a finite number > 0, got {self.eta}"
         )
