@@ -87,6 +87,13 @@ def test_yaml_example_runs_from_the_command_line(name, tmp_path, monkeypatch, re
     if name not in FIT:
         card = (out / "policy" / "README.md").read_text()
         assert f"nlhf {' '.join(COMMANDS[name])} --config examples/{name}.yaml --out {out}" in card
+        if name == "dno":  # the card names DNO's own hyper-parameters
+            assert (
+                "| win-rate margin (DNO) | 0 |" in card
+                and "| pair label (DNO: hard or soft) | `hard` |" in card
+            )
+        if name == "mpo":
+            assert "| magnet refreshed every (iterations, MPO) | 2 |" in card
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -18,8 +18,10 @@ bce        preference.bce_preference_loss           -
 bt         preference.bradley_terry_loss            -
 ========== ======================================== ==================================
 
-SPPO's and INPO's square losses (:func:`nlhf.losses.successors.sppo_loss`,
-:func:`~nlhf.losses.successors.inpo_loss`, THEORY.md Sec. 8) are imported from their module
+The successors' losses (THEORY.md Sec. 8) -- SPPO's and INPO's square losses
+(:func:`nlhf.losses.successors.sppo_loss`, :func:`~nlhf.losses.successors.inpo_loss`), the
+mirror-prox / MPO pair loss (:func:`~nlhf.losses.successors.mirror_pair_loss`) and DNO's DPO
+against pi_t (:func:`~nlhf.losses.successors.dno_loss`) -- are imported from their module
 directly (not registered here).
 
 k1 = sum_n log pi/mu and k3 = sum_n (mu/pi - 1 - log mu/pi) over the sampled tokens,

@@ -8,8 +8,10 @@ The trainers (config, step and run wiring of each family in one file; none impor
 * :mod:`nlhf.train.nash_md` -- Nash-MD-PG, self-play, best response, Nash-EMA;
 * :mod:`nlhf.train.online_ipo` -- online IPO, IPO-MD;
 * :mod:`nlhf.train.rlhf` -- RLHF policy gradient and PPO against a reward model;
-* :mod:`nlhf.train.sppo`, :mod:`nlhf.train.inpo` -- SPPO and INPO, in outer iterations against a
-  frozen pi_t (:class:`~nlhf.train.rollouts.IterationSnapshot`);
+* :mod:`nlhf.train.sppo`, :mod:`nlhf.train.inpo`, :mod:`nlhf.train.dno`, :mod:`nlhf.train.mpo`,
+  :mod:`nlhf.train.mirror_prox` -- SPPO, INPO, DNO, MPO and Nash mirror prox, in outer iterations
+  against a frozen pi_t (:class:`~nlhf.train.rollouts.IterationSnapshot`), every iteration's
+  responses and judge values saved under ``iterations/`` (:class:`~nlhf.train.rollouts.IterationData`);
 * :mod:`nlhf.train.fit` -- ``nlhf train-pm`` / ``nlhf train-rm`` (preference and reward models).
 
 What they share:
@@ -24,6 +26,8 @@ What they share:
   :mod:`~nlhf.train.loop_checkpoint` over :mod:`~nlhf.train.checkpoint` (atomic, checksummed
   checkpoints and exact resume), :mod:`~nlhf.train.out_dir`;
 * :mod:`nlhf.train.config` -- ``OptimConfig``, ``LoopConfig``, ``PromptRunConfig`` (frozen dataclasses);
+* :mod:`nlhf.train.callbacks` -- ``on_step(step, metrics) -> bool`` hooks; :mod:`nlhf.train.model_card` --
+  the ``README.md`` model card in every saved model's directory;
 * :mod:`nlhf.train.calibration` -- expected calibration error and reliability plots;
 * :mod:`nlhf.train.cli` -- ``nlhf train ...``, ``nlhf train-pm``, ``nlhf train-rm``.
 

@@ -50,6 +50,10 @@ HYPER = {
     "ppo_epochs": "PPO epochs",
     "clip_eps": "PPO clip",
     "steps_per_iteration": "steps per iteration",
+    "beta": "beta (DNO: DPO strength against pi_t)",
+    "margin": "win-rate margin (DNO)",
+    "label": "pair label (DNO: hard or soft)",
+    "magnet_every": "magnet refreshed every (iterations, MPO)",
     "pooling": "pooling",
 }
 DATA_KEYS = ("data", "eval_data", "prompts", "eval_prompts", "judge", "reward")
