@@ -20,8 +20,7 @@ until it is used.
 """
 
 from nlhf._lazy import lazy_exports
-
-__version__ = "0.1.0.dev0"
+from nlhf._version import __version__ as __version__  # re-exported: nlhf.__version__
 
 _API = ("train_dpo", "train_ipo", "train_nash_md", "train_online_ipo", "train_rlhf", "train_sppo", "train_inpo",
         "train_dno", "train_mpo", "train_mirror_prox", "train_preference_model", "train_reward_model", "tournament")  # fmt: skip

@@ -11,7 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from nlhf import __version__, demo
+from nlhf import demo
+from nlhf._version import __version__
 from nlhf.config import ConfigError
 from nlhf.data.errors import PreferenceDataError
 from nlhf.eval import cli as eval_cli

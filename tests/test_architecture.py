@@ -5,10 +5,10 @@ functions and ``TYPE_CHECKING`` blocks alike). Data flows one way through the pa
 module imports only from its own layer or a lower one, and no two modules import each
 other, directly or round a longer circle. Layers, low to high::
 
-    base      nlhf (the package), nlhf._lazy, nlhf.config
+    base      nlhf (the package), nlhf._lazy, nlhf._version, nlhf.config
     data      nlhf.data
     models    nlhf.models
-    judges    nlhf.judges, nlhf.http_judge, nlhf.logprobs
+    judges    nlhf.judges (with nlhf.judges.http), nlhf.logprobs
     sampling  nlhf.sampling, nlhf.losses
     envs      nlhf.envs
     train     nlhf.train
@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1] / "nlhf"
 LAYERS: dict[str, int] = {
     "": 0,  # the package itself
     "_lazy": 0,
+    "_version": 0,
     "config": 0,
     "data": 1,
     "models": 2,
     "judges": 3,
-    "http_judge": 3,
     "logprobs": 3,
     "sampling": 4,
     "losses": 4,

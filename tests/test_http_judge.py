@@ -1,4 +1,4 @@
-"""``--judge http://HOST:PORT/v1`` (nlhf.http_judge) against a stub OpenAI-compatible server on 127.0.0.1.
+"""``--judge http://HOST:PORT/v1`` (nlhf.judges.http) against a stub OpenAI-compatible server on 127.0.0.1.
 
 The stub answers p(A) = f(judge prompt) (a hash of the text) through top log-probs (or, told so, through
 n sampled votes, round(n f) of them "A"), and can be told to fail: HTTP 500 for the first k calls, bad
@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from nlhf.http_judge import HTTPJudge, HTTPJudgeError, parse_http_spec
 from nlhf.judges import LLM_JUDGE_TEMPLATE, load_judge
+from nlhf.judges.http import HTTPJudge, HTTPJudgeError, parse_http_spec
 from nlhf.models.files import ModelLoadError
 
 KEY = "sk-test-5ecret-do-not-print"
@@ -338,7 +338,7 @@ def test_the_cache_answers_repeats_and_holds_no_key_or_text(stub, tmp_path):
 
 
 def test_a_dropped_connection_mid_run_then_a_rerun_loses_and_repeats_nothing(stub, tmp_path, monkeypatch):
-    import nlhf.http_judge as module
+    import nlhf.judges.http as module
 
     synced = []
     monkeypatch.setattr(module.os, "fsync", lambda fd: synced.append(fd))

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from nlhf import __version__
+from nlhf._version import __version__
 from nlhf.train.checkpoint import write_text_atomic
 
 CARD_FILE = "README.md"

@@ -18,7 +18,7 @@ Adapters:
 * :class:`LLMJudge`              a causal LM as a pairwise judge (``--judge llm:PATH_OR_NAME``):
   the next-token probabilities of two answer labels, averaged over both presentation orders
 * ``--judge http://HOST:PORT/v1``        any OpenAI-compatible server as that pairwise judge
-  (:class:`nlhf.http_judge.HTTPJudge`: label log-probs or sampled votes, both orders, cached)
+  (:class:`nlhf.judges.http.HTTPJudge`: label log-probs or sampled votes, both orders, cached)
 
 :func:`load_judge` turns a ``--judge`` spec string into a judge (every trainer and ``nlhf eval``).
 
@@ -198,7 +198,7 @@ def symmetrize(p_ab: torch.Tensor, p_ba: torch.Tensor) -> torch.Tensor:
 
 HF_REWARD_PREFIX = "hf-reward:"  # --judge hf-reward:PATH_OR_NAME -> HFRewardJudge
 LLM_PREFIX = "llm:"  # --judge llm:PATH_OR_NAME -> LLMJudge
-HTTP_PREFIXES = ("http:", "https:")  # --judge http://HOST:PORT/v1 (or http:URL) -> nlhf.http_judge.HTTPJudge
+HTTP_PREFIXES = ("http:", "https:")  # --judge http://HOST:PORT/v1 (or http:URL) -> nlhf.judges.http.HTTPJudge
 JUDGE_SPECS = "a saved PM/RM directory (nlhf train-pm / train-rm), hf-reward:PATH_OR_NAME, llm:PATH_OR_NAME or http://HOST:PORT/v1"
 
 
@@ -212,7 +212,7 @@ def load_judge(path: str, batch_size: int) -> BaseJudge:
       options after commas: ``llm:M,template=FILE`` (a text file read as the template),
       ``llm:M,labels=X/Y`` (the two answer labels), see :func:`llm_judge_options`;
     * ``http://HOST:PORT/v1`` or ``https://...`` (``http:URL`` too): an OpenAI-compatible chat-completions
-      server asked the ``llm:`` judge's question (:mod:`nlhf.http_judge`; options ``,model=NAME``,
+      server asked the ``llm:`` judge's question (:mod:`nlhf.judges.http`; options ``,model=NAME``,
       ``,template=FILE``, ``,labels=X/Y``, ``,concurrency=N``, ``,timeout=S``, ``,retries=N``, ``,cache=FILE``,
       ``,votes=N``, ``,api_key_env=VAR``, ...), wrapped in a checked :class:`CallableJudge`;
     * anything else: a directory saved by ``nlhf train-pm`` (preference model) or ``train-rm``
@@ -223,7 +223,7 @@ def load_judge(path: str, batch_size: int) -> BaseJudge:
     """
     spec = str(path)
     if spec.startswith(HTTP_PREFIXES):
-        from nlhf.http_judge import load_http_judge  # the standard library only (urllib, threads)
+        from nlhf.judges.http import load_http_judge  # the standard library only (urllib, threads)
         from nlhf.models.files import ModelLoadError, one_line
 
         try:
