@@ -101,6 +101,17 @@ def test_demo_pipeline_on_the_tiny_model(tmp_path, capsys):
             and len(nu["answers"][f"pm_{name}"]["nash_tau"]) == 4
         )
     assert nu["difference"] == pytest.approx(nu["rm_tv"] - nu["pm_tv"])
+    # where the judges lead their trainers: needs every class in mu (here one is empty, so the run skipped it);
+    # read on the run's own pm/ and rm/ with a uniform mu instead
+    from nlhf.demo.judge_targets import judge_targets_of_run
+
+    assert min(summary["reference"]["class_distribution"].values()) == 0 and "judge_targets" not in summary
+    held_ids = {e.metadata["prompt_id"] for e in held}
+    jt = judge_targets_of_run(cfg, out, env, held_ids, np.full(4, 0.25))
+    assert jt["prompts"] == len(held_ids) and jt["pairs"] == 2 * len(
+        held_ids
+    )  # 2 samples a prompt: 2 ordered pairs
+    assert sum(jt["nash_md_target"]) == pytest.approx(1.0, abs=1e-3) and len(jt["rlhf_target"]) == 4
     report = (out / "report.md").read_text()
     assert "it makes no significance claim" in report and "| reference | RLHF | IPO | Nash-MD |" in report
     assert "A reward model depends on the sampling distribution" in report

@@ -13,6 +13,7 @@ from typing import Any
 
 from nlhf.config import save_config, to_dict
 from nlhf.demo.config import TINY, DemoConfig
+from nlhf.demo.judge_targets import judge_targets_markdown, judge_targets_of_run
 from nlhf.demo.report import (
     _fmt_dist,
     _json_safe,
@@ -78,11 +79,15 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     done(message)
     done = clock.start(3, "preference model + reward model")
     judge_model, message = stage_judges(cfg, run, eval_pairs, summary)
+    held_ids = {e.metadata["prompt_id"] for e in eval_pairs}
+    if mu_vec.min() > 0:  # where the learned judges lead their trainers, at the class level
+        jt = summary["judge_targets"] = judge_targets_of_run(cfg, run, env, held_ids, mu_vec)
+        message += (f"; judge-induced targets' exploitability under P*: Nash-MD {jt['nash_md_exploitability']:.3f}, "
+                    f"RLHF {jt['rlhf_exploitability']:.3f}")  # fmt: skip
     done(message)
     nu_section = None
     if cfg.nu_pairs > 0:  # reward models move with the sampling distribution, preference models do not
         done = clock.start(4, "reward vs preference model under two sampling distributions")
-        held_ids = {e.metadata["prompt_id"] for e in eval_pairs}
         train_ids = {p.metadata["id"] for p in train_prompts} - held_ids
         nu_section = summary["sampling_dependence"] = run_sampling_dependence(cfg, run, env, judge_model, train_ids,
                                                                               held_ids)  # fmt: skip
@@ -235,6 +240,9 @@ def stage_tournament_and_report(cfg: DemoConfig, run: Path, device: str, env: An
         sections.insert(
             1, ("Each policy against its exact class-level target", targets_markdown(env, targets, result))
         )
+    if summary.get("judge_targets"):
+        sections.insert(2, ("Where the learned judges lead their trainers (class level, judges' held-out pair slice)",
+                            judge_targets_markdown(summary["judge_targets"], env.classes, cfg.confidence)))  # fmt: skip
     if nu_section is not None:
         sections.append(("A reward model depends on the sampling distribution, a preference model does not",
                          sampling_dependence_markdown(nu_section, env.classes, cfg.confidence)))  # fmt: skip
