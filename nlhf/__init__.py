@@ -10,7 +10,8 @@ Sub-packages (data flows one way, top to bottom; ``lab`` stands beside all of it
 
 The Python API (:mod:`nlhf.api`, loaded on first use): ``train_dpo``, ``train_ipo``,
 ``train_nash_md``, ``train_online_ipo``, ``train_rlhf``, ``train_sppo``, ``train_inpo``,
-``train_dno``, ``train_mpo``, ``train_mirror_prox``, ``train_preference_model``, ``train_reward_model`` and ``tournament``::
+``train_dno``, ``train_mpo``, ``train_mirror_prox``, ``train_preference_model``, ``train_reward_model``,
+``train_general_preference_model`` and ``tournament``::
 
     import nlhf
     nlhf.train_nash_md(prompts="prompts.jsonl", judge="llm:smollm2", out="runs/nash", loop={"max_steps": 100})
@@ -23,7 +24,8 @@ from nlhf._lazy import lazy_exports
 from nlhf._version import __version__ as __version__  # re-exported: nlhf.__version__
 
 _API = ("train_dpo", "train_ipo", "train_nash_md", "train_online_ipo", "train_rlhf", "train_sppo", "train_inpo",
-        "train_dno", "train_mpo", "train_mirror_prox", "train_preference_model", "train_reward_model", "tournament")  # fmt: skip
+        "train_dno", "train_mpo", "train_mirror_prox", "train_preference_model", "train_reward_model",
+        "train_general_preference_model", "tournament")  # fmt: skip
 _EXPORTS = {name: "nlhf.api" for name in _API}
 
 __all__ = sorted(_EXPORTS)  # the names are declared once, in _EXPORTS

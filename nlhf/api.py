@@ -24,8 +24,8 @@ metrics) -> bool`` functions (:mod:`nlhf.train.callbacks`). After a run that sav
 its ``README.md`` model card is written (:mod:`nlhf.train.model_card`).
 
 Each function returns what the run function returns: a :class:`nlhf.train.run.RunResult`
-for the policy trainers, ``metrics.json``'s dict for ``train_preference_model`` /
-``train_reward_model``; :func:`tournament` returns a :class:`nlhf.eval.TournamentResult`.
+for the policy trainers, ``metrics.json``'s dict for ``train_preference_model``,
+``train_reward_model`` and ``train_general_preference_model``; :func:`tournament` returns a :class:`nlhf.eval.TournamentResult`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from nlhf.train.cli import TRAIN_FAMILIES
 from nlhf.train.fit import FitConfig, run_fit
 from nlhf.train.model_card import card_after_command
 
-FIT_FAMILIES = {"train-pm": "pm", "train-rm": "rm"}
+FIT_FAMILIES = {"train-pm": "pm", "train-rm": "rm", "train-gpm": "gpm"}
 # Run-function arguments -> the config key whose value they replace (the model card says "passed in Python").
 OBJECT_KEYS = {"model": "model", "judge": "judge", "train_examples": "data", "eval_examples": "eval_data",
                "train_prompts": "prompts", "eval_prompts": "eval_prompts", "reward_fn": "reward"}  # fmt: skip
@@ -146,9 +146,12 @@ train_mpo = _trainer("mpo", "MPO: magnetic preference optimisation (magnetic mir
 train_mirror_prox = _trainer("mirror-prox", "Nash mirror prox: an extragradient step per iteration")
 train_preference_model = _trainer("train-pm", "The pairwise preference model P(y > y' | x)")
 train_reward_model = _trainer("train-rm", "The Bradley-Terry reward model r(x, y)")
+train_general_preference_model = _trainer(
+    "train-gpm", "The general preference model sigmoid(v(x, y)^T S v(x, y')), S skew-symmetric"
+)
 for _name in ("train_dpo", "train_ipo", "train_nash_md", "train_online_ipo", "train_rlhf", "train_sppo",
               "train_inpo", "train_dno", "train_mpo", "train_mirror_prox", "train_preference_model",
-              "train_reward_model"):  # fmt: skip
+              "train_reward_model", "train_general_preference_model"):  # fmt: skip
     globals()[_name].__name__ = globals()[_name].__qualname__ = _name
 
 
@@ -218,6 +221,7 @@ __all__ = [
     "train_online_ipo",
     "train_preference_model",
     "train_reward_model",
+    "train_general_preference_model",
     "train_rlhf",
     "train_sppo",
     "tournament",

@@ -141,7 +141,8 @@ def test_the_api_names_load_lazily_and_cheaply():
     assert (got["module"], got["name"]) == ("nlhf.api", "train_nash_md")
     assert got["all"] == sorted(["train_dpo", "train_ipo", "train_nash_md", "train_online_ipo", "train_rlhf",
                                  "train_sppo", "train_inpo", "train_dno", "train_mpo", "train_mirror_prox",
-                                 "train_preference_model", "train_reward_model", "tournament"])  # fmt: skip
+                                 "train_preference_model", "train_reward_model", "train_general_preference_model",
+                                 "tournament"])  # fmt: skip
     assert all(callable(getattr(nlhf, name)) for name in got["all"])
 
 

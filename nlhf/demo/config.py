@@ -54,6 +54,10 @@ class DemoConfig:
     pair_eval_fraction: float = 0.15  # training prompts whose pairs only evaluate the judges
     sample_batch_rows: int = 32  # rows per decoding batch
     # stage 3: preference model and reward model
+    # the preference model: "pairwise" reads (x, y, y') as one sequence (nlhf.models.preference_model);
+    # "general" embeds each (x, y) once, P = sigmoid(v^T S v'), S skew-symmetric (nlhf.models.general_preference)
+    pm_kind: Literal["pairwise", "general"] = "pairwise"
+    pm_rank: int = 2  # pm_kind "general": rotation blocks k of the preference embedding (1 + 2k numbers)
     judge_lr: float = 1e-4
     judge_epochs: float = 1.0
     judge_batch_size: int = 16
@@ -126,6 +130,7 @@ class DemoConfig:
             f"must be >= 0 (0: all), got {self.lora_last_layers}",
         )
         check(len(self.lora_modules) > 0, "lora_modules", "must name at least one module")
+        check(self.pm_rank >= 0, "pm_rank", f"must be >= 0, got {self.pm_rank}")
         check(self.judge_max_length >= 16, "judge_max_length", f"must be >= 16, got {self.judge_max_length}")
         check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
 

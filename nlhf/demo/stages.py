@@ -244,9 +244,9 @@ def _count_lines(path: Path) -> int:
 def fit_judge(
     kind: str, cfg: DemoConfig, run: Path, judge_model: str, epochs: float | None = None
 ) -> dict[str, Any]:
-    """Train the preference (``"pm"``) or reward (``"rm"``) model on ``run/pairs/train.jsonl`` (scored on
-    ``run/pairs/eval.jsonl``) into ``run/<kind>``, for ``epochs`` (default ``cfg.judge_epochs``); metrics.json's
-    content."""
+    """Train the preference (``"pm"``: of ``cfg.pm_kind``) or reward (``"rm"``) model on ``run/pairs/train.jsonl``
+    (scored on ``run/pairs/eval.jsonl``) into ``run/<kind>``, for ``epochs`` (default ``cfg.judge_epochs``);
+    metrics.json's content."""
     from nlhf.train.config import LoopConfig, OptimConfig
     from nlhf.train.fit import FitConfig, run_fit
 
@@ -256,6 +256,7 @@ def fit_judge(
         eval_data=str(run / "pairs" / "eval.jsonl"),
         model=judge_model,
         out=str(run / kind),
+        rank=cfg.pm_rank,
         max_length=cfg.judge_max_length,
         optim=OptimConfig(lr=cfg.judge_lr, warmup_steps=5),
         loop=LoopConfig(
@@ -267,7 +268,7 @@ def fit_judge(
             tensorboard=False,
         ),  # fmt: skip
     )
-    return run_fit(kind, fit)
+    return run_fit("gpm" if kind == "pm" and cfg.pm_kind == "general" else kind, fit)
 
 
 def judge_vs_oracle(judge: Any, examples: Sequence[Any]) -> dict[str, float]:

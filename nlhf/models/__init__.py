@@ -5,6 +5,8 @@
 * :class:`PairwisePreferenceModel`: P(y > y' | x) = sigmoid(f(x, y, y') - f(x, y', y))
   (THEORY.md Sec. 1);
 * :class:`RewardModel`: P(y > y' | x) = sigmoid(r(x, y) - r(x, y'));
+* :class:`GeneralPreferenceModel`: P(y > y' | x) = sigmoid(v(x, y)^T S v(x, y')), S skew-symmetric
+  (one preference embedding per response; represents cycles);
 * :func:`build_policy` -> ``(policy, reference)`` with an explicit, frozen mu;
   :func:`save_policy`; :class:`LoraSettings`;
 * :class:`TabularLM` / :class:`TabularConfig`: the tabular policy softmax(theta) in the
@@ -32,6 +34,7 @@ _EXPORTS = {
     "SequenceScorer": "nlhf.models.scorer",
     "PairwisePreferenceModel": "nlhf.models.preference_model",
     "RewardModel": "nlhf.models.reward_model",
+    "GeneralPreferenceModel": "nlhf.models.general_preference",
     "Reference": "nlhf.models.policy",
     "build_policy": "nlhf.models.policy",
     "save_policy": "nlhf.models.policy",

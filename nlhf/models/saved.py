@@ -1,4 +1,4 @@
-"""Load a saved judge model of either kind: the pairwise preference model or the reward model.
+"""Load a saved judge model of any kind: the pairwise preference model, the reward model, the general preference model.
 
 ``SequenceScorer.from_pretrained`` finds the class of a directory's ``kind`` among the
 kinds registered by their modules; this module imports both, so :func:`load_scorer` reads
@@ -11,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nlhf.models.general_preference import GeneralPreferenceModel
 from nlhf.models.preference_model import PairwisePreferenceModel
 from nlhf.models.reward_model import RewardModel
 from nlhf.models.scorer import SequenceScorer
 
-KINDS: dict[str, type[SequenceScorer]] = {cls.kind: cls for cls in (PairwisePreferenceModel, RewardModel)}
+KINDS: dict[str, type[SequenceScorer]] = {
+    cls.kind: cls for cls in (PairwisePreferenceModel, RewardModel, GeneralPreferenceModel)
+}
 
 
 def load_scorer(path: str | Path, **kwargs: Any) -> SequenceScorer:

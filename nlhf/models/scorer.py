@@ -159,6 +159,12 @@ class SequenceScorer(nn.Module):
         """What ``pooling="auto"`` means: ``"last"`` for causal backbones, ``"mean"`` for encoders."""
         return "last" if kind_of_backbone == "causal" else "mean"
 
+    @classmethod
+    def init_kwargs(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments of this kind read from ``nlhf_head.json`` (``meta``) by :meth:`from_pretrained`
+        beyond the common ones; a ``ValueError`` for a bad value."""
+        return {}
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -317,8 +323,10 @@ class SequenceScorer(nn.Module):
         gguf_file: str | None = None,
         cache_dir: str | None = None,
         max_length: int | None = None,
+        **kwargs: Any,
     ) -> SequenceScorer:
-        """A fresh head on a pretrained backbone: ``"minilm"``, ``"smollm2"``, a path or a hub name."""
+        """A fresh head on a pretrained backbone: ``"minilm"``, ``"smollm2"``, a path or a hub name (``kwargs``: the
+        kind's own constructor arguments, e.g. a general preference model's ``rank``)."""
         from nlhf.models.loading import ModelLoadError, load_backbone
 
         if (Path(str(name_or_path)).expanduser() / HEAD_CONFIG).is_file():
@@ -329,7 +337,7 @@ class SequenceScorer(nn.Module):
         backbone, tokenizer = load_backbone(
             name_or_path, dtype=dtype, device=device, gguf_file=gguf_file, cache_dir=cache_dir
         )
-        model = cls(backbone, tokenizer, pooling=pooling, max_length=max_length, lora=lora)
+        model = cls(backbone, tokenizer, pooling=pooling, max_length=max_length, lora=lora, **kwargs)
         return model
 
     # ------------------------------------------------------------------ save / load
@@ -471,6 +479,10 @@ class SequenceScorer(nn.Module):
         tokenizer = None
         if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file():
             tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(str(path)))
+        try:
+            extra = target.init_kwargs(meta)
+        except ValueError as exc:
+            raise ModelLoadError(f"{path / HEAD_CONFIG}: {exc}") from exc
         model = target(
             backbone,
             tokenizer,
@@ -478,6 +490,7 @@ class SequenceScorer(nn.Module):
             kind_of_backbone=meta["backbone_kind"],
             max_length=meta.get("max_length"),
             input_layout=layout,
+            **extra,
         )
         model.lora = lora
         head = load_file(str(path / HEAD_WEIGHTS))

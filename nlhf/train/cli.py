@@ -262,10 +262,15 @@ def register_train(subparsers: Any) -> None:
 
 
 def register_fit(subparsers: Any) -> None:
-    """Add ``train-pm`` and ``train-rm`` (:mod:`nlhf.train.fit`) to an argparse collection."""
+    """Add ``train-pm``, ``train-rm`` and ``train-gpm`` (:mod:`nlhf.train.fit`) to an argparse collection."""
     for kind, name, what in (
         ("pm", "train-pm", "the pairwise preference model P(y > y' | x) (binary cross-entropy on the label)"),
         ("rm", "train-rm", "the Bradley-Terry reward model r(x, y) (the RLHF baseline)"),
+        (
+            "gpm",
+            "train-gpm",
+            "the general preference model v(x, y)^T S v(x, y') (one embedding a response; cycles)",
+        ),
     ):
         parser = subparsers.add_parser(
             name,

@@ -1,13 +1,16 @@
-"""Fit the judges: the pairwise preference model and the Bradley-Terry reward model.
+"""Fit the judges: the pairwise preference model, the Bradley-Terry reward model, the general preference model.
 
-``nlhf train-pm`` and ``nlhf train-rm`` (THEORY.md Sec. 1). One short file on the shared
+``nlhf train-pm``, ``nlhf train-rm`` and ``nlhf train-gpm`` (THEORY.md Sec. 1). One short file on the shared
 loop (:mod:`nlhf.train.loop`):
 
 * preference model: P(first > second | x) = sigmoid(f(x, first, second) - f(x, second, first)),
   both orders in one forward; loss :func:`nlhf.losses.preference.bce_preference_loss`
   (binary cross-entropy on the label, soft labels honoured);
 * reward model: P(first > second | x) = sigmoid(r(x, first) - r(x, second)), both
-  responses in one forward; loss :func:`nlhf.losses.preference.bradley_terry_loss`.
+  responses in one forward; loss :func:`nlhf.losses.preference.bradley_terry_loss`;
+* general preference model (:mod:`nlhf.models.general_preference`): P(first > second | x) =
+  sigmoid(v(x, first)^T S v(x, second)), S skew-symmetric, both responses in one forward; loss
+  :func:`~nlhf.losses.preference.bce_preference_loss`.
 
 Both losses are per pair, so every pair weighs 1 and the loss of a step is the mean over
 all pairs of the global batch. Evaluation: accuracy, log-loss (the mean BCE against the
@@ -45,7 +48,8 @@ from nlhf.train.config import LoopConfig, OptimConfig, check_required
 from nlhf.train.loop import StepOutput
 from nlhf.train.run import METRICS_JSON, start_run
 
-KINDS = ("pm", "rm")
+KINDS = ("pm", "rm", "gpm")  # pairwise preference, Bradley-Terry reward, general preference
+KIND_NAMES = {"pm": "pairwise_preference", "rm": "reward", "gpm": "general_preference"}
 RELIABILITY_PNG = "reliability.png"
 
 
@@ -72,7 +76,10 @@ class FitConfig:
     eval_fraction: float = 0.0  # held out of `data` when eval_data is not given
     max_length: int | None = None  # tokens per sequence (truncation rule: nlhf.models._encode); None: model's
     pooling: Literal["auto", "last", "mean", "cls", "segments"] = (
-        "auto"  # auto: PM segments/last, RM mean/last
+        "auto"  # auto: PM segments/last, RM and GPM mean/last
+    )
+    rank: int = (
+        2  # train-gpm: rotation blocks k of the general preference model (nlhf.models.general_preference)
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, else fp32
     gradient_checkpointing: bool = False  # recompute the backbone's activations in backward (same gradients)
@@ -101,6 +108,7 @@ class FitConfig:
             "max_length",
             f"must be >= 8, got {self.max_length}",
         )
+        check(self.rank >= 0, "rank", f"must be >= 0, got {self.rank}")
         check(self.calibration_bins >= 1, "calibration_bins", f"must be >= 1, got {self.calibration_bins}")
         check(
             not self.loop.out_dir or self.loop.out_dir == self.out,
@@ -201,6 +209,8 @@ def preference_logits(kind: str, model: Any, batch: dict[str, Any]) -> Any:
         return model(
             batch["input_ids"], batch["attention_mask"], segment_ids=segments
         )  # (B,) f(x,a,b) - f(x,b,a)
+    if kind == "gpm":
+        return model(batch["input_ids"], batch["attention_mask"], segments)  # (B,) v(x,a)^T S v(x,b)
     rewards = model(
         batch["input_ids"], batch["attention_mask"], segments
     )  # (2B,) r(x, first) then r(x, second)
@@ -216,7 +226,7 @@ def make_step(kind: str) -> Any:
 
     def step(model: Any, batch: dict[str, Any], ctx: Any) -> Any:
         labels = batch["labels"]  # (B,)
-        if kind == "pm":
+        if kind in ("pm", "gpm"):
             out = bce_preference_loss(preference_logits(kind, model, batch), labels)
         else:
             r_first, r_second = preference_logits(kind, model, batch)
@@ -272,10 +282,11 @@ def _load_pairs(cfg: FitConfig) -> tuple[Any, Any, str]:
 
 
 def _build_model(kind: str, cfg: FitConfig) -> Any:
-    from nlhf.models import PairwisePreferenceModel, RewardModel
+    from nlhf.models import GeneralPreferenceModel, PairwisePreferenceModel, RewardModel
     from nlhf.models.scorer import HEAD_CONFIG
 
-    cls = PairwisePreferenceModel if kind == "pm" else RewardModel
+    cls = {"pm": PairwisePreferenceModel, "rm": RewardModel, "gpm": GeneralPreferenceModel}[kind]
+    extra = {"rank": cfg.rank} if kind == "gpm" else {}
     dtype = resolve_auto_dtype(cfg.dtype, cfg.loop.device)
     if (Path(cfg.model).expanduser() / HEAD_CONFIG).is_file():  # a saved judge: train it further
         model = cls.from_pretrained(cfg.model, dtype=dtype, is_trainable=True)
@@ -283,7 +294,7 @@ def _build_model(kind: str, cfg: FitConfig) -> Any:
             model.max_length = cfg.max_length
     else:
         model = cls.from_backbone(
-            cfg.model, pooling=cfg.pooling, lora=cfg.lora, dtype=dtype, max_length=cfg.max_length
+            cfg.model, pooling=cfg.pooling, lora=cfg.lora, dtype=dtype, max_length=cfg.max_length, **extra
         )
     if cfg.gradient_checkpointing:  # checkpointed layers drop a KV cache: no shared-prefix scoring (PM) then
         enable_gradient_checkpointing(model.backbone)
@@ -346,7 +357,7 @@ def run_fit(kind: str, cfg: FitConfig) -> dict[str, Any]:
         table = reliability_table(
             *both_orientations(probs, labels), bins
         )  # (2N,): (a, b, y) and (b, a, 1 - y)
-        plot_reliability(table, out / RELIABILITY_PNG, title=f"{'preference' if kind == 'pm' else 'reward'} model, "
+        plot_reliability(table, out / RELIABILITY_PNG, title=f"{KIND_NAMES[kind].replace('_', ' ')} model, "
                          f"{len(labels)} pairs x 2 orientations (ECE = {table.ece:.3f})")  # fmt: skip
         summary = _fit_summary(kind, cfg, result, table, len(labels), train, evaluation, evaluated_on)
         acc.unwrap_model(loop.model).save_pretrained(out, merge_lora=cfg.merge_lora, state_dict=full_state)
@@ -369,7 +380,7 @@ def _fit_summary(
     """``metrics.json``'s content: accuracy, log loss, ECE and the reliability table (``table``), run counters."""
     ev = result.eval_metrics
     return {
-        "kind": "pairwise_preference" if kind == "pm" else "reward",
+        "kind": KIND_NAMES[kind],
         "accuracy": ev["accuracy"],
         "log_loss": ev["loss"],  # mean BCE against the (soft) labels
         "ece": table.ece,
@@ -408,7 +419,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def command(kind: str) -> Any:
-    """The ``nlhf train-pm`` (``kind="pm"``) or ``train-rm`` (``"rm"``) command: ``run(args) -> exit code``."""
+    """The ``nlhf train-pm`` (``kind="pm"``), ``train-rm`` (``"rm"``) or ``train-gpm`` (``"gpm"``) command:
+    ``run(args) -> exit code``."""
 
     def run(args: Any) -> int:
         flags = {"data": args.data, "eval_data": args.eval_data, "model": args.model, "out": args.out}

@@ -75,9 +75,9 @@ TRAIN_ARGS = (
 )  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["pm", "rm"])
+@pytest.mark.parametrize("kind", ["pm", "rm", "gpm"])
 def test_train_end_to_end_beats_chance_and_reloads(task, tmp_path, kind, capsys):
-    from nlhf.models import PairwisePreferenceModel, RewardModel
+    from nlhf.models import GeneralPreferenceModel, PairwisePreferenceModel, RewardModel
 
     out = tmp_path / kind
     assert cli(f"train-{kind}", "--data", str(task["train"]), "--eval-data", str(task["eval"]),
@@ -85,7 +85,7 @@ def test_train_end_to_end_beats_chance_and_reloads(task, tmp_path, kind, capsys)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["kind"] == ("pairwise_preference" if kind == "pm" else "reward")
+    assert metrics["kind"] == {"pm": "pairwise_preference", "rm": "reward", "gpm": "general_preference"}[kind]
     assert metrics["n_eval"] == 32 and metrics["n_train"] == 32 and metrics["steps"] == 16
     assert metrics["accuracy"] >= 0.8  # chance is 0.5 on this balanced task
     assert metrics["log_loss"] < math.log(2)  # better than always predicting 1/2
@@ -93,8 +93,10 @@ def test_train_end_to_end_beats_chance_and_reloads(task, tmp_path, kind, capsys)
     assert printed["accuracy"] == metrics["accuracy"]
 
     # the saved model judges the eval pairs exactly as the final evaluation did
-    cls = PairwisePreferenceModel if kind == "pm" else RewardModel
+    cls = {"pm": PairwisePreferenceModel, "rm": RewardModel, "gpm": GeneralPreferenceModel}[kind]
     model = cls.from_pretrained(out)
+    if kind == "gpm":
+        assert model.rank == 2 and model.head.out_features == 5
     rows = [json.loads(x) for x in task["eval"].read_text().splitlines()]
     probs = model.prob(
         [r["prompt"] for r in rows], [r["response_a"] for r in rows], [r["response_b"] for r in rows]
@@ -262,14 +264,14 @@ def test_reliability_table_by_hand():
         reliability_table([0.2, 1.2], [0, 1])
 
 
-@pytest.mark.parametrize("kind", ["pm", "rm"])
+@pytest.mark.parametrize("kind", ["pm", "rm", "gpm"])
 def test_pretokenized_pairs_collate_to_the_same_batch(task, kind):
     """pretokenize + make_collate gives exactly the batch of make_collate on the raw examples."""
     from nlhf.data import load_preferences
-    from nlhf.models import PairwisePreferenceModel, RewardModel
+    from nlhf.models import GeneralPreferenceModel, PairwisePreferenceModel, RewardModel
     from nlhf.train.fit import EncodedPair, make_collate, pretokenize
 
-    cls = PairwisePreferenceModel if kind == "pm" else RewardModel
+    cls = {"pm": PairwisePreferenceModel, "rm": RewardModel, "gpm": GeneralPreferenceModel}[kind]
     model = cls.from_backbone(str(task["backbone"]), max_length=72)  # cuts some PM rows
     examples = list(load_preferences(task["train"]))[:6]
     encoded = pretokenize(model, examples, chunk=4)  # two chunks
