@@ -313,3 +313,22 @@ def test_ipo_subset_is_a_seeded_sample_in_file_order(tmp_path):
         ipo_subset(src, tmp_path / "x.jsonl", 0, seed=0) == src
         and ipo_subset(src, tmp_path / "y.jsonl", 10, seed=0) == src
     )
+
+
+def test_cap_pairs_per_prompt_keeps_a_seeded_subset_in_file_order():
+    """Prompts with 5, 2 and 1 pairs, cap 3: 3 + 2 + 1 kept, each prompt's kept pairs in file order, the same
+    subset for the same seed, another for another seed (over 20 seeds), everything with cap 0."""
+    from nlhf.data.schema import PreferenceExample
+    from nlhf.demo.stages import cap_pairs_per_prompt
+
+    rows = [PreferenceExample("x", f"a{i}", f"b{i}", 1.0, metadata={"prompt_id": pid})
+            for i, pid in enumerate(["p1"] * 5 + ["p0"] * 2 + ["p2"])]  # fmt: skip
+    kept = cap_pairs_per_prompt(rows, 3, seed=0)
+    ids = [e.metadata["prompt_id"] for e in kept]
+    assert ids.count("p1") == 3 and ids.count("p0") == 2 and ids.count("p2") == 1
+    p1 = [int(e.first[1:]) for e in kept if e.metadata["prompt_id"] == "p1"]
+    assert p1 == sorted(p1) and set(p1) <= set(range(5))
+    assert [e.first for e in cap_pairs_per_prompt(rows, 3, seed=0)] == [e.first for e in kept]
+    subsets = {tuple(e.first for e in cap_pairs_per_prompt(rows, 3, seed=s)) for s in range(20)}
+    assert len(subsets) > 1
+    assert cap_pairs_per_prompt(rows, 0, seed=0) == rows

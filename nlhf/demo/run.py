@@ -26,6 +26,7 @@ from nlhf.demo.report import (
 from nlhf.demo.sampling_dependence import run_sampling_dependence, sampling_dependence_markdown
 from nlhf.demo.stages import (
     StageClock,
+    cap_pairs_per_prompt,
     fit_judge,
     judge_vs_oracle,
     label_pairs,
@@ -146,6 +147,7 @@ def stage_reference(cfg: DemoConfig, run: Path, env: Any, ref_model: Any, ref_to
             f.write(json.dumps({"id": i, "prompt": x, "response": y, "class": env.classes[c]}) + "\n")
     examples, dropped = label_pairs(env, train_prompts, samples, cfg.raters_per_pair, cfg.seed, cfg.pairing)
     train_pairs, eval_pairs = split_pairs_by_prompt(examples, cfg.pair_eval_fraction, cfg.seed)
+    train_pairs = cap_pairs_per_prompt(train_pairs, cfg.judge_pairs_per_prompt, cfg.seed)
     save_preferences(train_pairs, run / "pairs" / "train.jsonl")
     save_preferences(eval_pairs, run / "pairs" / "eval.jsonl")
     mu_vec = class_distribution(classes, len(env.classes))  # (K,) unrounded: sums to 1

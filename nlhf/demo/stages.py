@@ -237,6 +237,27 @@ def split_pairs_by_prompt(examples: Sequence[Any], fraction: float, seed: int) -
     return train, evaluation
 
 
+def cap_pairs_per_prompt(examples: Sequence[Any], cap: int, seed: int) -> list[Any]:
+    """At most ``cap`` pairs of each prompt (0: all), a seeded subset kept in file order; prompts in sorted id order.
+
+    With ``samples_per_prompt = S`` and ``pairing = "all"`` a prompt has S (S - 1) / 2 pairs; the cap keeps the
+    judges' training time linear in S while every response still appears in about 2 cap / S pairs.
+    """
+    import numpy as np
+
+    if cap <= 0:
+        return list(examples)
+    by_prompt: dict[str, list[Any]] = {}
+    for e in examples:
+        by_prompt.setdefault(e.metadata["prompt_id"], []).append(e)
+    rng = np.random.default_rng([seed, 16])
+    kept: list[Any] = []
+    for pid in sorted(by_prompt):
+        rows = by_prompt[pid]
+        kept += [rows[i] for i in sorted(rng.permutation(len(rows))[:cap])]
+    return kept
+
+
 def _count_lines(path: Path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
