@@ -42,7 +42,9 @@ TARGET_KEYS = {"nash_md": "nash_md_target", "rlhf": "rlhf_target"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="a finished demo run directory (pm/, rm/, config.yaml, summary.json)")
+    ap.add_argument(
+        "--run", required=True, help="a finished demo run directory (pm/, rm/, config.yaml, summary.json)"
+    )
     ap.add_argument("--label", required=True, help="name of this setting (a subdirectory of --out)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="DemoConfig key=value")
     ap.add_argument("--algorithms", nargs="+", default=["nash_md", "rlhf"], choices=sorted(TARGET_KEYS))
@@ -53,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def slice_prompts(run: Path, n_train: int) -> list:
     """The training prompts of the judges' held-out pair slice (``pairs/eval.jsonl``), in the demo's order."""
-    seen = {json.loads(line)["prompt"] for line in (run / "pairs" / "eval.jsonl").read_text().splitlines() if line}
+    seen = {
+        json.loads(line)["prompt"] for line in (run / "pairs" / "eval.jsonl").read_text().splitlines() if line
+    }
     prompts = [p for p in pick_prompts("train", n_train) if p.prompt in seen]
     if len(prompts) != len(seen):
         raise ValueError(f"{run / 'pairs' / 'eval.jsonl'}: {len(seen)} slice prompts, {len(prompts)} found in the "

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nlhf.demo.sampling_dependence import SAMPLING_MIXES, answers, resampled_pairs
+from nlhf.demo.sampling_dependence import SAMPLING_MIXES, answers, class_readings, resampled_pairs
 from nlhf.envs import default_rater_population
 from nlhf.lab.sampling_dependence import sampling_point
 
@@ -81,3 +81,52 @@ def test_answers_symmetrise_and_fill_uncompared_classes():
     w = np.exp(np.array([1.0, 0.0]) / 0.5)
     np.testing.assert_allclose(out["rlhf"], w / w.sum())
     assert out["nash_tau"][0] > 0.5  # class 0 beats class 1
+
+
+class TextRewardJudge:
+    """A reward per response TEXT (seeded by the text's characters), P = sigmoid(r - r'); counts its prob() calls."""
+
+    def __init__(self):
+        self.prob_calls = 0
+
+    def reward(self, prompts, responses):
+        return np.array([np.random.default_rng(list(map(ord, y))).normal() for y in responses])
+
+    def prob(self, prompts, first, second):
+        self.prob_calls += 1
+        return 1.0 / (1.0 + np.exp(-(self.reward(prompts, first) - self.reward(prompts, second))))
+
+
+class ProbOnly:
+    """The same judge seen through prob() alone (no reward attribute)."""
+
+    def __init__(self, judge):
+        self._judge = judge
+
+    def prob(self, prompts, first, second):
+        return self._judge.prob(prompts, first, second)
+
+
+def test_class_readings_of_a_reward_judge_come_from_its_rewards_and_match_the_pairwise_reading():
+    """The reward path (N rewards, no prob() call) gives the pairwise path's p_sum and count on prompts with
+    different numbers of responses, and r_sum / r_count are the brute-force per-prompt class sums."""
+    env, records = _records()
+    records = [r for k, r in enumerate(records) if k % 7 != 3]  # uneven prompts
+    judge = TextRewardJudge()
+    by_reward = class_readings(judge, env, records)
+    by_prob = class_readings(ProbOnly(judge), env, records)
+    assert judge.prob_calls == 1  # only the ProbOnly reading called prob()
+    np.testing.assert_allclose(by_reward["p_sum"], by_prob["p_sum"], atol=1e-12)
+    np.testing.assert_array_equal(by_reward["count"], by_prob["count"])
+    assert "r_sum" not in by_prob
+    prompts = sorted({r["id"] for r in records})
+    index = {c: k for k, c in enumerate(env.classes)}
+    for g, pid in enumerate(prompts):
+        rows = [r for r in records if r["id"] == pid]
+        n = len(rows)
+        assert by_reward["count"][g].sum() == n * (n - 1)
+        for c in env.classes:
+            mine = [r for r in rows if r["class"] == c]
+            assert by_reward["r_count"][g, index[c]] == len(mine)
+            want = sum(judge.reward(None, [r["response"]])[0] for r in mine)
+            np.testing.assert_allclose(by_reward["r_sum"][g, index[c]], want, atol=1e-12)

@@ -231,7 +231,7 @@ def report_sections(cfg: DemoConfig, s: dict[str, Any], stages: list[dict[str, A
         (
             "Setup",
             f"Policy base model `{cfg.model}` ({s['model']['parameters'] / 1e6:.1f}M parameters), LoRA r = "
-            f"{cfg.lora_r} on the last {cfg.lora_last_layers or 'all'} blocks; oracle: the cyclic rater "
+            f"{cfg.lora_r} on {f'the last {cfg.lora_last_layers}' if cfg.lora_last_layers else 'all'} blocks; oracle: the cyclic rater "
             f"population (cycle {s['environment']['condorcet_cycles']}); responses cut at "
             f"{cfg.max_new_tokens} new tokens everywhere; tournament on {cfg.n_heldout_prompts or 48} held-out "
             f"prompts never used in training. Nash-MD-PG: tau {cfg.tau}, mixture_coef {cfg.mixture_coef}, "

@@ -90,42 +90,49 @@ def class_readings(judge: Any, env: Any, records: Sequence[dict]) -> dict[str, n
     For every prompt g and every pair of its responses (both orders): ``p_sum[g, a, b]`` (the
     judge's P(y > y') summed over pairs with classes (a, b)) and ``count[g, a, b]``; with a
     reward (``judge.reward``), ``r_sum[g, c]`` and ``r_count[g, c]``. Shapes (G, K, K) and (G, K).
+    A reward judge's P(y > y') is sigmoid(r(y) - r(y')) from its N rewards (N forwards, not the
+    N (S - 1) pairs' 2 N (S - 1) of ``judge.prob``; equal up to float rounding, tested).
     """
     K = len(env.classes)
     index = {c: k for k, c in enumerate(env.classes)}
     prompts = sorted({r["id"] for r in records})
     rows_of = {p: [r for r in records if r["id"] == p] for p in prompts}
-    xs, a, b, cls, where = [], [], [], [], []
+    flat = [r for p in prompts for r in rows_of[p]]  # prompt-major
+    cls = np.array([index[r["class"]] for r in flat])  # (N,)
+    first, second, where = [], [], []  # flat indices of every ordered pair of one prompt's responses
+    start = 0
     for g, p in enumerate(prompts):
-        rows = rows_of[p]
-        for i in range(len(rows)):
-            for j in range(len(rows)):
+        n = len(rows_of[p])
+        for i in range(start, start + n):
+            for j in range(start, start + n):
                 if i != j:
-                    xs.append(rows[i]["prompt"])
-                    a.append(rows[i]["response"])
-                    b.append(rows[j]["response"])
-                    cls.append((index[rows[i]["class"]], index[rows[j]["class"]]))
+                    first.append(i)
+                    second.append(j)
                     where.append(g)
-    prob = np.asarray(judge.prob(xs, a, b), dtype=np.float64)  # (N,)
-    G = len(prompts)
-    p_sum, count = np.zeros((G, K, K)), np.zeros((G, K, K))
-    for value, (ca, cb), g in zip(prob, cls, where):
-        p_sum[g, ca, cb] += value
-        count[g, ca, cb] += 1
-    out = {"p_sum": p_sum, "count": count}
+        start += n
+    first_i, second_i = np.array(first, dtype=np.int64), np.array(second, dtype=np.int64)
     reward_fn = getattr(judge, "reward", None) or getattr(getattr(judge, "model", None), "reward", None)
+    rewards = None
     if callable(reward_fn):
-        flat = [r for p in prompts for r in rows_of[p]]
         rewards = np.asarray(
             reward_fn([r["prompt"] for r in flat], [r["response"] for r in flat]), dtype=np.float64
-        )
+        )  # (N,)
+        prob = 1.0 / (1.0 + np.exp(-(rewards[first_i] - rewards[second_i])))  # (pairs,)
+    else:
+        prob = np.asarray(
+            judge.prob([flat[i]["prompt"] for i in first], [flat[i]["response"] for i in first],
+                       [flat[j]["response"] for j in second]), dtype=np.float64,
+        )  # (pairs,)  # fmt: skip
+    G = len(prompts)
+    p_sum, count = np.zeros((G, K, K)), np.zeros((G, K, K))
+    np.add.at(p_sum, (np.array(where, dtype=np.int64), cls[first_i], cls[second_i]), prob)
+    np.add.at(count, (np.array(where, dtype=np.int64), cls[first_i], cls[second_i]), 1.0)
+    out = {"p_sum": p_sum, "count": count}
+    if rewards is not None:
+        group = np.repeat(np.arange(G), [len(rows_of[p]) for p in prompts])  # (N,) prompt of each response
         r_sum, r_count = np.zeros((G, K)), np.zeros((G, K))
-        k = 0
-        for g, p in enumerate(prompts):
-            for r in rows_of[p]:
-                r_sum[g, index[r["class"]]] += rewards[k]
-                r_count[g, index[r["class"]]] += 1
-                k += 1
+        np.add.at(r_sum, (group, cls), rewards)
+        np.add.at(r_count, (group, cls), 1.0)
         out.update(r_sum=r_sum, r_count=r_count)
     return out
 

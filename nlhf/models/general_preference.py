@@ -99,34 +99,15 @@ class GeneralPreferenceModel(SequenceScorer):
         return general_preference_logit(v[:half], v[half:])  # (B,)
 
     def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> dict[str, Any]:
-        """Text -> ``{"input_ids", "attention_mask", "segment_ids": (N, T), "truncated": int}``, one (x, y) a row."""
-        from nlhf.data.judge_inputs import encode_singles
-
-        check_batch_sizes(prompts=prompts, responses=responses)
-        rows = encode_singles(
-            self._require_tokenizer(),
-            list(prompts),
-            list(responses),
-            self.max_length,
-            layout=self.input_layout,
-        )
-        return self.collate_rows(rows)
+        """Text -> ``{"input_ids", "attention_mask", "segment_ids": (N, T), "truncated": int}``, one (x, y) a row
+        (:meth:`~nlhf.models.scorer.SequenceScorer.single_rows`: laid out and truncated to ``max_length``)."""
+        return self.collate_rows(self.single_rows(prompts, responses))
 
     def encode_rows(
         self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]
     ) -> list[Any]:
         """The 2B ``EncodedInput`` rows of a pair batch before padding: (x, first) rows, then (x, second)."""
-        from nlhf.data.judge_inputs import encode_singles
-
-        check_batch_sizes(prompts=prompts, first=first, second=second)
-        p = list(prompts)
-        return encode_singles(
-            self._require_tokenizer(),
-            p + p,
-            list(first) + list(second),
-            self.max_length,
-            layout=self.input_layout,
-        )
+        return self.pair_rows(prompts, first, second)
 
     @torch.no_grad()
     def embeddings(

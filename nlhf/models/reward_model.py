@@ -75,33 +75,15 @@ class RewardModel(SequenceScorer):
         return bradley_terry_logit(rewards[:half], rewards[half:])  # (B,)
 
     def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> dict[str, Any]:
-        """Text -> ``{"input_ids", "attention_mask", "segment_ids": (N, T), "truncated": int}``.
-
-        One (x, y) sequence per row, laid out (``self.input_layout``: ``x y [EOS]`` for a new
-        model on a causal LM) and truncated to ``max_length`` by
-        :func:`nlhf.data.judge_inputs.encode_single`.
-        """
-        from nlhf.data.judge_inputs import encode_singles
-
-        check_batch_sizes(prompts=prompts, responses=responses)
-        tok, n = self._require_tokenizer(), self.max_length
-        return self._collate(encode_singles(tok, list(prompts), list(responses), n, layout=self.input_layout))
+        """Text -> ``{"input_ids", "attention_mask", "segment_ids": (N, T), "truncated": int}``, one (x, y) a row
+        (:meth:`~nlhf.models.scorer.SequenceScorer.single_rows`: laid out and truncated to ``max_length``)."""
+        return self.collate_rows(self.single_rows(prompts, responses))
 
     def encode_rows(
         self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]
     ) -> list[Any]:
         """The 2B ``EncodedInput`` rows of a pair batch before padding: (x, first) rows, then (x, second)."""
-        from nlhf.data.judge_inputs import encode_singles
-
-        check_batch_sizes(prompts=prompts, first=first, second=second)
-        p = list(prompts)
-        return encode_singles(
-            self._require_tokenizer(),
-            p + p,
-            list(first) + list(second),
-            self.max_length,
-            layout=self.input_layout,
-        )
+        return self.pair_rows(prompts, first, second)
 
     @torch.no_grad()
     def reward(self, prompts: Sequence[Prompt], responses: Sequence[str], *, batch_size: int = 32) -> Tensor:

@@ -61,6 +61,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from nlhf.data.schema import Prompt
 from nlhf.models.backbone import (  # noqa: F401 - shared_prefix_lengths re-exported (tests, benchmarks)
     backbone_kind,
     cache_argument,
@@ -287,8 +288,26 @@ class SequenceScorer(nn.Module):
             raise ValueError(f"{type(self).__name__} has no tokenizer; pass tokenizer= to use text inputs")
         return self.tokenizer
 
-    def _collate(self, rows: list[Any]) -> dict[str, Any]:
-        return self.collate_rows(rows)
+    def single_rows(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Any]:
+        """One ``EncodedInput`` row per (x, y), before padding: laid out by ``self.input_layout`` (``x y [EOS]``
+        for a new model on a causal LM) and truncated to ``max_length`` (:func:`nlhf.data.judge_inputs.encode_singles`).
+        The row encoder of the kinds that score each response on its own (reward, general preference)."""
+        from nlhf.data.judge_inputs import encode_singles
+
+        check_batch_sizes(prompts=prompts, responses=responses)
+        return encode_singles(
+            self._require_tokenizer(),
+            list(prompts),
+            list(responses),
+            self.max_length,
+            layout=self.input_layout,
+        )
+
+    def pair_rows(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[Any]:
+        """The 2B single rows of a pair batch before padding: (x, first) rows, then (x, second) rows."""
+        check_batch_sizes(prompts=prompts, first=first, second=second)
+        p = list(prompts)
+        return self.single_rows(p + p, list(first) + list(second))
 
     def collate_rows(self, rows: list[Any]) -> dict[str, Any]:
         """Right-pad encoded rows (``nlhf.data.judge_inputs.EncodedInput``); masks from lengths.
