@@ -70,3 +70,50 @@ def test_a_judge_without_reward_is_refused_as_the_reward_model():
     with pytest.raises(ValueError, match="no reward"):
         judge_targets(CFG, env, records, np.full(4, 0.25), env, env)
     assert to_dict(CFG)["bootstrap"] == 50
+
+
+def test_response_level_targets_equal_the_class_level_ones_when_a_judge_sees_only_classes():
+    """Responses of one class are copies under a class-only judge, and merging copies (their mu masses summed) leaves
+    both optima unchanged: the Nash-MD-PG stationary point on each prompt's 8 x 8 matrix of P* sums, per class, to
+    the class-level point on (P*, the prompt's class mix), and softmax(r / tau) over the 8 responses to the class-
+    level RLHF optimum. Every prompt holds two responses of each class, so the class mix is uniform."""
+    env, records = _records()
+    scores = np.array([0.3, -0.2, 0.1, -2.0])
+    out = judge_targets(CFG, env, records, np.array([0.1, 0.2, 0.5, 0.2]), env, ClassScoreJudge(env, scores))
+    r = out["response_level"]
+    uniform = np.full(4, 0.25)
+    nash = pg_stationary_point(env.game, uniform, CFG.tau, CFG.mixture_coef)
+    np.testing.assert_allclose(r["nash_md_target"], nash, atol=1e-4)
+    np.testing.assert_allclose(r["rlhf_target"], rlhf_optimum(scores, uniform, CFG.rlhf_tau), atol=1e-4)
+    assert r["nash_md_exploitability"] == pytest.approx(exploitability(env.game, nash), abs=1e-3)
+    assert r["difference_interval"] == pytest.approx([r["difference"]] * 2, abs=1e-6)
+
+
+class SplitClassJudge(ClassScoreJudge):
+    """Class scores, except that the two `personal` responses of a prompt score -1.5 and +1.5 (mean 0 < direct's
+    0.5): the class means say `direct`, the best single response is `personal`."""
+
+    def reward(self, prompts, responses):
+        base = super().reward(prompts, responses)
+        personal = self.env.classes.index("personal")
+        cls = self.env.classify(list(prompts), list(responses))
+        split = np.array([1.5 if y.endswith("-1!") else -1.5 for y in responses])
+        return np.where(cls == personal, split, base)
+
+
+def test_a_reward_that_varies_within_a_class_moves_the_response_level_rlhf_target_and_not_the_class_level_one():
+    env, records = _records()
+    scores = np.array([0.2, 0.0, 0.5, -2.0])
+    rm = SplitClassJudge(env, scores)
+    out = judge_targets(CFG, env, records, np.full(4, 0.25), env, rm)
+    personal, direct = env.classes.index("personal"), env.classes.index("direct")
+    assert int(np.argmax(out["rlhf_target"])) == direct  # class means: personal 0.0 < direct 0.5
+    r = out["response_level"]["rlhf_target"]
+    one = records[:8]  # every prompt holds the same 8 rewards: the hand-computed softmax over them
+    z = np.asarray(rm.reward([x["prompt"] for x in one], [x["response"] for x in one])) / CFG.rlhf_tau
+    w = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    cls = env.classify([x["prompt"] for x in one], [x["response"] for x in one])
+    np.testing.assert_allclose(r, np.bincount(cls, weights=w, minlength=4), atol=1e-4)
+    assert r[personal] > 0.99 and out["rlhf_target"][personal] < 0.01
+    text = judge_targets_markdown(out, env.classes, CFG.confidence)
+    assert "response level" in text and f"{out['response_level']['rlhf_exploitability']:.3f}" in text

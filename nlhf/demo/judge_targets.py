@@ -20,7 +20,18 @@ reference responses of one prompt):
 
 If the preference model's P_hat is transitive, its Nash-MD target is nearly pure and about as
 exploitable as the RLHF target: claim (ii) cannot hold however long Nash-MD trains on that
-judge. Class-level reading only: a policy also moves within classes, which P* does not count.
+judge.
+
+The class-level reading assumes a judge scores every response of a class alike. It does not: a
+reward model's RLHF optimum pi(y) = mu(y) exp(r(y) / tau) / Z puts a class's mass on that class's
+best-scored responses (a log-sum-exp of its rewards, not their mean), and a policy moves within
+classes as freely as between them. So the same judges are also read at the RESPONSE level, on the
+empirical support of each slice prompt's S reference responses (mu uniform on them): the RLHF
+optimum softmax(r / tau) over the S responses, and the Nash-MD-PG stationary point on the S x S
+matrix of the preference model's P(y_i > y_j) (symmetrised), each summed over the responses of a
+class and averaged over the prompts (:func:`response_level_mixes`), with the same exploitability
+under P* and bootstrap. These are the optima of the trainers' objectives restricted to what mu
+drew; the class-level ones are what the judges would give if class were all they saw.
 """
 
 from __future__ import annotations
@@ -34,6 +45,39 @@ import numpy as np
 
 from nlhf.demo.config import DemoConfig
 from nlhf.demo.sampling_dependence import answers, class_readings
+
+
+def response_level_mixes(readings: dict[str, np.ndarray], K: int, tau: float, rlhf_tau: float,
+                         beta: float) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per prompt g, the class mixes (G, K) of the judge's targets on the empirical support of g's responses (mu
+    uniform on them; module docstring): ``"nash_md"`` the Nash-MD-PG stationary point on the symmetrised S_g x S_g
+    matrix of the judge's P(y_i > y_j) at (``tau``, ``beta``); with rewards, ``"rlhf"`` softmax(r / ``rlhf_tau``).
+    ``readings``: :func:`nlhf.demo.sampling_dependence.class_readings`'s output."""
+    from nlhf.lab import pg_stationary_point
+
+    cls, group = readings["classes"], readings["group"]  # (N,) each
+    first, second, prob = readings["pair_first"], readings["pair_second"], readings["pair_prob"]
+    G = int(group.max()) + 1 if len(group) else 0
+    starts = np.searchsorted(group, np.arange(G + 1))  # responses of prompt g: [starts[g], starts[g + 1])
+    pair_group = group[first]  # (pairs,)
+    nash, rlhf = np.zeros((G, K)), np.zeros((G, K))
+    rewards = readings.get("rewards")
+    for g in range(G):
+        lo, n = starts[g], starts[g + 1] - starts[g]
+        M = np.full((n, n), 0.5)  # (S_g, S_g) P(y_i > y_j)
+        sel = pair_group == g
+        M[first[sel] - lo, second[sel] - lo] = prob[sel]
+        M = 0.5 * (M + 1.0 - M.T)  # skew-symmetric about 1/2, as a preference game must be
+        pi = pg_stationary_point(M, np.full(n, 1.0 / n), tau, beta)  # (S_g,)
+        nash[g] = np.bincount(cls[lo : lo + n], weights=pi, minlength=K)
+        if rewards is not None:
+            z = rewards[lo : lo + n] / rlhf_tau
+            w = np.exp(z - z.max())  # (S_g,) the RLHF optimum on the support, unnormalised
+            rlhf[g] = np.bincount(cls[lo : lo + n], weights=w / w.sum(), minlength=K)
+    out = {"nash_md": nash}
+    if rewards is not None:
+        out["rlhf"] = rlhf
+    return out
 
 
 def judge_targets(cfg: DemoConfig, env: Any, records: Sequence[dict], mu: np.ndarray, pm_judge: Any,
@@ -50,13 +94,20 @@ def judge_targets(cfg: DemoConfig, env: Any, records: Sequence[dict], mu: np.nda
     if "r_sum" not in rm:
         raise ValueError("judge_targets: rm_judge has no reward() (a reward model's judge is needed)")
     G = pm["count"].shape[0]
+    K = len(env.classes)
+    resp_nash = response_level_mixes(pm, K, cfg.tau, cfg.rlhf_tau, cfg.mixture_coef)["nash_md"]  # (G, K)
+    resp_rlhf = response_level_mixes(rm, K, cfg.tau, cfg.rlhf_tau, cfg.mixture_coef)["rlhf"]  # (G, K)
 
     def targets(idx: np.ndarray) -> dict[str, Any]:
         a_pm, a_rm = answers(pm, idx, mu, cfg.tau, cfg.rlhf_tau), answers(rm, idx, mu, cfg.tau, cfg.rlhf_tau)
         nash = pg_stationary_point(a_pm["P"], mu, cfg.tau, cfg.mixture_coef)
+        r_nash, r_rlhf = resp_nash[idx].mean(0), resp_rlhf[idx].mean(0)  # (K,) each
         return {"P": a_pm["P"], "nash_md_target": nash, "reward": a_rm["reward"], "rlhf_target": a_rm["rlhf"],
                 "nash_md_exploitability": exploitability(env.game, nash),
-                "rlhf_exploitability": exploitability(env.game, a_rm["rlhf"])}  # fmt: skip
+                "rlhf_exploitability": exploitability(env.game, a_rm["rlhf"]),
+                "nash_md_response_target": r_nash, "rlhf_response_target": r_rlhf,
+                "nash_md_response_exploitability": exploitability(env.game, r_nash),
+                "rlhf_response_exploitability": exploitability(env.game, r_rlhf)}  # fmt: skip
 
     point = targets(np.arange(G))
     rng = np.random.default_rng([cfg.seed, 14, 2])
@@ -68,6 +119,8 @@ def judge_targets(cfg: DemoConfig, env: Any, records: Sequence[dict], mu: np.nda
 
     nash_e = [d["nash_md_exploitability"] for d in draws]
     rlhf_e = [d["rlhf_exploitability"] for d in draws]
+    nash_r = [d["nash_md_response_exploitability"] for d in draws]
+    rlhf_r = [d["rlhf_response_exploitability"] for d in draws]
     cycles = majority_cycles(PreferenceGame(point["P"], env.classes))
     return {
         "prompts": G,
@@ -85,6 +138,18 @@ def judge_targets(cfg: DemoConfig, env: Any, records: Sequence[dict], mu: np.nda
         "rlhf_exploitability_interval": interval(rlhf_e),
         "difference": float(point["nash_md_exploitability"] - point["rlhf_exploitability"]),
         "difference_interval": interval([n - r for n, r in zip(nash_e, rlhf_e)]),
+        "response_level": {
+            "nash_md_target": point["nash_md_response_target"].round(4).tolist(),
+            "rlhf_target": point["rlhf_response_target"].round(4).tolist(),
+            "nash_md_exploitability": float(point["nash_md_response_exploitability"]),
+            "nash_md_exploitability_interval": interval(nash_r),
+            "rlhf_exploitability": float(point["rlhf_response_exploitability"]),
+            "rlhf_exploitability_interval": interval(rlhf_r),
+            "difference": float(
+                point["nash_md_response_exploitability"] - point["rlhf_response_exploitability"]
+            ),
+            "difference_interval": interval([n - r for n, r in zip(nash_r, rlhf_r)]),
+        },
     }
 
 
@@ -124,5 +189,25 @@ def judge_targets_markdown(s: dict[str, Any], classes: Sequence[str], confidence
         f"{s['rlhf_exploitability_interval'][1]:.3f}] |", "",
         f"Difference (Nash-MD's target minus RLHF's): {s['difference']:+.3f}, paired {pct} interval "
         f"[{lo:+.3f}, {hi:+.3f}]. A trainer at best reaches its judge's target: claim (ii) needs the first row "
-        "below the second.",
+        "below the second.", *response_level_markdown(s.get("response_level"), pct, fmt),
     ])  # fmt: skip
+
+
+def response_level_markdown(r: dict[str, Any] | None, pct: str, fmt: Any) -> list[str]:
+    """The response-level rows (module docstring); none for a summary written before they existed."""
+    if not r:
+        return []
+    ci = lambda k: f"{r[k]:.3f} [{r[k + '_interval'][0]:.3f}, {r[k + '_interval'][1]:.3f}]"  # noqa: E731
+    lo, hi = r["difference_interval"]
+    return [
+        "", "The same judges read at the response level: each trainer's optimum over each slice prompt's own "
+        "reference responses (mu uniform on them), its class mix averaged over the prompts. A judge that scores "
+        "responses of one class differently pulls its trainer to the best-scored responses of every class.", "",
+        f"| judge | response-level target | target class mix | exploitability under P* ({pct} prompt bootstrap) |",
+        "|---|---|---|---|",
+        f"| preference model | Nash-MD-PG stationary point on each prompt's matrix of P_hat | "
+        f"{fmt(r['nash_md_target'])} | {ci('nash_md_exploitability')} |",
+        f"| reward model | RLHF optimum softmax(r / tau) over each prompt's responses | {fmt(r['rlhf_target'])} | "
+        f"{ci('rlhf_exploitability')} |", "",
+        f"Difference at the response level: {r['difference']:+.3f}, paired {pct} interval [{lo:+.3f}, {hi:+.3f}].",
+    ]  # fmt: skip

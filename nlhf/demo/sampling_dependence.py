@@ -90,6 +90,8 @@ def class_readings(judge: Any, env: Any, records: Sequence[dict]) -> dict[str, n
     For every prompt g and every pair of its responses (both orders): ``p_sum[g, a, b]`` (the
     judge's P(y > y') summed over pairs with classes (a, b)) and ``count[g, a, b]``; with a
     reward (``judge.reward``), ``r_sum[g, c]`` and ``r_count[g, c]``. Shapes (G, K, K) and (G, K).
+    Also the response-level data: ``pair_prob``, ``pair_first``, ``pair_second`` (every ordered pair, flat
+    response indices, prompt-major), ``classes`` and ``group`` (N,) (and ``rewards`` (N,) with a reward).
     A reward judge's P(y > y') is sigmoid(r(y) - r(y')) from its N rewards (N forwards, not the
     N (S - 1) pairs' 2 N (S - 1) of ``judge.prob``; equal up to float rounding, tested).
     """
@@ -127,13 +129,15 @@ def class_readings(judge: Any, env: Any, records: Sequence[dict]) -> dict[str, n
     p_sum, count = np.zeros((G, K, K)), np.zeros((G, K, K))
     np.add.at(p_sum, (np.array(where, dtype=np.int64), cls[first_i], cls[second_i]), prob)
     np.add.at(count, (np.array(where, dtype=np.int64), cls[first_i], cls[second_i]), 1.0)
-    out = {"p_sum": p_sum, "count": count}
+    group = np.repeat(np.arange(G), [len(rows_of[p]) for p in prompts])  # (N,) prompt of each response
+    # the response-level data behind the sums (nlhf.demo.judge_targets reads the judges at the response level too)
+    out = {"p_sum": p_sum, "count": count, "pair_prob": prob, "pair_first": first_i, "pair_second": second_i,
+           "classes": cls, "group": group}  # fmt: skip
     if rewards is not None:
-        group = np.repeat(np.arange(G), [len(rows_of[p]) for p in prompts])  # (N,) prompt of each response
         r_sum, r_count = np.zeros((G, K)), np.zeros((G, K))
         np.add.at(r_sum, (group, cls), rewards)
         np.add.at(r_count, (group, cls), 1.0)
-        out.update(r_sum=r_sum, r_count=r_count)
+        out.update(r_sum=r_sum, r_count=r_count, rewards=rewards)
     return out
 
 
