@@ -58,8 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<timestamp>)")
     p.add_argument("--quick", action="store_true", help="a smoke run of every stage (no significance claim)")
     p.add_argument("--budget", default="default", choices=["default", "long"],
-                   help="default (about 18 min on 2 cores) or long: 4x the policy steps, 12 tournament samples a "
-                   "prompt (about 45 min)")  # fmt: skip
+                   help="default (about 28 min on 2 cores) or long: 4x the policy steps, 12 tournament samples a "
+                   "prompt (about 65 min)")  # fmt: skip
     p.add_argument(
         "--device", default=None, choices=["cpu", "cuda", "auto"], help="where to run (default cpu)"
     )

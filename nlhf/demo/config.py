@@ -170,7 +170,9 @@ QUICK: dict[str, Any] = {
 
 # ``nlhf demo --budget long`` (issue 14): the default run with 4x the policy-gradient steps, 2 IPO epochs and
 # 12 tournament samples per held-out prompt; everything else (prompts, judges, oracle, tau, lr) unchanged.
-# Fixed before its first run (docs/results/README.md: the pre-registration); about 45 min on 2 idle cores.
+# Fixed before its first run (docs/results/README.md: the pre-registration); about 45 min on 2 idle cores with
+# LoRA on the last 4 blocks (run 7: 58 min, partly beside other jobs); with LoRA on every block about 65 min by
+# run 8's stage times (not run).
 LONG: dict[str, Any] = {
     "nash_steps": 160,
     "rlhf_steps": 160,
