@@ -29,7 +29,7 @@ classes as freely as between them. So the same judges are also read at the RESPO
 empirical support of each slice prompt's S reference responses (mu uniform on them): the RLHF
 optimum softmax(r / tau) over the S responses, and the Nash-MD-PG stationary point on the S x S
 matrix of the preference model's P(y_i > y_j) (symmetrised), each summed over the responses of a
-class and averaged over the prompts (:func:`response_level_mixes`), with the same exploitability
+class and averaged over the prompts (:func:`response_nash_mixes`, :func:`response_rlhf_mixes`), with the same exploitability
 under P* and bootstrap. These are the optima of the trainers' objectives restricted to what mu
 drew; the class-level ones are what the judges would give if class were all they saw.
 """
@@ -47,37 +47,45 @@ from nlhf.demo.config import DemoConfig
 from nlhf.demo.sampling_dependence import answers, class_readings
 
 
-def response_level_mixes(readings: dict[str, np.ndarray], K: int, tau: float, rlhf_tau: float,
-                         beta: float) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per prompt g, the class mixes (G, K) of the judge's targets on the empirical support of g's responses (mu
-    uniform on them; module docstring): ``"nash_md"`` the Nash-MD-PG stationary point on the symmetrised S_g x S_g
-    matrix of the judge's P(y_i > y_j) at (``tau``, ``beta``); with rewards, ``"rlhf"`` softmax(r / ``rlhf_tau``).
-    ``readings``: :func:`nlhf.demo.sampling_dependence.class_readings`'s output."""
+def _prompt_slices(readings: dict[str, np.ndarray]) -> list[slice]:
+    """The flat response indices of each prompt g (responses are prompt-major in ``readings``)."""
+    group = readings["group"]  # (N,)
+    starts = np.searchsorted(group, np.arange((int(group.max()) + 2) if len(group) else 1))
+    return [slice(int(lo), int(hi)) for lo, hi in zip(starts[:-1], starts[1:])]
+
+
+def response_nash_mixes(readings: dict[str, np.ndarray], K: int, tau: float, beta: float) -> np.ndarray:
+    """Per prompt g, the class mix (G, K) of the Nash-MD-PG stationary point at (``tau``, ``beta``) on the
+    symmetrised S_g x S_g matrix of the judge's P(y_i > y_j) over g's responses, mu uniform on them (module
+    docstring). ``readings``: :func:`nlhf.demo.sampling_dependence.class_readings`'s output."""
     from nlhf.lab import pg_stationary_point
 
-    cls, group = readings["classes"], readings["group"]  # (N,) each
-    first, second, prob = readings["pair_first"], readings["pair_second"], readings["pair_prob"]
-    G = int(group.max()) + 1 if len(group) else 0
-    starts = np.searchsorted(group, np.arange(G + 1))  # responses of prompt g: [starts[g], starts[g + 1])
-    pair_group = group[first]  # (pairs,)
-    nash, rlhf = np.zeros((G, K)), np.zeros((G, K))
-    rewards = readings.get("rewards")
-    for g in range(G):
-        lo, n = starts[g], starts[g + 1] - starts[g]
+    cls, first, second, prob = (readings[k] for k in ("classes", "pair_first", "pair_second", "pair_prob"))
+    pair_group = readings["group"][first]  # (pairs,)
+    slices = _prompt_slices(readings)
+    nash = np.zeros((len(slices), K))
+    for g, sl in enumerate(slices):
+        n = sl.stop - sl.start
         M = np.full((n, n), 0.5)  # (S_g, S_g) P(y_i > y_j)
         sel = pair_group == g
-        M[first[sel] - lo, second[sel] - lo] = prob[sel]
+        M[first[sel] - sl.start, second[sel] - sl.start] = prob[sel]
         M = 0.5 * (M + 1.0 - M.T)  # skew-symmetric about 1/2, as a preference game must be
         pi = pg_stationary_point(M, np.full(n, 1.0 / n), tau, beta)  # (S_g,)
-        nash[g] = np.bincount(cls[lo : lo + n], weights=pi, minlength=K)
-        if rewards is not None:
-            z = rewards[lo : lo + n] / rlhf_tau
-            w = np.exp(z - z.max())  # (S_g,) the RLHF optimum on the support, unnormalised
-            rlhf[g] = np.bincount(cls[lo : lo + n], weights=w / w.sum(), minlength=K)
-    out = {"nash_md": nash}
-    if rewards is not None:
-        out["rlhf"] = rlhf
-    return out
+        nash[g] = np.bincount(cls[sl], weights=pi, minlength=K)
+    return nash
+
+
+def response_rlhf_mixes(readings: dict[str, np.ndarray], K: int, rlhf_tau: float) -> np.ndarray:
+    """Per prompt g, the class mix (G, K) of the RLHF optimum softmax(r / ``rlhf_tau``) over g's responses (mu
+    uniform on them); ``readings`` of a reward judge (with ``rewards``)."""
+    cls, rewards = readings["classes"], readings["rewards"]
+    slices = _prompt_slices(readings)
+    rlhf = np.zeros((len(slices), K))
+    for g, sl in enumerate(slices):
+        z = rewards[sl] / rlhf_tau
+        w = np.exp(z - z.max())  # (S_g,) the RLHF optimum on the support, unnormalised
+        rlhf[g] = np.bincount(cls[sl], weights=w / w.sum(), minlength=K)
+    return rlhf
 
 
 def judge_targets(cfg: DemoConfig, env: Any, records: Sequence[dict], mu: np.ndarray, pm_judge: Any,
@@ -95,8 +103,8 @@ def judge_targets(cfg: DemoConfig, env: Any, records: Sequence[dict], mu: np.nda
         raise ValueError("judge_targets: rm_judge has no reward() (a reward model's judge is needed)")
     G = pm["count"].shape[0]
     K = len(env.classes)
-    resp_nash = response_level_mixes(pm, K, cfg.tau, cfg.rlhf_tau, cfg.mixture_coef)["nash_md"]  # (G, K)
-    resp_rlhf = response_level_mixes(rm, K, cfg.tau, cfg.rlhf_tau, cfg.mixture_coef)["rlhf"]  # (G, K)
+    resp_nash = response_nash_mixes(pm, K, cfg.tau, cfg.mixture_coef)  # (G, K)
+    resp_rlhf = response_rlhf_mixes(rm, K, cfg.rlhf_tau)  # (G, K)
 
     def targets(idx: np.ndarray) -> dict[str, Any]:
         a_pm, a_rm = answers(pm, idx, mu, cfg.tau, cfg.rlhf_tau), answers(rm, idx, mu, cfg.tau, cfg.rlhf_tau)

@@ -127,8 +127,13 @@ def class_readings(judge: Any, env: Any, records: Sequence[dict]) -> dict[str, n
         )  # (pairs,)  # fmt: skip
     G = len(prompts)
     p_sum, count = np.zeros((G, K, K)), np.zeros((G, K, K))
-    np.add.at(p_sum, (np.array(where, dtype=np.int64), cls[first_i], cls[second_i]), prob)
-    np.add.at(count, (np.array(where, dtype=np.int64), cls[first_i], cls[second_i]), 1.0)
+    cell = (
+        np.array(where, dtype=np.int64),
+        cls[first_i],
+        cls[second_i],
+    )  # (prompt, class, class) of each pair
+    np.add.at(p_sum, cell, prob)
+    np.add.at(count, cell, 1.0)
     group = np.repeat(np.arange(G), [len(rows_of[p]) for p in prompts])  # (N,) prompt of each response
     # the response-level data behind the sums (nlhf.demo.judge_targets reads the judges at the response level too)
     out = {"p_sum": p_sum, "count": count, "pair_prob": prob, "pair_first": first_i, "pair_second": second_i,
